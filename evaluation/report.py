@@ -1,0 +1,287 @@
+"""The comparison report of AdaTAMW vs AdamW on MTEB (the paper's Figures 3, 4, 10, Tables 11-16).
+
+Usage::
+
+    python -m evaluation.report (--results DIR | --scores_csv FILE) --out DIR
+        [--allow_missing] [--geometry_csv FILE] [--paper_tasks | --full_benchmark]
+
+``--results DIR`` reads a sweep's evaluation output through
+``evaluation.collect.collect_scores``; ``--scores_csv FILE`` reads the long CSV
+``model,optimizer,epochs,task,category,score`` (scores in percent). A ``geometry.csv`` in
+DIR (or ``--geometry_csv``) adds the embedding-geometry section.
+
+Writes into ``--out`` (each file atomically, temp file + ``os.replace``): ``report.md``,
+``win_rates.csv`` (Figures 4 and 10, the columns of ``shared/paper/win_rates_visible.csv``),
+``win_rates_stats.csv`` (counts and sign-test p), ``category_improvement.csv`` (Figure 3),
+``per_dataset_tables.md`` (Tables 11-16), ``figures.json`` (every figure's data),
+``scores_compared.csv`` and PNGs ``figure3_category_improvement.png``,
+``figure4_win_rates_0.2pct.png``, ``figure10_win_rates_1pct.png`` (and ``geometry.png``).
+
+``build_report`` is the same in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from evaluation.categories import category_improvement, category_order
+from evaluation.figures import category_figure, geometry_figure, win_rate_figure
+from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_csv,
+                               validate_geometry, validate_scores)
+from evaluation.tables import per_dataset_tables
+from evaluation.win_rates import THRESHOLDS, paired_scores, win_rate_stats, win_rates
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FIGURE_FILES = {"0.2%": "figure4_win_rates_0.2pct.png", "1%": "figure10_win_rates_1pct.png"}
+
+
+# ---------------------------------------------------------------- atomic output
+
+def _atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """Run write(tmp) on a temp file next to path, then os.replace it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> Path:
+    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _write_png(path: Path, figure) -> Path:
+    return _atomic(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-safe dicts (NaN -> null)."""
+    rows = df.to_dict(orient="records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else
+                 v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows]
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _p(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3g}"
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _win_rate_section(stats: pd.DataFrame, label: str) -> str:
+    t, figure = THRESHOLDS[label]
+    cells = stats[stats["threshold"] == label]
+    table = _md_table(
+        ["Model", "Epochs", "Better %", "Similar or better %", "Datasets",
+         "Wins / losses (not similar)", "Sign test p"],
+        [[r.model, r.epochs, r.better_pct, r.similar_or_better_pct, r.n_datasets,
+          f"{r.sign_test_wins} / {r.sign_test_losses}", _p(r.sign_test_p)]
+         for r in cells.itertuples()])
+    return (f"## {figure}: win rates, similar within {label} of the higher score\n\n"
+            f"![{figure}]({FIGURE_FILES[label]})\n\n"
+            f"Better: AdaTAMW >= AdamW. Similar: |a - b| < {t} * max(a, b). The sign test "
+            f"counts AdaTAMW wins vs losses over the datasets that are not similar "
+            f"(two-sided exact binomial, p = 0.5).\n\n{table}\n")
+
+
+def _category_section(improvement: pd.DataFrame) -> str:
+    categories = category_order(improvement["category"])
+    grid = improvement.pivot(index=["model", "size", "epochs"], columns="category",
+                             values="percent").reindex(columns=categories)
+    rows = [[m, s, e] + ["n/a" if pd.isna(v) else f"{v:+.2f}" for v in vals]
+            for (m, s, e), vals in zip(grid.index, grid.to_numpy())]
+    return ("## Figure 3: improvement of category means (%)\n\n"
+            "![Figure 3](figure3_category_improvement.png)\n\n"
+            "100 * (mean_cat(AdaTAMW) - mean_cat(AdamW)) / mean_cat(AdamW).\n\n"
+            + _md_table(["Model", "Size", "Epochs"] + categories, rows) + "\n")
+
+
+def _geometry_section(geometry: pd.DataFrame, source: str) -> str:
+    cols = list(geometry.columns)
+    rows = [[f"{v:.4g}" if isinstance(v, float) else v for v in r]
+            for r in geometry.sort_values(["model", "epochs", "optimizer"]).itertuples(index=False)]
+    return (f"## Embedding geometry\n\nSource: `{source}`.\n\n![Geometry](geometry.png)\n\n"
+            + _md_table(cols, rows) + "\n")
+
+
+def _inputs_section(source: str, scores: pd.DataFrame, expected_tasks) -> str:
+    names = {None: "the union of tasks seen for each model",
+             "mteb_eng_v1": "the 56 datasets of MTEB(eng, v1)",
+             "paper": "the paper's 56 datasets (CQADupstackTexRetrieval)"}
+    expected = names.get(expected_tasks, "a given task list") \
+        if expected_tasks is None or isinstance(expected_tasks, str) else "a given task list"
+    models = ", ".join(sorted(scores["model"].unique()))
+    epochs = ", ".join(str(e) for e in sorted(scores["epochs"].unique()))
+    return (f"## Inputs\n\n- Scores: `{source}`\n- Models: {models}\n- Epochs: {epochs}\n"
+            f"- Datasets compared: {scores['task'].nunique()} "
+            f"(expected task set: {expected})\n- Comparison: AdaTAMW vs AdamW\n")
+
+
+def _list_section(title: str, items: list[str]) -> str:
+    return f"## {title}\n\n" + "\n".join(f"- {i}" for i in items) + "\n" if items else ""
+
+
+# ---------------------------------------------------------------- API
+
+def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | None = None,
+                 allow_missing: bool = False, expected_tasks=None,
+                 source: str = "in-memory DataFrame", geometry_source: str = "in-memory DataFrame"
+                 ) -> dict:
+    """Validate the long score table and write the whole report into out_dir.
+
+    Returns a dict with the DataFrames (win_rates, win_rate_stats, category_improvement,
+    pairs), the notes and dropped items, and the written file paths. Raises
+    ScoreTableError (a ValueError) naming the offending rows when the input is unusable.
+    """
+    checked = validate_scores(scores_df, expected_tasks=expected_tasks,
+                              allow_missing=allow_missing)
+    geometry = validate_geometry(geometry_df) if geometry_df is not None else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pairs = paired_scores(checked.scores)
+    stats = win_rate_stats(pairs)
+    cells = win_rates(stats)
+    improvement = category_improvement(pairs)
+    tables = per_dataset_tables(pairs)
+
+    files = {
+        "win_rates": _write_csv(out / "win_rates.csv", cells),
+        "win_rates_stats": _write_csv(out / "win_rates_stats.csv", stats),
+        "category_improvement": _write_csv(out / "category_improvement.csv", improvement),
+        "scores_compared": _write_csv(out / "scores_compared.csv", checked.scores),
+        "figure3": _write_png(out / "figure3_category_improvement.png",
+                              category_figure(improvement)),
+    }
+    for label, (_, figure) in THRESHOLDS.items():
+        title = f"{figure}: AdaTAMW vs AdamW, similar within {label} of the higher score"
+        files[figure.lower().replace(" ", "")] = _write_png(
+            out / FIGURE_FILES[label], win_rate_figure(cells[cells["threshold"] == label], title))
+    tables_md = "\n\n".join(f"### {m}\n\n{t}" for m, t in tables.items())
+    files["per_dataset_tables"] = _write_text(
+        out / "per_dataset_tables.md", "# Per-dataset scores (Tables 11-16)\n\n" + tables_md + "\n")
+    if geometry is not None:
+        files["geometry_png"] = _write_png(out / "geometry.png", geometry_figure(geometry))
+        files["geometry_csv"] = _write_csv(out / "geometry.csv", geometry)
+
+    figures = {
+        "inputs": {"scores": source, "geometry": geometry_source if geometry is not None else None,
+                   "allow_missing": allow_missing,
+                   "expected_tasks": expected_tasks if isinstance(expected_tasks, (str, type(None)))
+                   else sorted(expected_tasks)},
+        "figure_3": _records(improvement),
+        "figure_4": _records(stats[stats["threshold"] == "0.2%"]),
+        "figure_10": _records(stats[stats["threshold"] == "1%"]),
+        "per_dataset": _records(pairs),
+        "geometry": _records(geometry) if geometry is not None else None,
+        "notes": checked.notes, "dropped": checked.dropped,
+    }
+    files["figures_json"] = _write_text(out / "figures.json", json.dumps(figures, indent=1) + "\n")
+
+    sections = [
+        "# AdaTAMW vs AdamW on MTEB: comparison report\n\n"
+        "Reproduces the layout of Torque-Aware Momentum (arXiv 2412.18790): Figure 3, "
+        "Figure 4, Figure 10 and the per-dataset Tables 11-16.\n",
+        _inputs_section(source, checked.scores, expected_tasks),
+        _list_section("Dropped by --allow_missing (the report covers the rest)", checked.dropped),
+        _list_section("Notes", checked.notes),
+        *(_win_rate_section(stats, label) for label in THRESHOLDS),
+        _category_section(improvement),
+        _geometry_section(geometry, geometry_source) if geometry is not None else "",
+        "## Per-dataset scores (Tables 11-16)\n\nThe better score of each pair is bold.\n\n"
+        + tables_md + "\n",
+    ]
+    files["report"] = _write_text(out / "report.md", "\n".join(s for s in sections if s))
+    return {"out_dir": out, "files": files, "win_rates": cells, "win_rate_stats": stats,
+            "category_improvement": improvement, "pairs": pairs,
+            "notes": checked.notes, "dropped": checked.dropped}
+
+
+# ---------------------------------------------------------------- CLI
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--results", type=Path, help="a sweep's evaluation output directory")
+    src.add_argument("--scores_csv", type=Path,
+                     help="long CSV model,optimizer,epochs,task,category,score (percent)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--allow_missing", action="store_true",
+                   help="report on the tasks every compared cell shares; list what was dropped")
+    p.add_argument("--geometry_csv", type=Path,
+                   help="model,optimizer,epochs,iso,mu_norm,mean_norm,mu_ratio,rho,kappa")
+    tasks = p.add_mutually_exclusive_group()
+    tasks.add_argument("--paper_tasks", action="store_true",
+                       help="require the paper's 56 datasets (CQADupstackTexRetrieval)")
+    tasks.add_argument("--full_benchmark", action="store_true",
+                       help="require the 56 datasets of MTEB(eng, v1)")
+    return p
+
+
+def _load_results(results: Path) -> pd.DataFrame:
+    if not results.is_dir():
+        raise ScoreTableError(f"--results {results} is not a directory")
+    try:
+        from evaluation.collect import collect_scores
+    except ImportError as err:
+        raise ScoreTableError(f"--results needs evaluation.collect.collect_scores ({err}); "
+                              f"pass the long CSV with --scores_csv instead") from err
+    scores = collect_scores(results)
+    if not isinstance(scores, pd.DataFrame):
+        raise ScoreTableError(f"collect_scores({results}) returned {type(scores).__name__}, "
+                              f"not a DataFrame")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    expected = "paper" if args.paper_tasks else "mteb_eng_v1" if args.full_benchmark else None
+    try:
+        if args.results is not None:
+            scores, source = _load_results(args.results), str(args.results)
+            found = args.results / "geometry.csv"
+        else:
+            scores, source = load_scores_csv(args.scores_csv), str(args.scores_csv)
+            found = None
+        geometry_path = args.geometry_csv or (found if found is not None and found.is_file()
+                                              else None)
+        geometry = load_geometry_csv(geometry_path) if geometry_path else None
+        result = build_report(scores, args.out, geometry_df=geometry,
+                              allow_missing=args.allow_missing, expected_tasks=expected,
+                              source=source, geometry_source=str(geometry_path))
+    except ScoreTableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in result["dropped"]:
+        print(f"dropped: {line}", file=sys.stderr)
+    print(result["win_rates"].to_string(index=False))
+    print(f"report written to {result['files']['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

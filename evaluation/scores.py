@@ -1,0 +1,315 @@
+"""Load and validate the long score table behind the comparison report.
+
+The table is the long CSV of SPEC section 5 (``model,optimizer,epochs,task,category,score``,
+scores in percent), as in ``shared/paper/mteb_scores_visible.csv`` (the paper's Tables 12
+and 15) or as ``evaluation.collect.collect_scores`` returns it for a sweep.
+
+Validation refuses, with an error that names the offending rows or keys and the fix:
+missing columns, empty keys, non-integer epochs, unknown optimizer names, non-numeric
+scores, duplicate rows, a task filed under two categories, a (model, epochs) without both
+AdamW and AdaTAMW, and cells whose task set differs from the expected one (missing or
+extra tasks). With ``allow_missing`` the comparison is restricted to the tasks every
+compared cell of a model has, and everything dropped is listed.
+
+The geometry table (``model,optimizer,epochs,iso,mu_norm,mean_norm,mu_ratio,rho,kappa``)
+is validated here too, with the same optimizer and row conventions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["model", "optimizer", "epochs", "task", "category", "score"]
+KEY = ["model", "optimizer", "epochs", "task"]
+BASELINE, CANDIDATE = "AdamW", "AdaTAMW"
+COMPARED = (BASELINE, CANDIDATE)
+
+# Lower-cased spelling (also without "_" / "-") -> canonical name. The report compares
+# AdaTAMW with AdamW; the other project optimizers may appear in a sweep and are set aside.
+_CANONICAL = {"AdamW": "AdamW", "AdaTAMW": "AdaTAMW", "CoupledAdamW": "CoupledAdamW",
+              "AdaTAM": "AdaTAM", "TAM": "TAM"}
+OPTIMIZER_ALIASES = {k.lower(): v for k, v in _CANONICAL.items()}
+OPTIMIZER_ALIASES["coupled_adamw"] = "CoupledAdamW"
+
+CATEGORY_ORDER = ["Classification", "Clustering", "PairClassification", "Reranking",
+                  "Retrieval", "STS", "Summarization"]
+
+# MTEB(eng, v1), the 56 datasets of SPEC section 5 (mteb.get_benchmark("MTEB(eng, v1)"),
+# checked against mteb in tests/test_report.py), by category.
+_ENG_V1 = {
+    "Classification": [
+        "AmazonCounterfactualClassification", "AmazonPolarityClassification",
+        "AmazonReviewsClassification", "Banking77Classification", "EmotionClassification",
+        "ImdbClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "MTOPDomainClassification", "MTOPIntentClassification",
+        "ToxicConversationsClassification", "TweetSentimentExtractionClassification"],
+    "Clustering": [
+        "ArxivClusteringP2P", "ArxivClusteringS2S", "BiorxivClusteringP2P",
+        "BiorxivClusteringS2S", "MedrxivClusteringP2P", "MedrxivClusteringS2S",
+        "RedditClustering", "RedditClusteringP2P", "StackExchangeClustering",
+        "StackExchangeClusteringP2P", "TwentyNewsgroupsClustering"],
+    "PairClassification": [
+        "SprintDuplicateQuestions", "TwitterSemEval2015", "TwitterURLCorpus"],
+    "Reranking": [
+        "AskUbuntuDupQuestions", "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions"],
+    "Retrieval": [
+        "ArguAna", "ClimateFEVER", "CQADupstackRetrieval", "DBPedia", "FEVER", "FiQA2018",
+        "HotpotQA", "MSMARCO", "NFCorpus", "NQ", "QuoraRetrieval", "SCIDOCS", "SciFact",
+        "Touche2020", "TRECCOVID"],
+    "STS": [
+        "BIOSSES", "SICK-R", "STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STS22",
+        "STSBenchmark"],
+    "Summarization": ["SummEval"],
+}
+MTEB_ENG_V1_TASKS = {t: c for c, ts in _ENG_V1.items() for t in ts}
+# The paper's Tables 11-16 list CQADupstackTexRetrieval where MTEB(eng, v1) has the
+# aggregate CQADupstackRetrieval (SPEC section 5, --paper_tasks).
+PAPER_TASKS = {("CQADupstackTexRetrieval" if t == "CQADupstackRetrieval" else t): c
+               for t, c in MTEB_ENG_V1_TASKS.items()}
+TASK_SETS = {"mteb_eng_v1": MTEB_ENG_V1_TASKS, "paper": PAPER_TASKS}
+
+GEOMETRY_COLUMNS = ["model", "optimizer", "epochs", "iso", "mu_norm", "mean_norm",
+                    "mu_ratio", "rho", "kappa"]
+
+_MAX_LISTED = 12  # rows named in one error message before "... and N more"
+
+
+class ScoreTableError(ValueError):
+    """An input table that the report cannot use; the message names the rows and the fix."""
+
+
+@dataclass
+class ValidatedScores:
+    """The AdamW / AdaTAMW rows to compare, plus what was set aside and why."""
+
+    scores: pd.DataFrame
+    dropped: list[str] = field(default_factory=list)   # what --allow_missing removed
+    notes: list[str] = field(default_factory=list)     # everything else worth telling
+
+
+def _row_names(df: pd.DataFrame, index: Iterable) -> str:
+    """Name rows as 'line N (model/optimizer/epochs/task)'; N is the CSV line (header = 1)."""
+    index = list(index)
+    names = []
+    for i in index[:_MAX_LISTED]:
+        key = "/".join(str(df.at[i, c]) for c in KEY if c in df.columns)
+        names.append(f"line {int(i) + 2} ({key})")
+    more = len(index) - _MAX_LISTED
+    return "; ".join(names) + (f"; ... and {more} more" if more > 0 else "")
+
+
+def load_scores_csv(path: str | Path) -> pd.DataFrame:
+    """Read the long score CSV as text (validation turns it into numbers, naming bad rows)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreTableError(f"score table {path} does not exist; pass the long CSV "
+                              f"({','.join(COLUMNS)}) with --scores_csv")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def normalise_optimizers(df: pd.DataFrame, table: str = "score table") -> pd.Series:
+    """Map optimizer spellings to canonical names; unknown names raise, naming the rows."""
+    spelled = df["optimizer"].astype(str).str.strip()
+    canon = spelled.str.lower().map(OPTIMIZER_ALIASES)
+    bad = canon.isna()
+    if bad.any():
+        names = sorted(set(spelled[bad]))
+        raise ScoreTableError(
+            f"{table}: unknown optimizer name(s) {names} in {_row_names(df, df.index[bad])}. "
+            f"Known: {sorted(set(OPTIMIZER_ALIASES.values()))} (case-insensitive, e.g. "
+            f"'adamw', 'adatamw'); fix the name or drop those rows.")
+    return canon
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], table: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ScoreTableError(f"{table}: missing column(s) {missing}; found {list(df.columns)}, "
+                              f"expected the header {','.join(columns)}")
+    if df.empty:
+        raise ScoreTableError(f"{table}: no rows")
+
+
+def _clean_keys(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
+    """Strip key columns, refuse empty keys and non-integer epochs, naming the rows."""
+    df = df.copy()
+    for c in keys:
+        df[c] = df[c].astype(str).str.strip()
+        empty = df[c].isin(["", "nan", "None"])
+        if empty.any():
+            raise ScoreTableError(f"{table}: empty '{c}' in {_row_names(df, df.index[empty])}")
+    epochs = pd.to_numeric(df["epochs"], errors="coerce")
+    bad = epochs.isna() | (epochs != epochs.round())
+    if bad.any():
+        raise ScoreTableError(f"{table}: 'epochs' must be an integer in "
+                              f"{_row_names(df, df.index[bad])}")
+    df["epochs"] = epochs.astype(int)
+    return df
+
+
+def _numeric(df: pd.DataFrame, column: str, table: str) -> pd.Series:
+    """Parse a numeric column; text, empty cells, NaN and inf raise, naming the rows."""
+    raw = df[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if bad.any():
+        shown = ", ".join(repr(v) for v in list(raw[bad])[:_MAX_LISTED])
+        raise ScoreTableError(f"{table}: non-numeric or non-finite '{column}' ({shown}) in "
+                              f"{_row_names(df, df.index[bad])}; scores must be numbers in percent")
+    return values.astype(float)
+
+
+def _refuse_duplicates(df: pd.DataFrame, keys: list[str], table: str) -> None:
+    dup = df.duplicated(keys, keep=False)
+    if dup.any():
+        raise ScoreTableError(f"{table}: duplicate rows for the same ({', '.join(keys)}) in "
+                              f"{_row_names(df, df.index[dup])}; keep one row per key")
+
+
+def _check_categories(df: pd.DataFrame) -> None:
+    per_task = df.groupby("task")["category"].unique()
+    clash = per_task[per_task.apply(len) > 1]
+    if len(clash):
+        shown = "; ".join(f"{t}: {sorted(c)}" for t, c in clash.items())
+        raise ScoreTableError(f"score table: a task is filed under more than one category ({shown}); "
+                              f"each task needs one category")
+
+
+def _expected_tasks(df: pd.DataFrame, model: str, expected) -> set[str]:
+    """The task set every compared cell of `model` must have (SPEC section 5)."""
+    if expected is None:
+        return set(df.loc[df["model"] == model, "task"])
+    if isinstance(expected, str):
+        return set(TASK_SETS[expected])
+    return set(expected)
+
+
+def _check_pairs(df: pd.DataFrame, allow_missing: bool, dropped: list[str]) -> pd.DataFrame:
+    """Every (model, epochs) needs both AdamW and AdaTAMW; otherwise refuse or drop it."""
+    present = df.groupby(["model", "epochs"])["optimizer"].unique()
+    lone = {k: sorted(v) for k, v in present.items() if set(v) != set(COMPARED)}
+    if not lone:
+        return df
+    shown = "; ".join(f"{m} {e} epochs has only {v}" for (m, e), v in lone.items())
+    if len(lone) == len(present):
+        raise ScoreTableError(f"score table: no (model, epochs) has both AdamW and AdaTAMW "
+                              f"({shown}); the report compares AdaTAMW with AdamW")
+    if not allow_missing:
+        raise ScoreTableError(f"score table: missing optimizer runs: {shown}. Add the missing "
+                              f"runs, or pass --allow_missing to report without those cells")
+    dropped.append(f"(model, epochs) without both optimizers: {shown}")
+    keep = ~df.set_index(["model", "epochs"]).index.isin(list(lone))
+    return df[keep]
+
+
+def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
+                     dropped: list[str]) -> pd.DataFrame:
+    """Refuse (or, with allow_missing, intersect) cells whose tasks differ from the expected set."""
+    problems, keep_tasks = [], {}
+    for model, g in df.groupby("model", sort=False):
+        want = _expected_tasks(df, model, expected)
+        common = set(want)
+        for (opt, ep), cell in g.groupby(["optimizer", "epochs"]):
+            have = set(cell["task"])
+            missing, extra = sorted(want - have), sorted(have - want)
+            if missing:
+                problems.append(f"{model}/{opt}/{ep} epochs is missing {len(missing)} task(s): "
+                                f"{missing}")
+            if extra:
+                problems.append(f"{model}/{opt}/{ep} epochs has {len(extra)} task(s) not in the "
+                                f"expected set: {extra}")
+            common &= have
+        keep_tasks[model] = common
+    if not problems:
+        return df
+    hint = ""
+    if expected == "mteb_eng_v1" and "CQADupstackTexRetrieval" in set(df["task"]):
+        hint = " (the paper's tables use CQADupstackTexRetrieval: pass --paper_tasks)"
+    if not allow_missing:
+        raise ScoreTableError("score table: task sets differ between compared cells: "
+                              + "; ".join(problems) + hint
+                              + ". Re-run the missing tasks, or pass --allow_missing to report "
+                                "on the tasks all cells share")
+    dropped.extend(problems)
+    keep = df.apply(lambda r: r["task"] in keep_tasks[r["model"]], axis=1)
+    if not keep.any():
+        raise ScoreTableError("score table: no task is shared by all compared cells of any model")
+    return df[keep]
+
+
+def validate_scores(df: pd.DataFrame, expected_tasks=None,
+                    allow_missing: bool = False) -> ValidatedScores:
+    """Validate the long score table and return the AdamW / AdaTAMW rows to compare.
+
+    expected_tasks: None (the union of tasks seen for each model: any suite works as long as
+    every compared cell has the same tasks), "mteb_eng_v1" (the 56 datasets of MTEB(eng, v1)),
+    "paper" (the same with CQADupstackTexRetrieval, as the paper's tables), or a set of names.
+    """
+    if isinstance(expected_tasks, str) and expected_tasks not in TASK_SETS:
+        raise ValueError(f"expected_tasks={expected_tasks!r}; use None, a set of task names, "
+                         f"or one of {sorted(TASK_SETS)}")
+    table = "score table"
+    _require_columns(df, COLUMNS, table)
+    df = _clean_keys(df[COLUMNS].reset_index(drop=True), ["model", "optimizer", "epochs",
+                                                          "task", "category"], table)
+    df["optimizer"] = normalise_optimizers(df, table)
+    df["score"] = _numeric(df, "score", table)
+    _refuse_duplicates(df, KEY, table)
+    _check_categories(df)
+
+    notes, dropped = [], []
+    others = sorted(set(df["optimizer"]) - set(COMPARED))
+    if others:
+        notes.append(f"Rows of {others} ({int((~df['optimizer'].isin(COMPARED)).sum())} rows) "
+                     f"are carried in the input but not part of the AdaTAMW vs AdamW figures.")
+    df = df[df["optimizer"].isin(COMPARED)]
+    if df.empty:
+        raise ScoreTableError(f"score table: no AdamW or AdaTAMW rows (optimizers found: {others})")
+    df = _check_pairs(df, allow_missing, dropped)
+    df = _check_task_sets(df, expected_tasks, allow_missing, dropped)
+    notes.extend(_coverage_notes(df, expected_tasks))
+    return ValidatedScores(df.reset_index(drop=True), dropped, notes)
+
+
+def _coverage_notes(df: pd.DataFrame, expected) -> list[str]:
+    """Say how the compared task set relates to MTEB(eng, v1), so a partial run is visible."""
+    notes = []
+    tasks_by_model = df.groupby("model")["task"].apply(frozenset)
+    if tasks_by_model.nunique() > 1:
+        notes.append("Models were compared on different task sets: "
+                     + "; ".join(f"{m}: {len(t)} tasks" for m, t in tasks_by_model.items()))
+    seen = set(df["task"])
+    known = set(MTEB_ENG_V1_TASKS) | set(PAPER_TASKS)
+    if expected is None and seen <= known and len(seen) < len(MTEB_ENG_V1_TASKS):
+        missing = sorted(set(MTEB_ENG_V1_TASKS) - seen - {"CQADupstackRetrieval"}
+                         if "CQADupstackTexRetrieval" in seen else set(MTEB_ENG_V1_TASKS) - seen)
+        notes.append(f"Only {len(seen)} of the 56 MTEB(eng, v1) datasets are present (no model "
+                     f"has {missing}); percentages are over the datasets present.")
+    if "CQADupstackTexRetrieval" in seen:
+        notes.append("CQADupstackTexRetrieval stands where MTEB(eng, v1) has CQADupstackRetrieval, "
+                     "as in the paper's tables.")
+    return notes
+
+
+def validate_geometry(df: pd.DataFrame) -> pd.DataFrame:
+    """Validate the embedding-geometry table (one row per model, optimizer, epochs)."""
+    table = "geometry table"
+    _require_columns(df, GEOMETRY_COLUMNS, table)
+    df = _clean_keys(df[GEOMETRY_COLUMNS].reset_index(drop=True),
+                     ["model", "optimizer", "epochs"], table)
+    df["optimizer"] = normalise_optimizers(df, table)
+    for c in GEOMETRY_COLUMNS[3:]:
+        df[c] = _numeric(df, c, table)
+    _refuse_duplicates(df, ["model", "optimizer", "epochs"], table)
+    return df
+
+
+def load_geometry_csv(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreTableError(f"geometry table {path} does not exist (--geometry_csv)")
+    return validate_geometry(pd.read_csv(path, dtype=str, keep_default_na=False))
