@@ -1,0 +1,89 @@
+"""``DIR/models.json``: mteb model name -> {model, optimizer, epochs, lr, checkpoint, revision, tasks}.
+
+Written by every run (and by ``--emit slurm`` up front). Updates merge with the
+existing entries under a file lock (array jobs write concurrently) and replace the
+file atomically (temp file + ``os.replace``), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+FILENAME = "models.json"
+
+
+def registry_path(output: str | Path) -> Path:
+    return Path(output) / FILENAME
+
+
+def read_registry(output: str | Path) -> dict[str, dict[str, Any]]:
+    """The entries of ``output/models.json`` ({} when absent)."""
+    path = registry_path(output)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it and rerun to rebuild it.") from err
+
+
+def update_registry(output: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merge ``entries`` into ``output/models.json`` and return the merged content.
+
+    An entry with a new revision replaces the stored one for its name. For the
+    same revision the entries merge: unset (None) values keep the stored ones and
+    ``tasks`` is the union (several runs may cover different tasks of one model).
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with _locked(output / (FILENAME + ".lock")):
+        merged = read_registry(output)
+        for name, entry in entries.items():
+            merged[name] = _merge_entry(merged.get(name, {}), dict(entry))
+        _atomic_write_json(registry_path(output), merged)
+    return merged
+
+
+def _merge_entry(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over ``old``; for the same revision, keep old values ``new`` leaves unset and union the tasks."""
+    if old.get("revision") != new.get("revision"):
+        return new
+    merged = {**old, **{k: v for k, v in new.items() if v is not None}}
+    merged["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *new.get("tasks", [])]))
+    return merged
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (no-op where fcntl is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
