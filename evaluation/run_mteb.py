@@ -72,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     emit = parser.add_argument_group("cluster")
     emit.add_argument("--emit", choices=["slurm"], help="write a job script instead of running")
     emit.add_argument("--slurm_out", type=Path, help="path of the SLURM array script (with --emit slurm)")
-    emit.add_argument("--slurm_directive", action="append", default=[], metavar="'--gres=gpu:1'", help="extra #SBATCH line (repeatable)")
+    emit.add_argument(
+        "--slurm_directive",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="extra #SBATCH option, repeatable: 'gres=gpu:1' or '--slurm_directive=--gres=gpu:1'",
+    )
     return parser
 
 

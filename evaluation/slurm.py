@@ -51,7 +51,7 @@ def render_array_script(
         f"#SBATCH --job-name={job_name}",
         f"#SBATCH --array=0-{n - 1}",
         f"#SBATCH --output={output / 'slurm_logs'}/%A_%a.out",
-        *(f"#SBATCH {d}" for d in directives),
+        *(f"#SBATCH {d if d.startswith('-') else '--' + d}" for d in directives),
         "",
         f"# {len(specs)} model(s) x {len(task_names)} task(s) = {n} array tasks, all writing to {output}",
         "set -euo pipefail",
