@@ -26,7 +26,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluation.manifest import read_manifest
-from evaluation.models import CheckpointError, ModelSpec, build_mteb_model, sanitise_name, transformer_dir, weights_revision
+from evaluation.models import (
+    CheckpointError,
+    ModelSpec,
+    build_mteb_model,
+    pick_device_and_dtype,
+    sanitise_name,
+    transformer_dir,
+    weights_revision,
+)
 from evaluation.registry import update_registry
 from evaluation.tasks import UnknownTaskError, select_tasks
 
@@ -138,7 +146,9 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
     revision = weights_revision(spec.checkpoint)
     run = ModelRun(spec=spec, revision=revision)
     task_names = [t.metadata.name for t in tasks]
-    update_registry(output, {spec.mteb_name: {**spec.metadata(revision), "tasks": task_names}})
+    _, dtype = pick_device_and_dtype(args.device, args.precision)
+    entry = {**spec.metadata(revision), "dtype": str(dtype).removeprefix("torch."), "tasks": task_names}
+    update_registry(output, {spec.mteb_name: entry})
 
     cache = ResultCache(output)
     todo = pending_tasks(cache, spec.mteb_name, revision, tasks)
@@ -181,6 +191,7 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     update_registry(args.output, {s.mteb_name: {**s.metadata(weights_revision(s.checkpoint)), "tasks": names} for s in specs})
     text, n = render_array_script(specs, names, args.output, extra_args=suite_flags(args), directives=args.slurm_directive)
     write_array_script(args.slurm_out, text)
+    (args.output / "slurm_logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create it
     print(f"Wrote {args.slurm_out}: {n} array tasks ({len(specs)} model(s) x {len(names)} task(s)). Submit with: sbatch {args.slurm_out}")
     return 0
 

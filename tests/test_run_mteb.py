@@ -254,6 +254,7 @@ def test_emit_slurm_lists_one_array_task_per_model_and_task(tmp_path, checkpoint
     assert sum("--tasks CQADupstackTexRetrieval " in c for c in commands) == 2
     assert sum("tiny-bert__adatamw__ep3" in c for c in commands) == 56
     assert not (out / "results").exists()  # nothing was run
+    assert (out / "slurm_logs").is_dir()
     assert set(read_registry(out)) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
     subprocess.run(["bash", "-n", str(script)], check=True)
 
