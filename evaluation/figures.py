@@ -66,17 +66,18 @@ def category_figure(improvement: pd.DataFrame) -> Figure:
                         columns=categories)
     values = grid.to_numpy(dtype=float)
     limit = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0, 0.1)
-    fig = Figure(figsize=(1.1 * len(categories) + 3.0, 0.42 * len(rows) + 1.8), dpi=120)
+    fig = Figure(figsize=(1.1 * len(categories) + 3.6, 0.42 * len(rows) + 2.4), dpi=120)
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="RdYlGn", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
     for (i, j), v in np.ndenumerate(values):
+        dark = np.isfinite(v) and abs(v) > 0.6 * limit
         ax.text(j, i, "n/a" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center",
-                fontsize=8)
+                fontsize=8, color="white" if dark else "black")
     labels = [f"{m} ({s}), {e} ep" for m, s, e in rows.itertuples(index=False)]
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
     ax.set_title("Figure 3: improvement of category means, AdaTAMW vs AdamW (%)", fontsize=10)
-    fig.colorbar(image, ax=ax, label="% change of the category mean")
+    fig.colorbar(image, ax=ax, label="% change")
     fig.tight_layout()
     return fig
 

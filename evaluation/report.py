@@ -250,7 +250,10 @@ def _load_results(results: Path) -> pd.DataFrame:
     except ImportError as err:
         raise ScoreTableError(f"--results needs evaluation.collect.collect_scores ({err}); "
                               f"pass the long CSV with --scores_csv instead") from err
-    scores = collect_scores(results)
+    try:
+        scores = collect_scores(results)
+    except (FileNotFoundError, ValueError) as err:
+        raise ScoreTableError(f"--results {results}: {err}") from err
     if not isinstance(scores, pd.DataFrame):
         raise ScoreTableError(f"collect_scores({results}) returned {type(scores).__name__}, "
                               f"not a DataFrame")

@@ -1,0 +1,273 @@
+"""Tests of the comparison report (evaluation.report): the paper's Figures 3, 4, 10, Tables 11-16.
+
+The paper data (shared/paper/, SPEC section 7) lies beside the clone; ADATAMW_PAPER_DIR
+points elsewhere.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import types
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from evaluation import report
+from evaluation.categories import model_size
+from evaluation.scores import (MTEB_ENG_V1_TASKS, ScoreTableError, load_scores_csv,
+                               validate_scores)
+from evaluation.win_rates import round_percent, sign_test_p
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _paper_dir() -> Path:
+    candidates = [REPO.parent / "shared" / "paper"]
+    if os.environ.get("ADATAMW_PAPER_DIR"):
+        candidates.append(Path(os.environ["ADATAMW_PAPER_DIR"]))
+    for c in candidates:
+        if (c / "mteb_scores_visible.csv").is_file():
+            return c
+    pytest.fail(f"paper data not found in {[str(c) for c in candidates]}; put shared/ beside "
+                f"the clone or set ADATAMW_PAPER_DIR")
+
+
+PAPER = _paper_dir()
+PAPER_SCORES = PAPER / "mteb_scores_visible.csv"
+
+
+@pytest.fixture(scope="module")
+def paper_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper_report")
+    return report.build_report(load_scores_csv(PAPER_SCORES), out, expected_tasks="paper",
+                               source=str(PAPER_SCORES))
+
+
+# ------------------------------------------------------------------ paper reproduction
+
+def test_win_rates_reproduce_paper_figures_4_and_10(paper_report):
+    """Every cell of win_rates_visible.csv within 2 points (SPEC section 7)."""
+    expected = pd.read_csv(PAPER / "win_rates_visible.csv")
+    written = pd.read_csv(paper_report["out_dir"] / "win_rates.csv")
+    assert list(written.columns) == list(expected.columns)
+    keys = ["model", "epochs", "threshold"]
+    both = expected.merge(written, on=keys, suffixes=("_paper", "_ours"), how="outer",
+                          indicator=True)
+    assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"]
+    diffs = {}
+    for col in ("better_pct", "similar_or_better_pct"):
+        both[f"{col}_diff"] = both[f"{col}_ours"] - both[f"{col}_paper"]
+        diffs[col] = both[f"{col}_diff"].abs().max()
+    print(both.drop(columns="_merge").to_string(index=False))
+    print("largest |difference| per column:", diffs)
+    # The one known difference: RoBERTa-base, 10 epochs, MedrxivClusteringS2S is 20.46 vs
+    # 20.46 in the two-decimal table (counted as better), 89 % vs the paper's 88 %: the raw
+    # scores broke the tie the other way. Any cell further off means a wrong definition.
+    assert max(diffs.values()) <= 2, both
+    # Tighter, since the fixture is fixed: only that tie's cells differ at all (">" instead of
+    # ">=" would move RoBERTa-base's 3 and 5 epochs cells too, still within 2 points).
+    off = both[(both["better_pct_diff"] != 0) | (both["similar_or_better_pct_diff"] != 0)]
+    assert set(zip(off["model"], off["epochs"], off["threshold"])) <= {
+        ("RoBERTa-base", 10, "0.2%"), ("RoBERTa-base", 10, "1%")}, off
+
+
+def test_category_improvement_matches_plain_computation(paper_report):
+    """Figure 3 values against a dict-and-loop computation straight from the CSV."""
+    sums = defaultdict(float)
+    counts = defaultdict(int)
+    with open(PAPER_SCORES, newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["model"], int(row["epochs"]), row["category"], row["optimizer"])
+            sums[key] += float(row["score"])
+            counts[key] += 1
+    expected = {}
+    for (model, epochs, category, optimizer) in sums:
+        if optimizer != "AdamW":
+            continue
+        adamw = sums[(model, epochs, category, "AdamW")] / counts[(model, epochs, category, "AdamW")]
+        tam = sums[(model, epochs, category, "AdaTAMW")] / counts[(model, epochs, category,
+                                                                   "AdaTAMW")]
+        expected[(model, epochs, category)] = 100 * (tam - adamw) / adamw
+    with open(paper_report["out_dir"] / "category_improvement.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["model", "size", "category", "epochs", "percent"]
+    got = {(r["model"], int(r["epochs"]), r["category"]): float(r["percent"]) for r in rows}
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+    sizes = {r["model"]: r["size"] for r in rows}
+    assert sizes == {"BERT-large": "large", "RoBERTa-base": "base"}
+    # Spot value by hand: BERT-large, 3 epochs, Summarization (SummEval only).
+    assert got[("BERT-large", 3, "Summarization")] == pytest.approx(
+        100 * (30.35 - 30.37) / 30.37, abs=1e-9)
+
+
+def test_sign_test_counts_and_p(paper_report):
+    stats = paper_report["win_rate_stats"]
+    for r in stats.itertuples():
+        assert r.sign_test_wins + r.sign_test_losses + r.n_similar <= r.n_datasets
+        assert 0 <= r.sign_test_p <= 1
+    written = pd.read_csv(paper_report["out_dir"] / "win_rates_stats.csv")
+    assert "sign_test_p" in written.columns and len(written) == len(stats)
+    assert sign_test_p(5, 0) == pytest.approx(2 * 0.5 ** 5)   # exact two-sided binomial
+    assert sign_test_p(0, 0) != sign_test_p(0, 0)              # NaN with nothing decided
+
+
+def test_outputs_exist_pngs_open_and_report_links_them(paper_report):
+    out = paper_report["out_dir"]
+    md = (out / "report.md").read_text()
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} >= {"figure3_category_improvement.png",
+                                      "figure4_win_rates_0.2pct.png",
+                                      "figure10_win_rates_1pct.png"}
+    for png in pngs:
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+        assert f"]({png.name})" in md
+    for name in ("figures.json", "per_dataset_tables.md", "win_rates_stats.csv"):
+        assert (out / name).stat().st_size > 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+    assert "Sign test p" in md and "Figure 3" in md and "### BERT-large" in md
+
+
+def test_per_dataset_table_bolds_the_better_score(paper_report):
+    md = (paper_report["out_dir"] / "per_dataset_tables.md").read_text()
+    # Table 12, BERT-large, AmazonCounterfactualClassification: 65.25 / 67.38 at 3 epochs.
+    assert "| AmazonCounterfactualClassification | 65.25 | **67.38** |" in md
+    # A tie in the two-decimal table bolds both (RoBERTa-base, 3 epochs, NQ: 0.29 / 0.29).
+    assert "| NQ | **0.29** | **0.29** |" in md
+
+
+def test_cli_subprocess(tmp_path, paper_report):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "evaluation.report", "--scores_csv",
+                           str(PAPER_SCORES), "--out", str(out), "--paper_tasks"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "win_rates.csv").read_text() == \
+        (paper_report["out_dir"] / "win_rates.csv").read_text()
+
+
+def test_task_list_matches_mteb():
+    mteb = pytest.importorskip("mteb")
+    tasks = {t.metadata.name: t.metadata.type
+             for t in mteb.get_benchmark("MTEB(eng, v1)").tasks}
+    assert tasks == MTEB_ENG_V1_TASKS
+
+
+def test_paper_tasks_needed_for_the_paper_table():
+    with pytest.raises(ScoreTableError, match="CQADupstackTexRetrieval.*--paper_tasks"):
+        validate_scores(load_scores_csv(PAPER_SCORES), expected_tasks="mteb_eng_v1")
+
+
+# ------------------------------------------------------------------ small suite and errors
+
+TASKS = {"MockClassification": "Classification", "MockClustering": "Clustering",
+         "MockSTS": "STS"}
+
+
+def _suite(optimizers=("adamw", "AdaTAMW"), epochs=(1, 2)) -> pd.DataFrame:
+    rows = []
+    for i, opt in enumerate(optimizers):
+        for e in epochs:
+            for j, (task, cat) in enumerate(TASKS.items()):
+                rows.append({"model": "tiny-bert-base", "optimizer": opt, "epochs": str(e),
+                             "task": task, "category": cat, "score": str(50 + i + j + e)})
+    return pd.DataFrame(rows)
+
+
+def _cli(tmp_path, df, *extra) -> int:
+    path = tmp_path / "scores.csv"
+    df.to_csv(path, index=False)
+    return report.main(["--scores_csv", str(path), "--out", str(tmp_path / "out"), *extra])
+
+
+def test_small_suite_union_of_tasks_and_optimizer_names(tmp_path):
+    df = pd.concat([_suite(), _suite(optimizers=("coupled_adamw",))], ignore_index=True)
+    result = report.build_report(df, tmp_path)
+    cells = result["win_rates"]
+    assert set(cells["better_pct"]) == {100} and len(cells) == 4
+    assert (result["win_rate_stats"]["n_datasets"] == 3).all()
+    assert any("CoupledAdamW" in n for n in result["notes"])
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda df: df.drop(index=4), r"tiny-bert-base/AdamW/2 epochs is missing 1 task.*MockClustering"),
+    (lambda df: pd.concat([df, df.iloc[[7]]], ignore_index=True),
+     r"duplicate rows.*line 9 \(tiny-bert-base/AdaTAMW/1/MockClustering\).*line 14"),
+    (lambda df: df.assign(optimizer=df["optimizer"].where(df.index != 2, "sgd")),
+     r"unknown optimizer.*'sgd'.*line 4 \(tiny-bert-base/sgd/1/MockSTS\)"),
+    (lambda df: df.assign(score=df["score"].where(df.index != 5, "n/a")),
+     r"non-numeric.*'n/a'.*line 7 \(tiny-bert-base/AdamW/2/MockSTS\)"),
+    (lambda df: df[df["optimizer"] != "AdaTAMW"].pipe(
+        lambda d: pd.concat([d, _suite(optimizers=("AdaTAMW",), epochs=(1,))])),
+     r"missing optimizer runs: tiny-bert-base 2 epochs has only \['AdamW'\]"),
+])
+def test_invalid_tables_are_refused_naming_the_rows(tmp_path, capsys, corrupt, message):
+    bad = corrupt(_suite())
+    with pytest.raises(ScoreTableError, match=message):
+        validate_scores(bad.reset_index(drop=True))
+    assert _cli(tmp_path, bad) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(message, err), err
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_allow_missing_reports_on_the_intersection(tmp_path, capsys):
+    bad = _suite().drop(index=4)       # AdamW, 2 epochs, MockClustering
+    assert _cli(tmp_path, bad, "--allow_missing") == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Dropped by --allow_missing" in md
+    assert "tiny-bert-base/AdamW/2 epochs is missing 1 task(s): ['MockClustering']" in md
+    assert "dropped:" in capsys.readouterr().err
+    stats = pd.read_csv(tmp_path / "out" / "win_rates_stats.csv")
+    assert (stats["n_datasets"] == 2).all()   # MockClustering left out for every epochs setting
+
+
+def test_results_dir_goes_through_evaluation_collect(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame([{"model": "tiny-bert-base", "optimizer": o, "epochs": e, "iso": 0.1 * e,
+                   "mu_norm": 1.0, "mean_norm": 2.0, "mu_ratio": 0.5 / e, "rho": 0.3,
+                   "kappa": 3.0} for o in ("AdamW", "adatamw") for e in (1, 2)]
+                 ).to_csv(results / "geometry.csv", index=False)
+    seen = []
+    fake = types.ModuleType("evaluation.collect")
+    fake.collect_scores = lambda d: seen.append(Path(d)) or _suite()
+    monkeypatch.setitem(sys.modules, "evaluation.collect", fake)
+    out = tmp_path / "out"
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert seen == [results]
+    md = (out / "report.md").read_text()
+    assert "## Embedding geometry" in md and str(results / "geometry.csv") in md
+    with Image.open(out / "geometry.png") as im:
+        assert im.size[0] > 100
+    # Re-running on the same inputs overwrites the derived report in place.
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("name, size", [("BERT-large", "large"), ("bert-base-uncased", "base"),
+                                        ("runs/roberta-large/best", "n/a"),
+                                        ("FacebookAI/roberta-large", "large"),
+                                        ("all-MiniLM-L6-v2", "n/a")])
+def test_model_size(name, size):
+    assert model_size(name) == size
+
+
+def test_round_percent_half_up():
+    assert [round_percent(k, 56) for k in (7, 21, 49, 55)] == [13, 38, 88, 98]
+
+
+def test_results_dir_uses_the_real_collect_module(tmp_path, capsys):
+    """Without monkeypatching, --results goes through evaluation.collect and fails cleanly."""
+    pytest.importorskip("evaluation.collect")
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --results {tmp_path}")
