@@ -2,7 +2,9 @@
 
 percent = 100 * (mean_cat(AdaTAMW) - mean_cat(AdamW)) / mean_cat(AdamW), where mean_cat is
 the mean score over the datasets of one MTEB category, per model (size) and epochs
-(SPEC section 5).
+(SPEC section 5). With a negative AdamW mean (a correlation below zero, possible only for
+weak models) the denominator is |mean_cat(AdamW)| so that a positive percent still means
+AdaTAMW is higher; a zero mean gives NaN ("n/a").
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def category_improvement(pairs: pd.DataFrame) -> pd.DataFrame:
     """Figure 3 values from paired scores (one row per model, epochs, task)."""
     means = pairs.groupby(["model", "epochs", "category"], sort=False)[[BASELINE, CANDIDATE]].mean()
     base = means[BASELINE]
-    percent = 100.0 * (means[CANDIDATE] - base) / base.where(base != 0)
+    percent = 100.0 * (means[CANDIDATE] - base) / base.abs().where(base != 0)
     out = percent.rename("percent").reset_index()
     out["size"] = out["model"].map(model_size)
     rank = {c: i for i, c in enumerate(category_order(out["category"]))}

@@ -271,6 +271,11 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
         raise ScoreTableError(f"score table: no AdamW or AdaTAMW rows (optimizers found: {others})")
     df = _check_pairs(df, allow_missing, dropped)
     df = _check_task_sets(df, expected_tasks, allow_missing, dropped)
+    negative = df[df["score"] < 0]
+    if len(negative):
+        shown = _row_names(negative, negative.index[:3])
+        notes.append(f"{len(negative)} negative score(s) (e.g. {shown}): similarity uses "
+                     f"max(|a|, |b|) and Figure 3 divides by |mean(AdamW)|.")
     notes.extend(_coverage_notes(df, expected_tasks))
     return ValidatedScores(df.reset_index(drop=True), dropped, notes)
 

@@ -8,6 +8,8 @@ a = score(AdaTAMW), b = score(AdamW):
 * similar_or_better: better or similar
 
 Percentages are over the datasets of a (model, epochs) cell, rounded half up to integers.
+MTEB scores are non-negative percentages; should a weak model score below zero (a negative
+correlation), max(|a|, |b|) stands for max(a, b), which is the same for non-negative scores.
 
 A sign test goes with each cell: over the datasets that are *not* similar, AdaTAMW wins
 (a > b) versus losses (a < b), two-sided exact binomial test with p = 0.5
@@ -46,7 +48,7 @@ def round_percent(k: int, n: int) -> int:
 def compare(pairs: pd.DataFrame, t: float) -> pd.DataFrame:
     """Per dataset: better, similar, similar_or_better, win, loss (booleans) at threshold t."""
     a, b = pairs[CANDIDATE], pairs[BASELINE]
-    higher = pd.concat([a, b], axis=1).max(axis=1)
+    higher = pd.concat([a.abs(), b.abs()], axis=1).max(axis=1)
     out = pairs.copy()
     out["better"] = a >= b
     out["similar"] = (a - b).abs() < t * higher - _BOUNDARY_TOL

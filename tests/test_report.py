@@ -271,3 +271,14 @@ def test_results_dir_uses_the_real_collect_module(tmp_path, capsys):
     pytest.importorskip("evaluation.collect")
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith(f"error: --results {tmp_path}")
+
+
+def test_negative_scores_keep_the_meaning_of_better_and_improvement(tmp_path):
+    """A weak model's negative correlation: AdaTAMW -1.0 vs AdamW -2.0 is an improvement."""
+    df = _suite(epochs=(1,))
+    df.loc[(df["task"] == "MockSTS") & (df["optimizer"] == "adamw"), "score"] = "-2.0"
+    df.loc[(df["task"] == "MockSTS") & (df["optimizer"] == "AdaTAMW"), "score"] = "-1.0"
+    result = report.build_report(df, tmp_path)
+    sts = result["category_improvement"].set_index("category").loc["STS", "percent"]
+    assert sts == pytest.approx(50.0)
+    assert any("negative score" in n for n in result["notes"])
