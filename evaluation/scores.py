@@ -235,6 +235,11 @@ def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
                               + ". Re-run the missing tasks, or pass --allow_missing to report "
                                 "on the tasks all cells share")
     dropped.extend(problems)
+    for model, common in keep_tasks.items():
+        left_out = sorted(set(df.loc[df["model"] == model, "task"]) - common)
+        if left_out:
+            dropped.append(f"{model}: left out of every comparison of this model: {left_out} "
+                           f"({len(common)} tasks compared)")
     keep = df.apply(lambda r: r["task"] in keep_tasks[r["model"]], axis=1)
     if not keep.any():
         raise ScoreTableError("score table: no task is shared by all compared cells of any model")

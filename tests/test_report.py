@@ -227,6 +227,7 @@ def test_allow_missing_reports_on_the_intersection(tmp_path, capsys):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Dropped by --allow_missing" in md
     assert "tiny-bert-base/AdamW/2 epochs is missing 1 task(s): ['MockClustering']" in md
+    assert "tiny-bert-base: left out of every comparison of this model: ['MockClustering']" in md
     assert "dropped:" in capsys.readouterr().err
     stats = pd.read_csv(tmp_path / "out" / "win_rates_stats.csv")
     assert (stats["n_datasets"] == 2).all()   # MockClustering left out for every epochs setting
