@@ -1,0 +1,456 @@
+#!/usr/bin/env python
+"""Masked-LM fine-tuning with a learning-rate grid and best-checkpoint selection (SPEC section 4).
+
+Modelled on ``transformers/examples/pytorch/language-modeling/run_mlm.py``: the same
+dataclass arguments through ``HfArgumentParser``, tokenize, group into blocks, MLM
+with probability 0.15; plus what the TAM comparison needs:
+
+* ``--optim {adamw,adatamw,adatam,tam,coupled_adamw}`` through ``adatamw.trainer.TAMTrainer``
+  (``adamw`` builds exactly what a plain Trainer builds). HF's own optimizer names
+  (``--optim adamw_torch``) still reach ``TrainingArguments`` and set the adamw baseline.
+* one run per ``--learning_rates`` value in ``output_dir/lr_<lr>/``, evaluated every
+  epoch; the best epoch of the best lr is the selected checkpoint (``selection.json``).
+* validation perplexity = exp(mean masked-token loss) on a validation set masked once
+  with ``--mask_seed``; training masks drawn per (mask_seed, epoch, block index), so a
+  resumed run and a 2-process run see the masks of an uninterrupted 1-process run.
+* finished lr runs are skipped, interrupted ones resume from their last checkpoint.
+
+Usage::
+
+    accelerate launch recipes/mlm_finetune.py --model_name_or_path bert-base-uncased \\
+        --optim adatamw --num_train_epochs 3 --output_dir runs/bert-base/adatamw/ep3
+    python recipes/mlm_finetune.py --offline_sample --model_name_or_path minilm-offline \\
+        --max_seq_length 128 --max_train_samples 512 --learning_rates 5e-5 --output_dir runs/demo
+
+Offline (no hub): ``bert-base-uncased`` resolves to the embedded all-MiniLM-L6-v2 BERT
+and WikiText to the bundled sample, each with a log line (``recipes/hub.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python recipes/mlm_finetune.py` / `accelerate launch recipes/...`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import datasets
+import transformers
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from recipes import results
+from recipes.data import block_size_for, load_raw_datasets, tokenize_and_group, truncate
+from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, resolve_model
+from recipes.masking import (
+    IndexedMLMCollator,
+    MaskEpochCallback,
+    fixed_eval_masking,
+    masked_lm_loss,
+    masking_fingerprint,
+    per_example_nll,
+    perplexity_metrics,
+)
+
+logger = logging.getLogger("recipes.mlm_finetune")
+
+OPTIMIZERS = ("adamw", "adatamw", "adatam", "tam", "coupled_adamw")
+TAM_FAMILY = ("adatamw", "adatam", "tam")
+_HEAD_KEYS = ("cls.predictions", "lm_predictions", "lm_head", "predictions.")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={
+            "help": "Hub id or local folder. Offline, the default bert-base-uncased resolves to the embedded "
+            f"all-MiniLM-L6-v2 BERT; '{OFFLINE_MODEL_ALIAS}' always names it."
+        },
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hub cache folder for models and data."})
+
+
+@dataclass
+class DataArguments:
+    """Which text to train and validate on."""
+
+    dataset_name: str = field(default="Salesforce/wikitext", metadata={"help": "Hub data set."})
+    dataset_config_name: str = field(
+        default="wikitext-2-raw-v1", metadata={"help": "wikitext-2-raw-v1 (paper runtimes) or wikitext-103-raw-v1."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Local text/csv/json training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
+    offline_sample: bool = field(
+        default=False, metadata={"help": "Use the bundled sample (recipes/sample_data) instead of the hub."}
+    )
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Percent of train used for validation when there is no validation split."}
+    )
+    max_seq_length: int = field(default=512, metadata={"help": "Block length, capped at the model's maximum."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training blocks."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation blocks."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+
+@dataclass
+class RecipeArguments:
+    """Optimizer and learning-rate grid of the comparison."""
+
+    optimizer: str = field(
+        default="adamw",
+        metadata={"help": "Optimizer (also accepted as --optim).", "choices": list(OPTIMIZERS)},
+    )
+    learning_rates: list[float] = field(
+        default_factory=lambda: [5e-6, 1e-5, 5e-5], metadata={"help": "Learning-rate grid, one run each."}
+    )
+    coupled_embeddings: bool = field(
+        default=False, metadata={"help": "Coupled second moment for the embedding matrix (adatamw/adatam/coupled_adamw)."}
+    )
+    gamma: float | None = field(default=None, metadata={"help": "TAM smoothing of the cosine (optimizer default 0.9)."})
+    cosine_scope: str | None = field(
+        default=None, metadata={"help": "One cosine over all parameters or per tensor.", "choices": ["global", "tensor"]}
+    )
+    mask_seed: int = field(default=0, metadata={"help": "Seed of the fixed validation masking and training masks."})
+    overwrite_runs: bool = field(
+        default=False, metadata={"help": "Retrain lr runs that already finished (their folders are deleted first)."}
+    )
+
+
+def split_optim_flag(argv: list[str]) -> list[str]:
+    """Route ``--optim NAME`` to ``--optimizer`` when NAME is one of the recipe's optimizers.
+
+    ``TrainingArguments`` owns ``--optim`` (HF optimizer implementations such as
+    ``adamw_torch``); those values pass through untouched.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--optim" and i + 1 < len(argv) and argv[i + 1] in OPTIMIZERS:
+            out += ["--optimizer", argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--optim=") and arg.split("=", 1)[1] in OPTIMIZERS:
+            out.append("--optimizer=" + arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse the four dataclasses from ``argv`` (default ``sys.argv[1:]``)."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
+
+
+def validate(model_args, data_args, recipe, training_args) -> None:
+    """Fail fast, naming the problem and the fix."""
+    if recipe.optimizer not in OPTIMIZERS:
+        raise SystemExit(f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIMIZERS)}")
+    if not recipe.learning_rates:
+        raise SystemExit("--learning_rates is empty: give at least one value, e.g. --learning_rates 5e-6 1e-5 5e-5")
+    bad = [lr for lr in recipe.learning_rates if not (lr > 0 and math.isfinite(lr))]
+    if bad:
+        raise SystemExit(f"--learning_rates must all be positive, got {bad}")
+    if len(set(recipe.learning_rates)) != len(recipe.learning_rates):
+        raise SystemExit(f"--learning_rates has duplicates: {recipe.learning_rates}")
+    if recipe.optimizer not in TAM_FAMILY and (recipe.gamma is not None or recipe.cosine_scope is not None):
+        raise SystemExit(f"--gamma / --cosine_scope apply to {', '.join(TAM_FAMILY)}, not --optim {recipe.optimizer}")
+    if recipe.gamma is not None and not 0 <= recipe.gamma < 1:
+        raise SystemExit(f"--gamma must be in [0, 1), got {recipe.gamma}")
+    if recipe.coupled_embeddings and recipe.optimizer not in ("adatamw", "adatam", "coupled_adamw"):
+        raise SystemExit("--coupled_embeddings needs --optim adatamw, adatam or coupled_adamw")
+    epochs = training_args.num_train_epochs
+    if epochs <= 0 or epochs != int(epochs):
+        raise SystemExit(f"--num_train_epochs must be a positive whole number (evaluation is per epoch), got {epochs}")
+    if training_args.max_steps and training_args.max_steps > 0:
+        raise SystemExit("--max_steps is not supported: the recipe trains whole epochs; use --num_train_epochs "
+                         "and --max_train_samples to shorten a run")
+    if training_args.dataloader_persistent_workers:
+        raise SystemExit("--dataloader_persistent_workers would keep stale per-epoch masks in the workers; drop it")
+    if not 0 < data_args.mlm_probability < 1:
+        raise SystemExit(f"--mlm_probability must be in (0, 1), got {data_args.mlm_probability}")
+
+
+def optim_kwargs(recipe) -> dict:
+    kwargs = {}
+    if recipe.gamma is not None:
+        kwargs["gamma"] = recipe.gamma
+    if recipe.cosine_scope is not None:
+        kwargs["cosine_scope"] = recipe.cosine_scope
+    return kwargs
+
+
+def load_model(model_path: str, cache_dir: str | None):
+    """Load the masked LM; log when its MLM head is newly initialised (MiniLM, DeBERTa)."""
+    config = AutoConfig.from_pretrained(model_path, cache_dir=cache_dir)
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        model_path, config=config, cache_dir=cache_dir, output_loading_info=True
+    )
+    head_missing = sorted(k for k in info.get("missing_keys", []) if any(h in k for h in _HEAD_KEYS))
+    if head_missing:
+        logger.warning(
+            "%s carries no trained MLM head: %d head tensors are newly initialised (%s%s). Expect a high "
+            "first-epoch perplexity.",
+            model_path,
+            len(head_missing),
+            ", ".join(head_missing[:3]),
+            ", ..." if len(head_missing) > 3 else "",
+        )
+    if config.model_type.startswith("deberta"):
+        logger.warning(
+            "DeBERTa: Microsoft's published checkpoints ship no trained MLM head, so fine-tuning starts "
+            "from a random head (SPEC section 4)."
+        )
+    return model, bool(head_missing)
+
+
+@dataclass
+class PreparedData:
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    source: str
+    block_size: int
+    fingerprint: str
+
+
+def prepare_data(data_args, recipe, training_args, tokenizer, config, cache_dir) -> PreparedData:
+    """Text -> blocks with an index column; validation masked once."""
+    raw, source = load_raw_datasets(data_args, cache_dir)
+    block_size = block_size_for(data_args.max_seq_length, tokenizer, config)
+    blocks = tokenize_and_group(
+        raw, tokenizer, block_size, training_args.main_process_first, data_args.preprocessing_num_workers
+    )
+    train = truncate(blocks["train"], data_args.max_train_samples, "--max_train_samples")
+    evaluation = truncate(blocks["validation"], data_args.max_eval_samples, "--max_eval_samples")
+    with training_args.main_process_first(desc="masking validation"):
+        evaluation = fixed_eval_masking(evaluation, tokenizer, recipe.mask_seed, data_args.mlm_probability)
+    fingerprint = masking_fingerprint(evaluation)
+    logger.info(
+        "Data %s: %d train / %d validation blocks of %d tokens; validation masking %s.",
+        source, len(train), len(evaluation), block_size, fingerprint,
+    )
+    return PreparedData(train, evaluation, source, block_size, fingerprint)
+
+
+def run_args(training_args: TrainingArguments, run_dir: Path, lr: float) -> TrainingArguments:
+    """The TrainingArguments of one lr run: per-epoch eval/save, keep the best by perplexity."""
+    return replace(
+        training_args,
+        output_dir=str(run_dir),
+        learning_rate=lr,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="perplexity",
+        greater_is_better=False,
+        remove_unused_columns=False,  # the collator needs the block index
+        save_total_limit=training_args.save_total_limit or 1,  # with load_best: best + last
+        run_name=training_args.run_name or f"{run_dir.parent.name}-{run_dir.name}",
+    )
+
+
+def _trainer_class():
+    try:
+        from adatamw.trainer import TAMTrainer
+    except ImportError as err:
+        raise SystemExit(f"adatamw.trainer.TAMTrainer is not importable ({err}): `pip install -e .[hf]`") from err
+    return TAMTrainer
+
+
+def epoch_history(log_history: list[dict]) -> list[dict]:
+    """One entry per evaluated epoch (the last evaluation of each epoch wins)."""
+    by_epoch: dict[int, dict] = {}
+    for entry in log_history:
+        if "eval_perplexity" in entry:
+            epoch = round(entry["epoch"])
+            by_epoch[epoch] = {
+                "epoch": epoch,
+                "step": entry["step"],
+                "perplexity": entry["eval_perplexity"],
+                "eval_loss": entry.get("eval_loss"),
+            }
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data, recipe, training_args, cache_dir):
+    """Train (or resume) one lr run and write its metrics.json; returns the metrics."""
+    args = run_args(training_args, run_dir, lr)
+    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    transformers.set_seed(args.seed)  # the same fresh MLM head for every lr
+    model, head_initialised = load_model(model_path, cache_dir)
+    collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, identity["mlm_probability"])
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_loss_func=masked_lm_loss,
+        compute_metrics=perplexity_metrics,
+        preprocess_logits_for_metrics=per_example_nll,
+        callbacks=[MaskEpochCallback(collator)],
+        optim_name=recipe.optimizer,
+        optim_kwargs=optim_kwargs(recipe) or None,
+        coupled_embeddings=recipe.coupled_embeddings,
+    )
+    if last:
+        logger.info("Resuming lr=%g from %s.", lr, last)
+    start = time.time()
+    output = trainer.train(resume_from_checkpoint=last)
+    history = epoch_history(trainer.state.log_history)
+    best_ckpt = Path(trainer.state.best_model_checkpoint or "").name
+    best_step = int(best_ckpt.split("-")[-1]) if best_ckpt.startswith("checkpoint-") else None
+    best = next((h for h in history if h["step"] == best_step), None)
+    if best is None:
+        raise RuntimeError(f"{run_dir}: the Trainer kept no best checkpoint ({trainer.state.best_model_checkpoint!r})")
+    metrics = {
+        **identity,
+        "lr": lr,
+        "resolved_model": model_path,
+        "mlm_head_initialised": head_initialised,
+        "epochs_history": history,
+        "best_epoch": best["epoch"],
+        "best_perplexity": best["perplexity"],
+        "checkpoint": best_ckpt,
+        "train_runtime": output.metrics.get("train_runtime"),
+        "wall_seconds": time.time() - start,
+        "resumed_from": Path(last).name if last else None,
+        "global_step": trainer.state.global_step,
+        "selected": False,
+        "complete": len(history) == identity["epochs"],
+    }
+    if args.should_save:
+        results.write_json_atomic(run_dir / results.METRICS_FILE, metrics)
+    return metrics
+
+
+def select_and_record(output_dir: Path, runs: dict[float, dict], should_save: bool) -> dict:
+    """Pick the best lr, write selection.json, flag every run's metrics.json, point ``selected``."""
+    lr, best = results.select_best(runs)
+    selection = {
+        "model": best["model"],
+        "optimizer": best["optimizer"],
+        "epochs": best["epochs"],
+        "lr": lr,
+        "best_epoch": best["best_epoch"],
+        "val_perplexity": best["best_perplexity"],
+        "checkpoint": f"{results.lr_dirname(lr)}/{best['checkpoint']}",
+        "grid": {f"{k:g}": v["best_perplexity"] for k, v in sorted(runs.items())},
+        "seed": best["seed"],
+        "mask_seed": best["mask_seed"],
+        "eval_mask_fingerprint": best["eval_mask_fingerprint"],
+    }
+    if should_save:
+        for run_lr, metrics in runs.items():
+            flag = run_lr == lr
+            if metrics.get("selected") != flag:
+                metrics["selected"] = flag
+                results.write_json_atomic(output_dir / results.lr_dirname(run_lr) / results.METRICS_FILE, metrics)
+        results.write_json_atomic(output_dir / results.SELECTION_FILE, selection)
+        results.point_selected(output_dir, output_dir / selection["checkpoint"])
+    logger.info(
+        "Selected lr=%g epoch %d (val perplexity %.4f): %s",
+        lr, selection["best_epoch"], selection["val_perplexity"], output_dir / selection["checkpoint"],
+    )
+    return selection
+
+
+def _finished_run(run_dir: Path, identity: dict, lr: float, overwrite: bool, main_process: bool) -> dict | None:
+    """metrics of a finished matching run (skip it), None to train; refuses a mismatched finished run."""
+    metrics = results.read_json(run_dir / results.METRICS_FILE)
+    if not results.is_complete(metrics):
+        return None
+    if overwrite:
+        if main_process:
+            logger.warning("--overwrite_runs: deleting the finished run %s.", run_dir)
+            shutil.rmtree(run_dir)
+        return None
+    mismatch = results.identity_mismatch(metrics, {**identity, "lr": lr})
+    if mismatch:
+        details = ", ".join(f"{k}: {metrics.get(k)!r} there vs {({**identity, 'lr': lr})[k]!r} now" for k in mismatch)
+        raise SystemExit(
+            f"{run_dir} holds a finished run with other settings ({details}). Use another --output_dir, "
+            "or --overwrite_runs to retrain it."
+        )
+    return metrics
+
+
+def run(model_args, data_args, recipe, training_args) -> dict:
+    """Run the lr grid for one (model, optimizer, epochs); returns the selection."""
+    validate(model_args, data_args, recipe, training_args)
+    model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
+    config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
+    data = prepare_data(data_args, recipe, training_args, tokenizer, config, model_args.cache_dir)
+    output_dir = Path(training_args.output_dir)
+    identity = {
+        "model": model_args.model_name_or_path,
+        "optimizer": recipe.optimizer,
+        "optim_kwargs": optim_kwargs(recipe),
+        "coupled_embeddings": recipe.coupled_embeddings,
+        "seed": training_args.seed,
+        "epochs": int(training_args.num_train_epochs),
+        "mask_seed": recipe.mask_seed,
+        "mlm_probability": data_args.mlm_probability,
+        "max_seq_length": data.block_size,
+        "data": data.source,
+        "train_blocks": len(data.train),
+        "eval_blocks": len(data.eval),
+        "eval_mask_fingerprint": data.fingerprint,
+        "global_batch_size": training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * max(1, training_args.world_size),
+    }
+    main_process = training_args.should_save
+    runs: dict[float, dict] = {}
+    grid = tqdm(recipe.learning_rates, desc="lr grid", unit="run", disable=not training_args.local_process_index == 0)
+    for lr in grid:
+        grid.set_postfix(lr=f"{lr:g}")
+        run_dir = output_dir / results.lr_dirname(lr)
+        with training_args.main_process_first(desc="checking for a finished run"):
+            finished = _finished_run(run_dir, identity, lr, recipe.overwrite_runs, main_process)
+        if finished is not None:
+            logger.info("lr=%g already finished (%s): skipped.", lr, run_dir / results.METRICS_FILE)
+            runs[lr] = finished
+            continue
+        runs[lr] = train_one_lr(lr, run_dir, identity, model_path, tokenizer, data, recipe, training_args,
+                                model_args.cache_dir)
+    return select_and_record(output_dir, runs, main_process)
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logging.getLogger("recipes").setLevel(logging.INFO if training_args.should_log else level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``."""
+    model_args, data_args, recipe, training_args = parse_args(argv)
+    setup_logging(training_args)
+    return run(model_args, data_args, recipe, training_args)
+
+
+if __name__ == "__main__":
+    main()
