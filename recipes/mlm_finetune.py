@@ -153,7 +153,25 @@ def parse_args(argv: list[str] | None = None):
     """Parse the four dataclasses from ``argv`` (default ``sys.argv[1:]``)."""
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
-    return parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
+    model_args, data_args, recipe, training_args = parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
+    return model_args, data_args, recipe, cpu_distributed(training_args)
+
+
+def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
+    """Launched on several processes (``WORLD_SIZE`` > 1) on a machine without CUDA: train on CPU/gloo.
+
+    Without ``use_cpu`` the Trainer sees an initialised process group but no GPU and trains each
+    process alone. (``accelerate launch --cpu --num_processes 2`` starts ONE process unless an MPI
+    hostfile is given; on CPU use ``accelerate launch --multi_gpu --num_processes 2`` or ``torchrun``.)
+    """
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not training_args.use_cpu and not torch.cuda.is_available():
+        logger.info("WORLD_SIZE=%s and no CUDA device: training on CPU with gloo (--use_cpu).", os.environ["WORLD_SIZE"])
+        training_args = replace(training_args, use_cpu=True)
+    return training_args
 
 
 def validate(model_args, data_args, recipe, training_args) -> None:
@@ -286,7 +304,8 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data, recipe, training_args, cache_dir):
+def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data, recipe, training_args, cache_dir,
+                 callbacks=()):
     """Train (or resume) one lr run and write its metrics.json; returns the metrics."""
     args = run_args(training_args, run_dir, lr)
     last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
@@ -303,7 +322,7 @@ def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data,
         compute_loss_func=masked_lm_loss,
         compute_metrics=perplexity_metrics,
         preprocess_logits_for_metrics=per_example_nll,
-        callbacks=[MaskEpochCallback(collator)],
+        callbacks=[MaskEpochCallback(collator), *callbacks],
         optim_name=recipe.optimizer,
         optim_kwargs=optim_kwargs(recipe) or None,
         coupled_embeddings=recipe.coupled_embeddings,
@@ -390,8 +409,11 @@ def _finished_run(run_dir: Path, identity: dict, lr: float, overwrite: bool, mai
     return metrics
 
 
-def run(model_args, data_args, recipe, training_args) -> dict:
-    """Run the lr grid for one (model, optimizer, epochs); returns the selection."""
+def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
+    """Run the lr grid for one (model, optimizer, epochs); returns the selection.
+
+    ``callbacks``: extra ``TrainerCallback`` instances given to every lr run's Trainer.
+    """
     validate(model_args, data_args, recipe, training_args)
     model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
@@ -429,7 +451,7 @@ def run(model_args, data_args, recipe, training_args) -> dict:
             runs[lr] = finished
             continue
         runs[lr] = train_one_lr(lr, run_dir, identity, model_path, tokenizer, data, recipe, training_args,
-                                model_args.cache_dir)
+                                model_args.cache_dir, callbacks)
     return select_and_record(output_dir, runs, main_process)
 
 
@@ -445,11 +467,11 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``."""
+def main(argv: list[str] | None = None, callbacks=()) -> dict:
+    """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``; returns the selection."""
     model_args, data_args, recipe, training_args = parse_args(argv)
     setup_logging(training_args)
-    return run(model_args, data_args, recipe, training_args)
+    return run(model_args, data_args, recipe, training_args, callbacks)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,243 @@
+"""End-to-end tests of recipes/mlm_finetune.py on tiny random BERT / RoBERTa / DeBERTa-v2 models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, TrainerCallback
+
+from recipes import mlm_finetune
+from recipes.hub import SAMPLE_FILES
+from recipes.results import read_json
+from tests.tiny_models import save_tiny_model
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _has_optimizers() -> bool:
+    try:
+        import adatamw
+
+        return all(hasattr(adatamw, n) for n in ("AdaTAMW", "AdaTAM", "TAM", "CoupledAdamW"))
+    except ImportError:
+        return False
+
+
+needs_optimizers = pytest.mark.skipif(not _has_optimizers(), reason="adatamw optimizers not importable yet")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {fam: save_tiny_model(fam, root / fam) for fam in ("bert", "roberta", "deberta-v2")}
+
+
+@pytest.fixture(scope="module")
+def text_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A 30 KB / 8 KB slice of the bundled sample, so tests tokenize little."""
+    root = tmp_path_factory.mktemp("text")
+    train, valid = root / "train.txt", root / "valid.txt"
+    train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:8_000], encoding="utf-8")
+    return train, valid
+
+
+def argv(model: Path, out: Path, files: tuple[Path, Path], *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(model),
+        "--train_file", str(files[0]),
+        "--validation_file", str(files[1]),
+        "--max_seq_length", "32",
+        "--max_train_samples", "16",
+        "--max_eval_samples", "8",
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "8",
+        "--num_train_epochs", "1",
+        "--learning_rates", "1e-3",
+        "--output_dir", str(out),
+        "--report_to", "none",
+        "--disable_tqdm", "true",
+        "--dataloader_pin_memory", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    last = max(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return load_file(last / "model.safetensors")
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+# ---- one short run per optimizer and per model family -------------------------------
+
+
+@pytest.mark.parametrize(
+    "family,optim",
+    [
+        ("bert", "adamw"),
+        pytest.param("bert", "adatamw", marks=needs_optimizers),
+        pytest.param("bert", "adatam", marks=needs_optimizers),
+        pytest.param("bert", "tam", marks=needs_optimizers),
+        pytest.param("bert", "coupled_adamw", marks=needs_optimizers),
+        ("roberta", "adamw"),
+        pytest.param("deberta-v2", "adatamw", marks=needs_optimizers),
+    ],
+)
+def test_short_run_per_optimizer(tiny, text_files, tmp_path, family, optim):
+    selection = mlm_finetune.main(argv(tiny[family], tmp_path, text_files, "--optim", optim))
+    metrics = read_json(tmp_path / "lr_0.001" / "metrics.json")
+    assert metrics["complete"] and metrics["optimizer"] == optim and metrics["selected"]
+    assert len(metrics["epochs_history"]) == 1 and metrics["epochs_history"][0]["perplexity"] > 1
+    assert selection["optimizer"] == optim and selection["lr"] == 1e-3
+    checkpoint = tmp_path / selection["checkpoint"]
+    assert AutoModelForMaskedLM.from_pretrained(checkpoint).config.model_type == tiny[family].name.replace("-", "_")
+
+
+# ---- selection ----------------------------------------------------------------------
+
+
+def test_grid_selects_lowest_perplexity(tiny, text_files, tmp_path):
+    selection = mlm_finetune.main(
+        argv(tiny["bert"], tmp_path, text_files, "--learning_rates", "1e-5", "3e-3", "--num_train_epochs", "2")
+    )
+    runs = {lr: read_json(tmp_path / f"lr_{lr}" / "metrics.json") for lr in ("1e-05", "0.003")}
+    best_lr = min(runs, key=lambda lr: runs[lr]["best_perplexity"])
+    assert selection["lr"] == float(best_lr)
+    assert [runs[lr]["selected"] for lr in runs] == [lr == best_lr for lr in runs]
+    best = runs[best_lr]
+    assert best["best_perplexity"] == min(h["perplexity"] for h in best["epochs_history"])
+    assert selection["val_perplexity"] == best["best_perplexity"]
+    assert json.loads((tmp_path / "selection.json").read_text()) == selection
+    assert (tmp_path / selection["checkpoint"] / "model.safetensors").exists()
+    # The same fixed validation masking for every lr.
+    assert len({r["eval_mask_fingerprint"] for r in runs.values()}) == 1
+    if (tmp_path / "selected").is_symlink():
+        assert (tmp_path / "selected").resolve() == (tmp_path / selection["checkpoint"]).resolve()
+
+
+def test_finished_runs_are_skipped_and_mismatches_refused(tiny, text_files, tmp_path, monkeypatch):
+    first = mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files))
+    monkeypatch.setattr(mlm_finetune, "train_one_lr", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    assert mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files)) == first
+    with pytest.raises(SystemExit, match="other settings.*seed"):
+        mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files, "--seed", "7"))
+
+
+# ---- exact resume ---------------------------------------------------------------------
+
+
+class _Kill(RuntimeError):
+    pass
+
+
+class KillAtStep(TrainerCallback):
+    """Simulates a crash: raises after optimizer step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Kill(f"killed at step {self.step}")
+
+
+def test_killed_run_resumes_exactly(tiny, text_files, tmp_path):
+    # 16 blocks / batch 4 = 4 steps per epoch; kill in epoch 2 (after step 6), resume from checkpoint-4.
+    extra = ("--num_train_epochs", "3", "--save_total_limit", "3")
+    mlm_finetune.main(argv(tiny["roberta"], tmp_path / "straight", text_files, *extra))
+    with pytest.raises(_Kill):
+        mlm_finetune.main(argv(tiny["roberta"], tmp_path / "killed", text_files, *extra), callbacks=[KillAtStep(6)])
+    assert not (tmp_path / "killed" / "lr_0.001" / "metrics.json").exists()
+    mlm_finetune.main(argv(tiny["roberta"], tmp_path / "killed", text_files, *extra))
+    straight = read_json(tmp_path / "straight" / "lr_0.001" / "metrics.json")
+    resumed = read_json(tmp_path / "killed" / "lr_0.001" / "metrics.json")
+    assert resumed["resumed_from"] == "checkpoint-4"
+    assert [h["perplexity"] for h in resumed["epochs_history"]] == [h["perplexity"] for h in straight["epochs_history"]]
+    diff = max_abs_diff(last_weights(tmp_path / "straight" / "lr_0.001"), last_weights(tmp_path / "killed" / "lr_0.001"))
+    assert diff <= 1e-6, diff
+
+
+# ---- 1 process vs 2 processes ---------------------------------------------------------
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one(tiny, text_files, tmp_path):
+    common = ("--num_train_epochs", "2", "--learning_rates", "3e-3")
+    mlm_finetune.main(argv(tiny["bert"], tmp_path / "one", text_files, *common))
+    two = argv(tiny["bert"], tmp_path / "two", text_files, *common)
+    two[two.index("--per_device_train_batch_size") + 1] = "2"  # 2 x 2 = the same global batch of 4
+    # `--cpu --num_processes 2` starts a single process without MPI; --multi_gpu is accelerate's torchrun path.
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [*launcher, str(REPO / "recipes" / "mlm_finetune.py"), *two],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one_m = read_json(tmp_path / "one" / "lr_0.003" / "metrics.json")
+    two_m = read_json(tmp_path / "two" / "lr_0.003" / "metrics.json")
+    assert two_m["global_batch_size"] == one_m["global_batch_size"] == 4
+    diff = max_abs_diff(last_weights(tmp_path / "one" / "lr_0.003"), last_weights(tmp_path / "two" / "lr_0.003"))
+    print(f"max |param(1 process) - param(2 processes)| = {diff:.3g}")
+    assert diff <= 1e-5, diff
+    for a, b in zip(one_m["epochs_history"], two_m["epochs_history"]):
+        assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
+
+
+# ---- bad input fails fast ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--model_name_or_path": "/nonexistent/model"}, "no such folder"),
+        ({"--train_file": "/nonexistent/train.txt"}, "--train_file /nonexistent/train.txt: no such file"),
+        ({"--learning_rates": "-1e-5"}, "must all be positive"),
+        ({"--learning_rates": "0"}, "must all be positive"),
+        ({"--num_train_epochs": "1.5"}, "whole number"),
+        ({"--model_name_or_path": "roberta-large"}, "hub is unreachable.*minilm-offline"),
+    ],
+)
+def test_bad_input_fails_fast(tiny, text_files, tmp_path, change, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = argv(tiny["bert"], tmp_path, text_files)
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = value
+    with pytest.raises(SystemExit, match=message):
+        mlm_finetune.main(args)
+    assert not (tmp_path / "lr_0.001").exists()
+
+
+def test_unknown_optimizer_and_empty_grid(tiny, text_files, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files, "--optim", "lion"))
+    assert "invalid choice: 'lion'" in capsys.readouterr().err
+    model_args, data_args, recipe, training_args = mlm_finetune.parse_args(argv(tiny["bert"], tmp_path, text_files))
+    recipe.learning_rates = []
+    with pytest.raises(SystemExit, match="--learning_rates is empty"):
+        mlm_finetune.run(model_args, data_args, recipe, training_args)
+    recipe.learning_rates, recipe.gamma = [1e-3], 0.5
+    with pytest.raises(SystemExit, match="--gamma / --cosine_scope apply to"):
+        mlm_finetune.run(model_args, data_args, recipe, training_args)
+
+
+def test_optim_flag_routing():
+    assert mlm_finetune.split_optim_flag(["--optim", "adatamw", "--x"]) == ["--optimizer", "adatamw", "--x"]
+    assert mlm_finetune.split_optim_flag(["--optim=tam"]) == ["--optimizer=tam"]
+    # HF's own optimizer names stay with TrainingArguments (the adamw baseline's implementation).
+    assert mlm_finetune.split_optim_flag(["--optim", "adamw_torch"]) == ["--optim", "adamw_torch"]
+    *_, recipe, training_args = mlm_finetune.parse_args(["--optim", "adatamw", "--output_dir", "x"])
+    assert recipe.optimizer == "adatamw" and training_args.optim.value != "adatamw"
