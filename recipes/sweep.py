@@ -1,0 +1,306 @@
+#!/usr/bin/env python
+"""Run, or emit for a cluster, the paper's grid of MLM fine-tuning runs (SPEC section 4).
+
+One *cell* = (model, optimizer, epochs); each cell is one ``recipes/mlm_finetune.py``
+run over the learning-rate grid, in ``OUTPUT_ROOT/<model>/<optimizer>/ep<epochs>/``.
+The default grid is the paper's: 6 models x {adamw, adatamw} x {3, 5, 10} epochs x
+lrs {5e-6, 1e-5, 5e-5}, all overridable. Unrecognised arguments go to the recipe.
+
+    python recipes/sweep.py --dry-run                                   # print the plan
+    python recipes/sweep.py --models bert-base-uncased --epochs 3       # run locally, one after another
+    python recipes/sweep.py --emit slurm --slurm_out sweep.sbatch \\
+        --launch_args "--multi_gpu --num_processes 4" --slurm_options "--gres=gpu:4 --time=24:00:00"
+    python recipes/sweep.py --collect                                   # rebuild manifest.json
+
+Finished cells (``selection.json`` covering the requested lrs) are skipped; the
+recipe itself skips finished lrs and resumes interrupted ones. ``OUTPUT_ROOT/manifest.json``
+(read by the evaluation) lists every finished cell under the root::
+
+    {"selected": [{"model": ..., "optimizer": ..., "epochs": 3, "lr": 5e-05,
+                   "checkpoint": "<path relative to the manifest folder>", "val_perplexity": 12.3}]}
+
+It is rebuilt from the cells' ``selection.json`` files (atomically, under a lock) after
+every cell, locally and at the end of every SLURM array task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python recipes/sweep.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recipes import results
+
+PAPER_MODELS = (
+    "bert-base-uncased",
+    "bert-large-uncased",
+    "microsoft/deberta-base",
+    "microsoft/deberta-large",
+    "roberta-base",
+    "roberta-large",
+)
+PAPER_OPTIMIZERS = ("adamw", "adatamw")
+PAPER_EPOCHS = (3, 5, 10)
+PAPER_LRS = (5e-6, 1e-5, 5e-5)
+RECIPE = "recipes/mlm_finetune.py"
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = ("model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, optimizer, epochs) recipe run over the lr grid."""
+
+    model: str
+    optimizer: str
+    epochs: int
+    learning_rates: tuple[float, ...]
+    output_dir: Path
+
+    def recipe_args(self, extra: list[str]) -> list[str]:
+        return [
+            "--model_name_or_path", self.model,
+            "--optim", self.optimizer,
+            "--num_train_epochs", str(self.epochs),
+            "--learning_rates", *(f"{lr:g}" for lr in self.learning_rates),
+            "--output_dir", str(self.output_dir),
+            *extra,
+        ]  # fmt: skip
+
+    def finished(self) -> bool:
+        """selection.json exists, for these epochs, and its grid covers every requested lr."""
+        selection = results.read_json(self.output_dir / results.SELECTION_FILE)
+        if not selection or selection.get("epochs") != self.epochs:
+            return False
+        return {f"{lr:g}" for lr in self.learning_rates} <= set(selection.get("grid", {}))
+
+
+def model_slug(model: str) -> str:
+    """Folder name of a model: hub ids ``org/name`` -> ``org--name``; local folders by their name."""
+    path = Path(model)
+    if path.is_dir() or model.startswith((".", "/", "~")):
+        return path.name
+    return model.replace("/", "--")
+
+
+def plan(models, optimizers, epochs, learning_rates, output_root: Path) -> list[Cell]:
+    """Cells in a stable order: model, then optimizer, then epochs."""
+    return [
+        Cell(m, o, int(e), tuple(learning_rates), output_root / model_slug(m) / o / f"ep{int(e)}")
+        for m in models
+        for o in optimizers
+        for e in epochs
+    ]
+
+
+def launch_prefix(launcher: str, launch_args: str) -> list[str]:
+    if launcher == "accelerate":
+        return ["accelerate", "launch", *shlex.split(launch_args)]
+    if launch_args:
+        raise SystemExit("--launch_args applies to --launcher accelerate only")
+    return ["python"]
+
+
+def command(cell: Cell, extra: list[str], launcher: str = "accelerate", launch_args: str = "") -> list[str]:
+    """The shell command of one cell (run from the repository root)."""
+    return [*launch_prefix(launcher, launch_args), RECIPE, *cell.recipe_args(extra)]
+
+
+# ---- manifest -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (fcntl; a no-op where unsupported)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
+
+
+def collect_manifest(output_root: Path) -> dict:
+    """Rebuild ``manifest.json`` from every cell's selection.json under ``output_root``."""
+    output_root = Path(output_root)
+    with _locked(output_root / f".{MANIFEST}.lock"):
+        entries = []
+        for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
+            selection = results.read_json(path)
+            if not selection or any(k not in selection for k in MANIFEST_KEYS if k != "checkpoint"):
+                continue
+            checkpoint = (path.parent / selection["checkpoint"]).relative_to(output_root)
+            entries.append(
+                {
+                    "model": selection["model"],
+                    "optimizer": selection["optimizer"],
+                    "epochs": selection["epochs"],
+                    "lr": selection["lr"],
+                    "checkpoint": checkpoint.as_posix(),
+                    "val_perplexity": selection["val_perplexity"],
+                }
+            )
+        entries.sort(key=lambda e: (e["model"], e["optimizer"], e["epochs"]))
+        manifest = {"selected": entries}
+        results.write_json_atomic(output_root / MANIFEST, manifest)
+    return manifest
+
+
+# ---- outputs of the three modes -------------------------------------------------------
+
+
+def print_plan(cells: list[Cell], extra, launcher, launch_args) -> None:
+    done = sum(c.finished() for c in cells)
+    print(f"{len(cells)} runs ({done} finished), each over lrs {', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:")
+    for cell in cells:
+        status = "done" if cell.finished() else "todo"
+        print(f"[{status}] {shlex.join(command(cell, extra, launcher, launch_args))}")
+
+
+def slurm_script(cells: list[Cell], extra, launcher, launch_args, output_root: Path, options: str, job_name: str) -> str:
+    """A SLURM array script: element i runs cell i, then refreshes the manifest."""
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --array=0-{len(cells) - 1}",
+        f"#SBATCH --output={output_root}/slurm-%A_%a.out",
+        *(f"#SBATCH {opt}" for opt in _split_options(options)),
+        "# Generated by recipes/sweep.py; one array element per (model, optimizer, epochs), each running its lr grid.",
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(REPO))}",
+        "CMDS=(",
+        *(f"  {shlex.quote(shlex.join(command(c, extra, launcher, launch_args)))}" for c in cells),
+        ")",
+        'eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"',
+        f"python recipes/sweep.py --collect --output_root {shlex.quote(str(output_root))}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _split_options(options: str) -> list[str]:
+    """``"--gres=gpu:4 --time=24:00:00"`` -> one ``#SBATCH`` line each."""
+    return [opt for opt in shlex.split(options or "")]
+
+
+def _this_interpreter(cmd: list[str]) -> list[str]:
+    """Run ``python ...`` / ``accelerate launch ...`` with this interpreter (no PATH lookup)."""
+    if cmd[:2] == ["accelerate", "launch"]:
+        return [sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]]
+    if cmd[0] == "python":
+        return [sys.executable, *cmd[1:]]
+    return cmd
+
+
+def run_local(cells: list[Cell], extra, launcher, launch_args, output_root: Path, in_process: bool, keep_going: bool):
+    """Run unfinished cells one after another; refresh the manifest after each."""
+    from tqdm.auto import tqdm
+
+    failures = []
+    for cell in tqdm(cells, desc="sweep", unit="cell"):
+        if cell.finished():
+            print(f"skip (finished): {cell.output_dir}")
+            continue
+        if in_process:
+            from recipes import mlm_finetune
+
+            mlm_finetune.main(cell.recipe_args(extra))
+            rc = 0
+        else:
+            cmd = command(cell, extra, launcher, launch_args)
+            print(f"run: {shlex.join(cmd)}", flush=True)
+            rc = subprocess.call(_this_interpreter(cmd), cwd=REPO)
+        if rc != 0:
+            failures.append(cell)
+            print(f"FAILED (exit {rc}): {cell.output_dir}", file=sys.stderr)
+            if not keep_going:
+                break
+        collect_manifest(output_root)
+    collect_manifest(output_root)
+    if failures:
+        raise SystemExit(f"{len(failures)} run(s) failed; rerun the sweep to resume them (finished runs are skipped)")
+
+
+# ---- CLI ----------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Other arguments are passed to recipes/mlm_finetune.py (e.g. --max_seq_length 128 --seed 1).",
+    )
+    p.add_argument("--models", nargs="+", default=list(PAPER_MODELS))
+    p.add_argument("--optims", nargs="+", default=list(PAPER_OPTIMIZERS),
+                   choices=["adamw", "adatamw", "adatam", "tam", "coupled_adamw"])  # fmt: skip
+    p.add_argument("--epochs", nargs="+", type=int, default=list(PAPER_EPOCHS))
+    p.add_argument("--learning_rates", nargs="+", type=float, default=list(PAPER_LRS))
+    p.add_argument("--output_root", type=Path, default=Path("runs/sweep"))
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the plan and exit")
+    p.add_argument("--emit", choices=["local", "slurm"], default="local", help="run here, or write a SLURM script")
+    p.add_argument("--slurm_out", type=Path, help="where --emit slurm writes the array script")
+    p.add_argument("--slurm_options", default="", help='extra #SBATCH options, e.g. "--gres=gpu:1 --time=24:00:00"')
+    p.add_argument("--job_name", default="tam-mlm")
+    p.add_argument("--launcher", choices=["accelerate", "python"], default="accelerate")
+    p.add_argument("--launch_args", default="", help='accelerate launch options, e.g. "--multi_gpu --num_processes 4"')
+    p.add_argument("--in_process", action="store_true", help="local: call the recipe in this process")
+    p.add_argument("--keep_going", action="store_true", help="local: continue after a failed run")
+    p.add_argument("--collect", action="store_true", help="only rebuild OUTPUT_ROOT/manifest.json")
+    return p
+
+
+def validate(args, extra: list[str]) -> None:
+    for name in ("models", "optims", "epochs", "learning_rates"):
+        if not getattr(args, name):
+            raise SystemExit(f"--{name} is empty")
+    if any(e <= 0 for e in args.epochs):
+        raise SystemExit(f"--epochs must be positive, got {args.epochs}")
+    if any(not lr > 0 for lr in args.learning_rates):
+        raise SystemExit(f"--learning_rates must all be positive, got {args.learning_rates}")
+    owned = {"--model_name_or_path", "--optim", "--optimizer", "--num_train_epochs", "--learning_rates", "--output_dir"}
+    clash = sorted({a.split("=")[0] for a in extra} & owned)
+    if clash:
+        raise SystemExit(f"{', '.join(clash)}: set by the sweep per run; use --models/--optims/--epochs/"
+                         "--learning_rates/--output_root instead")  # fmt: skip
+    if args.emit == "slurm" and not args.slurm_out and not args.dry_run:
+        raise SystemExit("--emit slurm needs --slurm_out FILE")
+
+
+def main(argv: list[str] | None = None) -> list[Cell]:
+    args, extra = parser().parse_known_args(argv)
+    # Commands run from the repository root (the recipe path is relative to it): make the root absolute.
+    args.output_root = args.output_root.expanduser().resolve()
+    if args.collect:
+        manifest = collect_manifest(args.output_root)
+        print(f"{args.output_root / MANIFEST}: {len(manifest['selected'])} selected checkpoints")
+        return []
+    validate(args, extra)
+    cells = plan(args.models, args.optims, args.epochs, args.learning_rates, args.output_root)
+    if args.dry_run:
+        print_plan(cells, extra, args.launcher, args.launch_args)
+    elif args.emit == "slurm":
+        script = slurm_script(cells, extra, args.launcher, args.launch_args, args.output_root, args.slurm_options,
+                              args.job_name)  # fmt: skip
+        args.slurm_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.slurm_out.with_name(f".{args.slurm_out.name}.tmp")
+        tmp.write_text(script)
+        tmp.replace(args.slurm_out)
+        args.output_root.mkdir(parents=True, exist_ok=True)
+        print(f"{args.slurm_out}: {len(cells)} array tasks; submit with `sbatch {args.slurm_out}`")
+    else:
+        run_local(cells, extra, args.launcher, args.launch_args, args.output_root, args.in_process, args.keep_going)
+    return cells
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""recipes/sweep.py: the plan, the SLURM script, local execution, skipping and the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from recipes import mlm_finetune, sweep
+from recipes.hub import SAMPLE_FILES
+from tests.tiny_models import save_tiny_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return save_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="module")
+def recipe_extra(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("text")
+    train, valid = root / "train.txt", root / "valid.txt"
+    train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:6_000], encoding="utf-8")
+    return [
+        "--train_file", str(train), "--validation_file", str(valid),
+        "--max_seq_length", "32", "--max_train_samples", "8", "--max_eval_samples", "8",
+        "--per_device_train_batch_size", "4", "--report_to", "none", "--disable_tqdm", "true",
+        "--dataloader_pin_memory", "false",
+    ]  # fmt: skip
+
+
+def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
+    cells = sweep.main(["--dry-run", "--output_root", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("36 runs (0 finished), each over lrs 5e-06, 1e-05, 5e-05")
+    commands = [shlex.split(line.split("] ", 1)[1]) for line in lines[1:]]
+    assert len(commands) == len(cells) == 6 * 2 * 3
+    combos = set()
+    for cmd in commands:
+        assert cmd[:3] == ["accelerate", "launch", "recipes/mlm_finetune.py"]
+        arg = {cmd[i]: cmd[i + 1] for i in range(3, len(cmd) - 1) if cmd[i].startswith("--")}
+        lrs = cmd[cmd.index("--learning_rates") + 1 : cmd.index("--learning_rates") + 4]
+        assert lrs == ["5e-06", "1e-05", "5e-05"]
+        combos.add((arg["--model_name_or_path"], arg["--optim"], int(arg["--num_train_epochs"])))
+        assert arg["--output_dir"].endswith(f"{arg['--optim']}/ep{arg['--num_train_epochs']}")
+    assert combos == {(m, o, e) for m in sweep.PAPER_MODELS for o in ("adamw", "adatamw") for e in (3, 5, 10)}
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_slurm_script_has_one_task_per_cell(tmp_path):
+    out = tmp_path / "sweep.sbatch"
+    sweep.main([
+        "--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
+        "--models", "roberta-base", "microsoft/deberta-base", "--epochs", "3", "5",
+        "--launch_args", "--multi_gpu --num_processes 4", "--slurm_options", "--gres=gpu:4 --time=24:00:00",
+        "--max_seq_length", "128",
+    ])  # fmt: skip
+    script = out.read_text()
+    assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:4" in script and "#SBATCH --time=24:00:00" in script
+    body = script[script.index("CMDS=(") + len("CMDS=(") : script.index("\n)\n")]
+    tasks = [shlex.split(shlex.split(line)[0]) for line in body.strip().splitlines()]
+    assert len(tasks) == 8
+    for cmd in tasks:
+        assert cmd[:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4"]
+        assert cmd[5] == "recipes/mlm_finetune.py" and cmd[-2:] == ["--max_seq_length", "128"]
+    assert "microsoft--deberta-base/adatamw/ep5" in body
+    assert 'eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"' in script and "sweep.py --collect" in script
+
+
+def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "runs"
+    common = ["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "2", "--learning_rates", "1e-3",
+              "--output_root", str(root), "--in_process", *recipe_extra]  # fmt: skip
+    sweep.main(common)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [(e["optimizer"], e["epochs"]) for e in manifest["selected"]] == [("adamw", 1), ("adamw", 2)]
+    for entry in manifest["selected"]:
+        assert list(entry) == ["model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity"]
+        assert entry["model"] == str(tiny_bert) and entry["lr"] == 1e-3
+        assert (root / entry["checkpoint"] / "model.safetensors").exists()
+        assert entry["checkpoint"].startswith(f"bert/adamw/ep{entry['epochs']}/lr_0.001/checkpoint-")
+    # Re-running trains nothing and prints the cells as done.
+    monkeypatch.setattr(mlm_finetune, "main", lambda *a, **k: pytest.fail("a finished cell was rerun"))
+    sweep.main(common)
+    assert capsys.readouterr().out.count("skip (finished)") == 2
+    sweep.main([*common, "--dry-run"])
+    assert capsys.readouterr().out.count("[done]") == 2
+    # A larger lr grid is not finished yet.
+    sweep.main([*common[:-len(recipe_extra)], "--learning_rates", "1e-3", "2e-3", "--dry-run"])
+    assert capsys.readouterr().out.count("[todo]") == 2
+
+
+def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tmp_path):
+    root = tmp_path / "runs"
+    sweep.main(["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "--learning_rates", "1e-3",
+                "--output_root", str(root), "--launcher", "python", *recipe_extra])  # fmt: skip
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["selected"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--learning_rates", "0"], "--learning_rates must all be positive"),
+        (["--output_dir", "x"], "--output_dir: set by the sweep"),
+        (["--emit", "slurm"], "--emit slurm needs --slurm_out"),
+    ],
+)
+def test_bad_sweep_input(tmp_path, args, message):
+    with pytest.raises(SystemExit, match=message):
+        sweep.main(["--output_root", str(tmp_path), *args])
