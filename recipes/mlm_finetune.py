@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ if __package__ in (None, ""):  # `python recipes/mlm_finetune.py` / `accelerate 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import datasets
+import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
@@ -164,10 +166,6 @@ def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
     process alone. (``accelerate launch --cpu --num_processes 2`` starts ONE process unless an MPI
     hostfile is given; on CPU use ``accelerate launch --multi_gpu --num_processes 2`` or ``torchrun``.)
     """
-    import os
-
-    import torch
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not training_args.use_cpu and not torch.cuda.is_available():
         logger.info("WORLD_SIZE=%s and no CUDA device: training on CPU with gloo (--use_cpu).", os.environ["WORLD_SIZE"])
         training_args = replace(training_args, use_cpu=True)
