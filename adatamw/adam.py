@@ -1,0 +1,147 @@
+"""AdaTAMW, AdaTAM and CoupledAdamW: the Adam family with torque damping (arXiv 2412.18790,
+Eq. 7, Eq. 8) and the coupled second moment of Coupled Adam (arXiv 2502.08441)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from . import functional as F
+from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor, refuse_sparse
+
+
+class _AdamFamily(TorqueOptimizer):
+    """Adam-style optimizers of this package; subclasses fix the momentum and decay kinds."""
+
+    #: True: AdamW's p <- p - lr wd p. False: Adam's L2 term wd * p added to g (before Eq. 2).
+    decoupled_weight_decay: bool = True
+
+    def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
+                 momentum: str, coupled: bool, coupled_scale: float, foreach: Optional[bool],
+                 maximize: bool) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        gamma=gamma, torque_eps=torque_eps, cosine_scope=cosine_scope,
+                        momentum=momentum, coupled=coupled, coupled_scale=coupled_scale,
+                        foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict) -> None:
+        super()._check_group(group)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Invalid betas: {betas!r}; pass a pair (beta1, beta2)")
+        check_range("betas[0]", betas[0], 0.0, 1.0)
+        check_range("betas[1]", betas[1], 0.0, 1.0)
+        check_range("eps", group["eps"], 0.0, float("inf"))
+        check_range("coupled_scale", group["coupled_scale"], 0.0, float("inf"))
+        if group["coupled_scale"] == 0:
+            raise ValueError("Invalid coupled_scale: 0; it scales the coupled second moment "
+                             "and must be > 0 (1.0 is Coupled Adam)")
+        allowed = ("adam",) if not self.uses_torque else ("tam", "ema")
+        if group["momentum"] not in allowed:
+            raise ValueError(f"Invalid momentum: {group['momentum']!r}; "
+                             f"{type(self).__name__} accepts {allowed}")
+
+    def _gather(self, group: dict) -> GroupBatch:
+        batch = GroupBatch()
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            refuse_sparse(p, type(self).__name__)
+            state = self.state[p]
+            local = local_tensor(p)
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+                self._new_torque_state(state, local.device)
+            batch.params.append(local)
+            batch.grads.append(local_tensor(p.grad))
+            batch.momenta.append(state["exp_avg"])
+            batch.states.append(state)
+        batch.grads = self._effective_grads(group, batch.params, batch.grads,
+                                            l2=not self.decoupled_weight_decay)
+        return batch
+
+    def _update(self, group: dict, batch: GroupBatch) -> None:
+        beta1, beta2 = group["betas"]
+        foreach = group["foreach"] if group["foreach"] is not None else True
+        F.adam_update(
+            batch.params, batch.grads, batch.momenta,
+            [st["exp_avg_sq"] for st in batch.states], [st["step"] for st in batch.states],
+            batch.coefs if self.uses_torque else None,
+            foreach=foreach, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            decoupled_wd=group["weight_decay"] if self.decoupled_weight_decay else 0.0,
+            momentum=group["momentum"], coupled=bool(group["coupled"]),
+            coupled_scale=group["coupled_scale"])
+
+
+class AdaTAMW(_AdamFamily):
+    r"""Adam with torque-aware momentum and decoupled weight decay (arXiv 2412.18790, Eq. 7).
+
+    .. math::
+        S_t &= \cos(m_{t-1}, g_t) \;(0 \text{ if a norm is } 0), \quad
+        s_t = \gamma s_{t-1} + (1-\gamma) S_t, \quad d_t = (1 + s_t)/2 \\
+        m_t &= \beta_1 m_{t-1} + (\epsilon_\tau + d_t)\, g_t
+              \quad(\texttt{momentum="ema"}: m_t = (1-c_t) m_{t-1} + c_t g_t,\ \text{Eq. 8}) \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad \hat v_t = v_t / (1-\beta_2^t) \\
+        \theta_t &= \theta_{t-1} (1 - \eta\lambda) - \eta\, m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    Args:
+        params: iterable of parameters or dicts defining param groups. Group keys
+            ``coupled`` (bool) and ``coupled_scale`` (float) give the 2-D tensors of a group
+            Coupled Adam's second moment ``coupled_scale * mean(v_hat, dim=0)``.
+        lr: learning rate (default 1e-3).
+        betas: (beta1, beta2): momentum decay and second-moment EMA (default (0.9, 0.999)).
+        eps: added to the denominator (default 1e-8).
+        weight_decay: decoupled weight decay (default 1e-2).
+        gamma: smoothing of the cosine, Eq. 3 (default 0.9).
+        torque_eps: floor of the damping coefficient, c = torque_eps + d (default 1e-8).
+        cosine_scope: ``"global"`` (one cosine over all parameters, Algorithm 1) or
+            ``"tensor"`` (one per parameter tensor).
+        momentum: ``"tam"`` (Eq. 7) or ``"ema"`` (Eq. 8, "AdaTAM2").
+        foreach: ``None``/``True`` use the multi-tensor kernels, ``False`` the per-tensor loop.
+        maximize: maximize the objective instead of minimizing.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, gamma: float = 0.9, torque_eps: float = 1e-8,
+                 cosine_scope: str = "global", momentum: str = "tam",
+                 foreach: Optional[bool] = None, maximize: bool = False,
+                 coupled: bool = False, coupled_scale: float = 1.0) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, gamma, torque_eps, cosine_scope,
+                         momentum, coupled, coupled_scale, foreach, maximize)
+
+
+class AdaTAM(AdaTAMW):
+    """AdaTAMW with Adam's L2 weight decay (``wd * p`` added to g before the cosine), default 0."""
+
+    decoupled_weight_decay = False
+
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **kwargs)
+
+
+class CoupledAdamW(_AdamFamily):
+    """AdamW whose coupled groups share the second moment across rows (arXiv 2502.08441).
+
+    Standard bias-corrected EMA momentum, no torque. Put the embedding matrices in a group
+    with ``coupled=True`` (see :func:`adatamw.embedding_param_groups`); other groups are AdamW.
+    """
+
+    uses_torque = False
+
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, coupled_scale: float = 1.0,
+                 foreach: Optional[bool] = None, maximize: bool = False,
+                 coupled: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, gamma=0.0, torque_eps=0.0,
+                         cosine_scope="tensor", momentum="adam", coupled=coupled,
+                         coupled_scale=coupled_scale, foreach=foreach, maximize=maximize)

@@ -1,0 +1,213 @@
+"""Shared machinery of the TAM optimizers: param groups, the torque scope, telemetry.
+
+A subclass says how to gather one param group (``_gather``: the parameters with a
+gradient, their effective gradients and their momentum) and how to update it
+(``_update``); this class computes the damping of Eqs. 2-4 in between, over the whole
+optimizer (``cosine_scope="global"``) or per tensor (``"tensor"``), without host syncs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import torque
+from .torque import PartialReducer
+
+#: State key of the smoothed cosine s (Eq. 3). In ``"global"`` scope it lives in the state of
+#: the first parameter of the first group; in ``"tensor"`` scope every parameter has one.
+TORQUE_STATE_KEY = "torque_s"
+
+
+@dataclass
+class GroupBatch:
+    """The tensors of one param group that take part in this step."""
+
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)  # effective gradients g_t
+    momenta: list[Tensor] = field(default_factory=list)  # m_{t-1}, updated in place
+    states: list[dict] = field(default_factory=list)
+    coefs: list[Tensor] = field(default_factory=list)  # torque_eps + d_t per parameter
+
+
+def check_range(name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``low <= value < high`` (or ``<= high``)."""
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"Invalid {name}: {value!r}; it must be in [{low}, {high}{bracket}")
+
+
+def local_tensor(t: Tensor) -> Tensor:
+    """The process-local data of ``t`` (a DTensor's shard; a plain tensor itself)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+def refuse_sparse(p: Tensor, optimizer_name: str) -> None:
+    if p.grad is not None and p.grad.is_sparse:
+        raise RuntimeError(
+            f"{optimizer_name} does not support sparse gradients (parameter of shape "
+            f"{tuple(p.shape)}); use dense gradients, e.g. nn.Embedding(sparse=False)"
+        )
+
+
+class TorqueOptimizer(Optimizer):
+    """Base class: subclasses define ``_gather`` and ``_update``; torque is applied between."""
+
+    #: False for optimizers without torque damping (CoupledAdamW).
+    uses_torque: bool = True
+
+    def __init__(self, params: Any, defaults: dict) -> None:
+        super().__init__(params, defaults)
+        #: Completes per-tensor partial sums across a shard group (set for sharded training).
+        self.partial_reducer: Optional[PartialReducer] = None
+
+    # -- param groups --------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+        if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
+            self._check_global_scope_consistent()
+
+    def _check_group(self, group: dict) -> None:
+        """Validate the hyperparameters of one group (subclasses extend)."""
+        check_range("lr", group["lr"], 0.0, float("inf"))
+        check_range("weight_decay", group["weight_decay"], 0.0, float("inf"))
+        if self.uses_torque:
+            check_range("gamma", group["gamma"], 0.0, 1.0)
+            check_range("torque_eps", group["torque_eps"], 0.0, float("inf"))
+            torque.validate_scope(group["cosine_scope"])
+
+    def _check_global_scope_consistent(self) -> None:
+        """One global cosine needs one scope, gamma and torque_eps for every group."""
+        first = self.param_groups[0]
+        for key in ("cosine_scope", "gamma", "torque_eps"):
+            values = {g[key] for g in self.param_groups}
+            if len(values) > 1:
+                raise ValueError(
+                    f"Param groups disagree on {key} ({sorted(map(str, values))}) but "
+                    f"cosine_scope={first['cosine_scope']!r} shares one cosine across "
+                    f"all groups; give every group the same {key} or use cosine_scope='tensor'"
+                )
+
+    # -- the step --------------------------------------------------------------------------
+    def _gather(self, group: dict) -> GroupBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _update(self, group: dict, batch: GroupBatch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a closure that re-evaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        batches = [self._gather(group) for group in self.param_groups]
+        if self.uses_torque and any(b.params for b in batches):
+            self._assign_torque_coefs(batches)
+        for group, batch in zip(self.param_groups, batches):
+            if batch.params:
+                self._update(group, batch)
+        return loss
+
+    def _effective_grads(self, group: dict, params: list[Tensor], grads: list[Tensor],
+                         l2: bool) -> list[Tensor]:
+        """g_t as the update sees it: negated under ``maximize``; plus ``wd * p`` if ``l2``."""
+        if group.get("maximize", False):
+            grads = [torch.neg(g) for g in grads]
+        wd = group["weight_decay"]
+        if l2 and wd != 0:
+            grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
+        return grads
+
+    # -- torque (Eqs. 2-4) -----------------------------------------------------------------
+    def _reduced_partials(self, batches: list[GroupBatch]) -> Tensor:
+        momenta = [m for b in batches for m in b.momenta]
+        grads = [g for b in batches for g in b.grads]
+        sums = torque.partial_sums(momenta, grads)
+        if self.partial_reducer is not None:
+            sums = self.partial_reducer(sums, [p for b in batches for p in b.params])
+        return sums
+
+    def _global_state(self) -> dict:
+        return self.state[self.param_groups[0]["params"][0]]
+
+    def _assign_torque_coefs(self, batches: list[GroupBatch]) -> None:
+        sums = self._reduced_partials(batches)
+        scope = self.param_groups[0]["cosine_scope"]
+        if scope == "global":
+            group = self.param_groups[0]
+            holder = self._global_state()
+            s_prev = holder.get(TORQUE_STATE_KEY)
+            if s_prev is None:
+                s_prev = torch.zeros((), dtype=torch.float32, device=sums.device)
+            s = torque.smooth(s_prev, torque.cosine(sums.sum(0)), group["gamma"])
+            holder[TORQUE_STATE_KEY] = s
+            coef = torque.damping(s) + group["torque_eps"]
+            for b in batches:
+                b.coefs = [coef] * len(b.params)
+            return
+        cos = torque.cosine(sums)
+        row = 0
+        for group, b in zip(self.param_groups, batches):
+            n = len(b.params)
+            s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in b.states]) if n else None
+            if n:
+                s = torque.smooth(s_prev, cos[row:row + n], group["gamma"])
+                torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in b.states], list(s.unbind()))
+                b.coefs = list((torque.damping(s) + group["torque_eps"]).unbind())
+            row += n
+
+    def _new_torque_state(self, state: dict, device: torch.device) -> None:
+        """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use)."""
+        if self.uses_torque and self.param_groups[0]["cosine_scope"] == "tensor":
+            state[TORQUE_STATE_KEY] = torch.zeros((), dtype=torch.float32, device=device)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As ``torch.optim.Optimizer``, but the smoothed cosines stay float32.
+
+        torch casts every floating state tensor to its parameter's dtype on load; for bf16
+        parameters that would round s, and a resumed run would no longer be bit-exact.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id, {})
+            if TORQUE_STATE_KEY in saved:
+                self.state[p][TORQUE_STATE_KEY] = saved[TORQUE_STATE_KEY].to(
+                    device=p.device, dtype=torch.float32, copy=True)
+
+    # -- telemetry (the paper's Figure 8) --------------------------------------------------
+    @torch.no_grad()
+    def torque_stats(self) -> dict[str, float]:
+        """The smoothed cosine ``s_hat`` (Eq. 3) and the damping ``d = (1 + s) / 2`` (Eq. 4).
+
+        In ``"tensor"`` scope ``s_hat``/``damping`` are means over tensors and
+        ``s_hat_min``/``s_hat_max`` are added. Reading them syncs with the device, so call
+        this at logging steps, not inside the training step. Empty without torque.
+        """
+        if not self.uses_torque:
+            return {}
+        if self.param_groups[0]["cosine_scope"] == "global":
+            s = self._global_state().get(TORQUE_STATE_KEY)
+            s_val = float(s) if s is not None else 0.0
+            return {"s_hat": s_val, "damping": (1.0 + s_val) / 2.0}
+        values = [st[TORQUE_STATE_KEY] for st in self.state.values() if TORQUE_STATE_KEY in st]
+        if not values:
+            return {"s_hat": 0.0, "damping": 0.5, "s_hat_min": 0.0, "s_hat_max": 0.0}
+        s = torch.stack([v.to(values[0].device) for v in values]).double()
+        mean = float(s.mean())
+        return {"s_hat": mean, "damping": (1.0 + mean) / 2.0,
+                "s_hat_min": float(s.min()), "s_hat_max": float(s.max())}

@@ -1,0 +1,154 @@
+"""The per-parameter updates of the Adam family and of TAM (SGD), written twice as torch.optim
+does: a plain per-tensor loop (``_single_*``) and a multi-tensor path (``_multi_*``) built on
+``torch._foreach_*`` kernels. Neither syncs with the host: the damping coefficients c = eps + d
+and the step counters are device tensors.
+
+Momentum modes (``m`` is m_{t-1} on entry, m_t on exit; c = torque_eps + d_t):
+
+- ``"tam"``  (Eq. 7):  m_t = beta1 m_{t-1} + c g_t, no bias correction (m is a sum);
+- ``"ema"``  (Eq. 8):  m_t = (1 - c) m_{t-1} + c g_t;
+- ``"adam"`` (Adam):   m_t = beta1 m_{t-1} + (1 - beta1) g_t, divided by 1 - beta1^t.
+
+Second moment v_t = beta2 v_{t-1} + (1 - beta2) g_t^2 and v_hat = v_t / (1 - beta2^t). For a 2-D
+tensor in a coupled group (Coupled Adam), the update uses ``coupled_scale * mean(v_hat, dim=0)``
+broadcast over the rows; the stored v stays per element. Decoupled weight decay (AdamW) is
+``p <- p - lr * wd * p`` before the step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+MOMENTUM_MODES = ("tam", "ema", "adam")
+
+
+def is_coupled(p: Tensor, coupled: bool) -> bool:
+    """Coupling applies to the 2-D (embedding) tensors of a coupled group."""
+    return coupled and p.dim() == 2
+
+
+def _single_adam_update(
+    params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor], steps: Sequence[Tensor], coefs: Optional[Sequence[Tensor]],
+    *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
+    coupled: bool, coupled_scale: float,
+) -> None:
+    """Plain loop over tensors: the readable statement of the update."""
+    for i, p in enumerate(params):
+        g, m, v, step = grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i]
+        step += 1
+        if decoupled_wd != 0:
+            p.mul_(1 - lr * decoupled_wd)
+        if momentum == "tam":
+            m.mul_(beta1).add_(g * coefs[i].to(g.dtype))
+        elif momentum == "ema":
+            m.lerp_(g, coefs[i].to(g.dtype))
+        else:
+            m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        v_used = v.mean(dim=0, keepdim=True).mul_(coupled_scale) if is_coupled(p, coupled) else v
+        bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+        denom = (v_used.sqrt() / bias_correction2_sqrt).add_(eps)
+        if momentum == "adam":
+            denom.mul_(1 - beta1 ** step)
+        p.addcdiv_(m, denom, value=-lr)
+
+
+def _multi_adam_update(
+    params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor], steps: Sequence[Tensor], coefs: Optional[Sequence[Tensor]],
+    *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
+    coupled: bool, coupled_scale: float,
+) -> None:
+    """The same update with ``torch._foreach_*`` kernels, bucketed by device and dtype.
+
+    Coupled 2-D tensors need a broadcast row mean, which foreach kernels do not express:
+    they go through the per-tensor loop.
+    """
+    kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, decoupled_wd=decoupled_wd,
+                  momentum=momentum, coupled=coupled, coupled_scale=coupled_scale)
+    loop_idx = [i for i, p in enumerate(params) if is_coupled(p, coupled)]
+    if loop_idx:
+        pick = lambda seq: [seq[i] for i in loop_idx]  # noqa: E731
+        _single_adam_update(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
+                            pick(steps), pick(coefs) if coefs is not None else None, **kwargs)
+        keep = [i for i in range(len(params)) if i not in set(loop_idx)]
+        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+        params, grads, exp_avgs, exp_avg_sqs, steps = map(
+            pick, (params, grads, exp_avgs, exp_avg_sqs, steps))
+        coefs = pick(coefs) if coefs is not None else None
+    if not params:
+        return
+    lists = [params, grads, exp_avgs, exp_avg_sqs, steps] + ([coefs] if coefs is not None else [])
+    buckets = Optimizer._group_tensors_by_device_and_dtype(lists)
+    for (_, dtype), (bucket, _) in buckets.items():
+        b_params, b_grads, b_m, b_v, b_steps = bucket[:5]
+        b_coefs = bucket[5] if coefs is not None else None
+        torch._foreach_add_(b_steps, 1)
+        if decoupled_wd != 0:
+            torch._foreach_mul_(b_params, 1 - lr * decoupled_wd)
+        if momentum == "adam":
+            torch._foreach_lerp_(b_m, b_grads, 1 - beta1)
+        else:
+            coef = _shared_or_list(b_coefs, dtype)
+            if momentum == "tam":
+                torch._foreach_mul_(b_m, beta1)
+                torch._foreach_add_(b_m, torch._foreach_mul(b_grads, coef))
+            else:  # ema: m + c (g - m)
+                delta = torch._foreach_sub(b_grads, b_m)
+                torch._foreach_mul_(delta, coef)
+                torch._foreach_add_(b_m, delta)
+        torch._foreach_mul_(b_v, beta2)
+        torch._foreach_addcmul_(b_v, b_grads, b_grads, 1 - beta2)
+        bias_correction2_sqrt = _one_minus_pow(beta2, b_steps)
+        torch._foreach_sqrt_(bias_correction2_sqrt)
+        denom = torch._foreach_sqrt(b_v)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        if momentum == "adam":
+            torch._foreach_mul_(denom, _one_minus_pow(beta1, b_steps))
+        torch._foreach_addcdiv_(b_params, b_m, denom, value=-lr)
+
+
+def _one_minus_pow(beta: float, steps: list[Tensor]) -> list[Tensor]:
+    """1 - beta^t for each step counter, on the device."""
+    powers = torch._foreach_pow(beta, steps)
+    torch._foreach_neg_(powers)
+    torch._foreach_add_(powers, 1)
+    return powers
+
+
+def _shared_or_list(coefs: list[Tensor], dtype: torch.dtype):
+    """One tensor when every parameter shares the coefficient (global scope), else a list."""
+    first = coefs[0]
+    if all(c is first for c in coefs):
+        return first.to(dtype)
+    return [c.to(dtype) for c in coefs]
+
+
+def _single_tam_update(params, grads, buffers, coefs, *, lr: float, momentum: float) -> None:
+    """TAM, Algorithm 1: m_t = beta m_{t-1} + c g_t;  p <- p - lr m_t."""
+    for p, g, buf, c in zip(params, grads, buffers, coefs):
+        buf.mul_(momentum).add_(g * c.to(g.dtype))
+        p.add_(buf, alpha=-lr)
+
+
+def _multi_tam_update(params, grads, buffers, coefs, *, lr: float, momentum: float) -> None:
+    """TAM, Algorithm 1, with ``torch._foreach_*`` kernels."""
+    buckets = Optimizer._group_tensors_by_device_and_dtype([params, grads, buffers, coefs])
+    for (_, dtype), ((b_params, b_grads, b_bufs, b_coefs), _) in buckets.items():
+        torch._foreach_mul_(b_bufs, momentum)
+        torch._foreach_add_(b_bufs, torch._foreach_mul(b_grads, _shared_or_list(b_coefs, dtype)))
+        torch._foreach_add_(b_params, b_bufs, alpha=-lr)
+
+
+def adam_update(*args, foreach: bool, **kwargs) -> None:
+    (_multi_adam_update if foreach else _single_adam_update)(*args, **kwargs)
+
+
+def tam_update(*args, foreach: bool, **kwargs) -> None:
+    (_multi_tam_update if foreach else _single_tam_update)(*args, **kwargs)
