@@ -102,7 +102,7 @@ def test_short_run_per_optimizer(tiny, text_files, tmp_path, family, optim):
     assert len(metrics["epochs_history"]) == 1 and metrics["epochs_history"][0]["perplexity"] > 1
     assert selection["optimizer"] == optim and selection["lr"] == 1e-3
     checkpoint = tmp_path / selection["checkpoint"]
-    assert AutoModelForMaskedLM.from_pretrained(checkpoint).config.model_type == tiny[family].name.replace("-", "_")
+    assert AutoModelForMaskedLM.from_pretrained(checkpoint).config.model_type == family
 
 
 # ---- selection ----------------------------------------------------------------------
