@@ -219,6 +219,8 @@ class TAMWarmupCallback(TrainerCallback):
         for group in old.param_groups:
             new_group = {"params": group["params"], "lr": _scaled(group["lr"], lr_factor)}
             new_group["weight_decay"] = group.get("weight_decay", 0.0)
+            if "maximize" in group:
+                new_group["maximize"] = group["maximize"]
             if "initial_lr" in group:
                 new_group["initial_lr"] = _scaled(group["initial_lr"], lr_factor)
             if self.to == "sgdm":

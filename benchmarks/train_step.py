@@ -25,12 +25,18 @@ import copy
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+
+try:  # run from a checkout without `pip install -e .`
+    import adatamw  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def model_dir() -> Path:
