@@ -153,9 +153,10 @@ class KillAtStep(TrainerCallback):
             raise _Kill(f"killed at step {self.step}")
 
 
-def test_killed_run_resumes_exactly(tiny, text_files, tmp_path):
+@pytest.mark.parametrize("optim", ["adamw", pytest.param("adatamw", marks=needs_optimizers)])
+def test_killed_run_resumes_exactly(tiny, text_files, tmp_path, optim):
     # 16 blocks / batch 4 = 4 steps per epoch; kill in epoch 2 (after step 6), resume from checkpoint-4.
-    extra = ("--num_train_epochs", "3", "--save_total_limit", "3")
+    extra = ("--num_train_epochs", "3", "--save_total_limit", "3", "--optim", optim)
     mlm_finetune.main(argv(tiny["roberta"], tmp_path / "straight", text_files, *extra))
     with pytest.raises(_Kill):
         mlm_finetune.main(argv(tiny["roberta"], tmp_path / "killed", text_files, *extra), callbacks=[KillAtStep(6)])
@@ -166,7 +167,7 @@ def test_killed_run_resumes_exactly(tiny, text_files, tmp_path):
     assert resumed["resumed_from"] == "checkpoint-4"
     assert [h["perplexity"] for h in resumed["epochs_history"]] == [h["perplexity"] for h in straight["epochs_history"]]
     diff = max_abs_diff(last_weights(tmp_path / "straight" / "lr_0.001"), last_weights(tmp_path / "killed" / "lr_0.001"))
-    print(f"max |param(resumed) - param(uninterrupted)| = {diff:.3g}")
+    print(f"{optim}: max |param(resumed) - param(uninterrupted)| = {diff:.3g}")
     assert diff <= 1e-6, diff
 
 
@@ -174,8 +175,9 @@ def test_killed_run_resumes_exactly(tiny, text_files, tmp_path):
 
 
 @pytest.mark.distributed
-def test_two_processes_match_one(tiny, text_files, tmp_path):
-    common = ("--num_train_epochs", "2", "--learning_rates", "3e-3")
+@pytest.mark.parametrize("optim", ["adamw", pytest.param("adatamw", marks=needs_optimizers)])
+def test_two_processes_match_one(tiny, text_files, tmp_path, optim):
+    common = ("--num_train_epochs", "2", "--learning_rates", "3e-3", "--optim", optim)
     mlm_finetune.main(argv(tiny["bert"], tmp_path / "one", text_files, *common))
     two = argv(tiny["bert"], tmp_path / "two", text_files, *common)
     two[two.index("--per_device_train_batch_size") + 1] = "2"  # 2 x 2 = the same global batch of 4
@@ -192,7 +194,7 @@ def test_two_processes_match_one(tiny, text_files, tmp_path):
     two_m = read_json(tmp_path / "two" / "lr_0.003" / "metrics.json")
     assert two_m["global_batch_size"] == one_m["global_batch_size"] == 4
     diff = max_abs_diff(last_weights(tmp_path / "one" / "lr_0.003"), last_weights(tmp_path / "two" / "lr_0.003"))
-    print(f"max |param(1 process) - param(2 processes)| = {diff:.3g}")
+    print(f"{optim}: max |param(1 process) - param(2 processes)| = {diff:.3g}")
     assert diff <= 1e-5, diff
     for a, b in zip(one_m["epochs_history"], two_m["epochs_history"]):
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
