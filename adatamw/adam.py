@@ -57,8 +57,9 @@ class _AdamFamily(TorqueOptimizer):
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-                self._new_torque_state(state, local.device)
+                self._new_torque_state(state, local)
             batch.params.append(local)
+            batch.sources.append(p)
             batch.grads.append(local_tensor(p.grad))
             batch.momenta.append(state["exp_avg"])
             batch.states.append(state)
@@ -76,7 +77,7 @@ class _AdamFamily(TorqueOptimizer):
             foreach=foreach, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             decoupled_wd=group["weight_decay"] if self.decoupled_weight_decay else 0.0,
             momentum=group["momentum"], coupled=bool(group["coupled"]),
-            coupled_scale=group["coupled_scale"])
+            coupled_scale=group["coupled_scale"], row_means=batch.row_means)
 
 
 class AdaTAMW(_AdamFamily):

@@ -15,8 +15,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import torque
-from .torque import PartialReducer
+from . import distributed, torque
 
 #: State key of the smoothed cosine s (Eq. 3). In ``"global"`` scope it lives in the state of
 #: the first parameter of the first group; in ``"tensor"`` scope every parameter has one.
@@ -27,11 +26,14 @@ TORQUE_STATE_KEY = "torque_s"
 class GroupBatch:
     """The tensors of one param group that take part in this step."""
 
-    params: list[Tensor] = field(default_factory=list)
+    params: list[Tensor] = field(default_factory=list)  # process-local data (DTensor shards)
+    sources: list[Tensor] = field(default_factory=list)  # the parameters themselves (DTensors)
     grads: list[Tensor] = field(default_factory=list)  # effective gradients g_t
     momenta: list[Tensor] = field(default_factory=list)  # m_{t-1}, updated in place
     states: list[dict] = field(default_factory=list)
     coefs: list[Tensor] = field(default_factory=list)  # torque_eps + d_t per parameter
+    #: Per parameter, the sharded row mean of a coupled 2-D tensor (None: local mean is exact).
+    row_means: Optional[list] = None
 
 
 def check_range(name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
@@ -63,14 +65,21 @@ class TorqueOptimizer(Optimizer):
     uses_torque: bool = True
 
     def __init__(self, params: Any, defaults: dict) -> None:
+        #: Shapes of each group's tensors as given (DeepSpeed's flat partitions are refused).
+        self._built_shapes: list[list[tuple]] = []
+        #: Explicit :class:`adatamw.distributed.Sharding` (FSDP1: ``distributed.shard_aware``);
+        #: None: detected from the parameters at the first step (DTensors: FSDP2).
+        self.sharding = None
+        self._layout_key: Optional[tuple] = None
+        self._layout = None
         super().__init__(params, defaults)
-        #: Completes per-tensor partial sums across a shard group (set for sharded training).
-        self.partial_reducer: Optional[PartialReducer] = None
 
     # -- param groups --------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         self._check_group(self.param_groups[-1])
+        self._built_shapes.append([tuple(p.shape) for p in self.param_groups[-1]["params"]])
+        distributed.refuse_deepspeed(self.param_groups[-1]["params"], type(self).__name__)
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
             self._check_global_scope_consistent()
 
@@ -113,9 +122,12 @@ class TorqueOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        sharding = self._sharding()
         batches = [self._gather(group) for group in self.param_groups]
-        if self.uses_torque and any(b.params for b in batches):
-            self._assign_torque_coefs(batches)
+        if sharding is not None:  # collectives: every rank takes part, even with no local data
+            self._assign_row_means(sharding, batches)
+        if self.uses_torque and (sharding is not None or any(b.params for b in batches)):
+            self._assign_torque_coefs(batches, sharding)
         for group, batch in zip(self.param_groups, batches):
             if batch.params:
                 self._update(group, batch)
@@ -131,27 +143,47 @@ class TorqueOptimizer(Optimizer):
             grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
         return grads
 
+    # -- sharding (SPEC §3, adatamw/distributed.py) -----------------------------------------
+    def _sharding(self):
+        """The layout's :class:`~adatamw.distributed.Sharding`, or None when nothing is sharded.
+
+        Resolved again only when the param-group lists change (accelerate swaps in FSDP2's
+        DTensors after construction); otherwise an identity check per group.
+        """
+        lists = [g["params"] for g in self.param_groups]
+        key = self._layout_key
+        if (key is None or len(key) != len(lists) or self.sharding is not key[0]
+                or any(a is not b or n != len(b) for (a, n), b in zip(key[1:], lists))):
+            self._layout = distributed.resolve(self)
+            self._layout_key = (self.sharding, *((b, len(b)) for b in lists))
+        return self._layout
+
+    def _assign_row_means(self, sharding, batches: list[GroupBatch]) -> None:
+        for group, b in zip(self.param_groups, batches):
+            if group.get("coupled"):
+                b.row_means = [sharding.row_mean(p) if p.dim() == 2 else None for p in b.sources]
+
     # -- torque (Eqs. 2-4) -----------------------------------------------------------------
-    def _reduced_partials(self, batches: list[GroupBatch]) -> Tensor:
+    def _reduced_partials(self, batches: list[GroupBatch], sharding, scope: str) -> Tensor:
         momenta = [m for b in batches for m in b.momenta]
         grads = [g for b in batches for g in b.grads]
         sums = torque.partial_sums(momenta, grads)
-        if self.partial_reducer is not None:
-            sums = self.partial_reducer(sums, [p for b in batches for p in b.params])
+        if sharding is not None:
+            sums = sharding.reduce_partials(sums, [p for b in batches for p in b.sources], scope)
         return sums
 
     def _global_state(self) -> dict:
         return self.state[self.param_groups[0]["params"][0]]
 
-    def _assign_torque_coefs(self, batches: list[GroupBatch]) -> None:
-        sums = self._reduced_partials(batches)
+    def _assign_torque_coefs(self, batches: list[GroupBatch], sharding=None) -> None:
         scope = self.param_groups[0]["cosine_scope"]
+        sums = self._reduced_partials(batches, sharding, scope)
         if scope == "global":
             group = self.param_groups[0]
             holder = self._global_state()
             s_prev = holder.get(TORQUE_STATE_KEY)
             if s_prev is None:
-                s_prev = torch.zeros((), dtype=torch.float32, device=sums.device)
+                s_prev = torch.zeros((), dtype=sums.dtype, device=sums.device)
             s = torque.smooth(s_prev, torque.cosine(sums.sum(0)), group["gamma"])
             holder[TORQUE_STATE_KEY] = s
             coef = torque.damping(s) + group["torque_eps"]
@@ -169,13 +201,16 @@ class TorqueOptimizer(Optimizer):
                 b.coefs = list((torque.damping(s) + group["torque_eps"]).unbind())
             row += n
 
-    def _new_torque_state(self, state: dict, device: torch.device) -> None:
-        """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use)."""
+    def _new_torque_state(self, state: dict, param: Tensor) -> None:
+        """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use).
+
+        s is float32, or float64 for float64 parameters, whatever the parameter's dtype."""
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "tensor":
-            state[TORQUE_STATE_KEY] = torch.zeros((), dtype=torch.float32, device=device)
+            dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
+            state[TORQUE_STATE_KEY] = torch.zeros((), dtype=dtype, device=param.device)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """As ``torch.optim.Optimizer``, but the smoothed cosines stay float32.
+        """As ``torch.optim.Optimizer``, but the smoothed cosines keep their saved dtype.
 
         torch casts every floating state tensor to its parameter's dtype on load; for bf16
         parameters that would round s, and a resumed run would no longer be bit-exact.
@@ -187,7 +222,7 @@ class TorqueOptimizer(Optimizer):
             saved = state_dict["state"].get(saved_id, {})
             if TORQUE_STATE_KEY in saved:
                 self.state[p][TORQUE_STATE_KEY] = saved[TORQUE_STATE_KEY].to(
-                    device=p.device, dtype=torch.float32, copy=True)
+                    device=p.device, copy=True)
 
     # -- telemetry (the paper's Figure 8) --------------------------------------------------
     @torch.no_grad()

@@ -17,6 +17,7 @@ broadcast over the rows; the stored v stays per element. Decoupled weight decay 
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -35,14 +36,14 @@ def _single_adam_update(
     params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
     exp_avg_sqs: Sequence[Tensor], steps: Sequence[Tensor], coefs: Optional[Sequence[Tensor]],
     *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
-    coupled: bool, coupled_scale: float,
+    coupled: bool, coupled_scale: float, row_means: Optional[Sequence] = None,
 ) -> None:
     """Plain loop over tensors: the readable statement of the update."""
     for i, p in enumerate(params):
         g, m, v, step = grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i]
         step += 1
         if decoupled_wd != 0:
-            p.mul_(1 - lr * decoupled_wd)
+            p.add_(p, alpha=-lr * decoupled_wd)  # = p * (1 - lr wd), without rounding 1 - lr wd
         if momentum == "tam":
             m.mul_(beta1).add_(g * coefs[i].to(g.dtype))
         elif momentum == "ema":
@@ -50,11 +51,16 @@ def _single_adam_update(
         else:
             m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        v_used = v.mean(dim=0, keepdim=True).mul_(coupled_scale) if is_coupled(p, coupled) else v
-        bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+        v_used = v
+        if is_coupled(p, coupled):  # row_means[i]: the mean over a sharded tensor's rows (§3)
+            row_mean = row_means[i] if row_means is not None else None
+            v_used = (row_mean(v) if row_mean is not None
+                      else v.mean(dim=0, keepdim=True)).mul_(coupled_scale)
+        exponent = _exponent(step, p.dtype)
+        bias_correction2_sqrt = one_minus_pow(beta2, exponent).sqrt()
         denom = (v_used.sqrt() / bias_correction2_sqrt).add_(eps)
         if momentum == "adam":
-            denom.mul_(1 - beta1 ** step)
+            denom.mul_(one_minus_pow(beta1, exponent))
         p.addcdiv_(m, denom, value=-lr)
 
 
@@ -62,7 +68,7 @@ def _multi_adam_update(
     params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
     exp_avg_sqs: Sequence[Tensor], steps: Sequence[Tensor], coefs: Optional[Sequence[Tensor]],
     *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
-    coupled: bool, coupled_scale: float,
+    coupled: bool, coupled_scale: float, row_means: Optional[Sequence] = None,
 ) -> None:
     """The same update with ``torch._foreach_*`` kernels, bucketed by device and dtype.
 
@@ -75,7 +81,9 @@ def _multi_adam_update(
     if loop_idx:
         pick = lambda seq: [seq[i] for i in loop_idx]  # noqa: E731
         _single_adam_update(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
-                            pick(steps), pick(coefs) if coefs is not None else None, **kwargs)
+                            pick(steps), pick(coefs) if coefs is not None else None,
+                            row_means=pick(row_means) if row_means is not None else None,
+                            **kwargs)
         keep = [i for i in range(len(params)) if i not in set(loop_idx)]
         pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
         params, grads, exp_avgs, exp_avg_sqs, steps = map(
@@ -90,7 +98,7 @@ def _multi_adam_update(
         b_coefs = bucket[5] if coefs is not None else None
         torch._foreach_add_(b_steps, 1)
         if decoupled_wd != 0:
-            torch._foreach_mul_(b_params, 1 - lr * decoupled_wd)
+            torch._foreach_add_(b_params, b_params, alpha=-lr * decoupled_wd)
         if momentum == "adam":
             torch._foreach_lerp_(b_m, b_grads, 1 - beta1)
         else:
@@ -104,22 +112,41 @@ def _multi_adam_update(
                 torch._foreach_add_(b_m, delta)
         torch._foreach_mul_(b_v, beta2)
         torch._foreach_addcmul_(b_v, b_grads, b_grads, 1 - beta2)
-        bias_correction2_sqrt = _one_minus_pow(beta2, b_steps)
+        exponents = [_exponent(t, dtype) for t in b_steps] if dtype == torch.float64 else b_steps
+        bias_correction2_sqrt = _foreach_one_minus_pow(beta2, exponents)
         torch._foreach_sqrt_(bias_correction2_sqrt)
         denom = torch._foreach_sqrt(b_v)
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
         if momentum == "adam":
-            torch._foreach_mul_(denom, _one_minus_pow(beta1, b_steps))
+            torch._foreach_mul_(denom, _foreach_one_minus_pow(beta1, exponents))
         torch._foreach_addcdiv_(b_params, b_m, denom, value=-lr)
 
 
-def _one_minus_pow(beta: float, steps: list[Tensor]) -> list[Tensor]:
-    """1 - beta^t for each step counter, on the device."""
-    powers = torch._foreach_pow(beta, steps)
-    torch._foreach_neg_(powers)
-    torch._foreach_add_(powers, 1)
-    return powers
+def one_minus_pow(beta: float, step: Tensor) -> Tensor:
+    """Bias correction 1 - beta^t on the device, as -expm1(t log beta).
+
+    The direct form cancels: in float32, 1 - 0.999^1 is off by 1.3e-5 relative, which the
+    update would inherit. ``log`` is taken in double precision on the host (beta is a float).
+    """
+    return torch.expm1(step * _log(beta)).neg_()
+
+
+def _foreach_one_minus_pow(beta: float, steps: list[Tensor]) -> list[Tensor]:
+    """:func:`one_minus_pow` for each step counter."""
+    out = torch._foreach_mul(steps, _log(beta))
+    torch._foreach_expm1_(out)
+    torch._foreach_neg_(out)
+    return out
+
+
+def _exponent(step: Tensor, dtype: torch.dtype) -> Tensor:
+    """The step counter (float32, as torch.optim keeps it) in float64 for float64 params."""
+    return step.double() if dtype == torch.float64 else step
+
+
+def _log(beta: float) -> float:
+    return math.log(beta) if beta > 0 else -math.inf
 
 
 def _shared_or_list(coefs: list[Tensor], dtype: torch.dtype):

@@ -58,8 +58,9 @@ class TAM(TorqueOptimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(local,
                                                             memory_format=torch.preserve_format)
-                self._new_torque_state(state, local.device)
+                self._new_torque_state(state, local)
             batch.params.append(local)
+            batch.sources.append(p)
             batch.grads.append(local_tensor(p.grad))
             batch.momenta.append(state["momentum_buffer"])
             batch.states.append(state)

@@ -34,7 +34,9 @@ def _accumulation_view(t: Tensor) -> Tensor:
 
 
 def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialSums:
-    """The three scalars of Eq. 2 for each tensor: a ``[N, 3]`` float32 tensor.
+    """The three scalars of Eq. 2 for each tensor: a ``[N, 3]`` tensor.
+
+    float32 (bf16/fp16 are upcast), or float64 when any tensor is float64.
 
     ``momenta[i]`` is m_{t-1} and ``grads[i]`` is g_t of the i-th parameter (same shape).
     Each row is ``(<m, g>, ||m||^2, ||g||^2)``; one pass over m and two over g per tensor.
@@ -45,7 +47,8 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
         rows.append(torch.stack((torch.dot(mf, gf), torch.dot(mf, mf), torch.dot(gf, gf))))
     if not rows:
         return torch.zeros(0, 3)
-    return torch.stack(rows).to(torch.float32)
+    dtype = torch.float64 if any(r.dtype == torch.float64 for r in rows) else torch.float32
+    return torch.stack([r.to(dtype) for r in rows])
 
 
 def cosine(sums: Tensor) -> Tensor:

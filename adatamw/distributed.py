@@ -1,0 +1,317 @@
+"""Exact torque cosines and coupled row means under sharded parameters (SPEC §3).
+
+The cosine of Eq. 2 needs three sums per tensor, ``<m, g>``, ``||m||^2`` and ``||g||^2``
+(:func:`adatamw.torque.partial_sums`). When a process holds only a shard of a tensor, its local
+sums are partial: they must be summed over the shard group before Eq. 2, per scope (global: one
+cosine over everything; tensor: one per tensor). Coupled Adam's row mean of the second moment
+(``mean(v, dim=0)`` of a ``[V, H]`` embedding) likewise needs the column sums of every shard.
+
+What this module does, chosen once per layout of the param groups (no work, no collective
+when nothing is sharded):
+
+- **DDP / one process**: parameters are whole on every rank (DDP averages the gradients):
+  nothing to do.
+- **FSDP2** (``torch.distributed.fsdp.fully_shard``, DTensor parameters): detected
+  automatically. One ``all_reduce`` (SUM) of the ``[N, 3]`` partial sums per step over the
+  DTensor mesh dims that shard a tensor; rows of tensors that are replicated on a mesh dim are
+  kept only on coordinate 0 of that dim, so they are not double counted. The coupled row mean
+  of a ``Shard(0)`` embedding all-reduces the local column sums (``H`` floats per tensor) and
+  divides by the global ``V``.
+- **FSDP1** with ``use_orig_params=True`` (1-D flat views, size 0 where a rank holds nothing):
+  the tensors do not say how they are sharded, so the optimizer refuses to step until
+  :func:`shard_aware` tells it (``shard_aware(optimizer, model=fsdp_model)`` or
+  ``process_group=...``). Global scope: one ``all_reduce`` of 3 floats; tensor scope: one of
+  ``[P, 3]`` (P = parameters of the optimizer, the same list on every rank). Coupled groups are
+  refused: the flat views have lost the ``[V, H]`` rows.
+- **DeepSpeed ZeRO** (and DeepSpeed's fp16/bf16 optimizers) replace the param groups by flat
+  partitions of all tensors of a group: neither a per-tensor cosine nor a row mean survives,
+  so the optimizer refuses them (ZeRO-3's ``ds_id`` parameters already at construction).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["DTensorSharding", "FlatShardSharding", "Sharding", "is_dtensor", "refuse_deepspeed",
+           "resolve", "shard_aware"]
+
+#: Maps the local second moment ``v`` ([V_local, H]) of a coupled tensor to ``mean(v, dim=0)``
+#: over the whole (unsharded) tensor, shape [1, H].
+RowMean = Callable[[Tensor], Tensor]
+
+_FSDP_WORKS = ("FSDP2 (torch.distributed.fsdp.fully_shard, or accelerate with fsdp_version: 2; "
+               "see recipes/accelerate/fsdp.yaml) or DDP")
+
+
+def is_dtensor(t: Tensor) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (FSDP2 / tensor-parallel parameters)."""
+    return hasattr(t, "placements") and hasattr(t, "device_mesh") and callable(
+        getattr(t, "to_local", None))
+
+
+def _is_fsdp1_flat(t: Tensor) -> bool:
+    """FSDP1 marks the tensors it flattened (the original params under use_orig_params)."""
+    return bool(getattr(t, "_fsdp_flattened", False)) and not is_dtensor(t)
+
+
+class Sharding:
+    """How the partial sums and coupled row means of one layout are completed."""
+
+    def reduce_partials(self, sums: Tensor, sources: Sequence[Tensor], scope: str) -> Tensor:
+        """Complete the ``[N, 3]`` local sums of ``sources`` (the optimizer's parameters with a
+        gradient, in step order). Tensor scope: return ``[N, 3]`` whole-tensor sums. Global
+        scope: return any ``[k, 3]`` whose row sum is the sum over all parameters."""
+        raise NotImplementedError
+
+    def row_mean(self, source: Tensor) -> Optional[RowMean]:
+        """The row mean of a coupled 2-D parameter, or ``None`` when the local mean is exact."""
+        return None
+
+
+class DTensorSharding(Sharding):
+    """FSDP2 / DTensor parameters on one device mesh (module docstring)."""
+
+    def __init__(self, mesh: Any) -> None:
+        self.mesh = mesh
+        self._plans: dict[tuple[int, ...], list[tuple[Any, Optional[Tensor]]]] = {}
+
+    def _shard_dims(self, t: Tensor, tensor_dim: Optional[int] = None) -> list[int]:
+        """Mesh dims along which ``t`` is split (along ``tensor_dim`` only, if given)."""
+        if not is_dtensor(t):
+            return []
+        return [i for i, pl in enumerate(t.placements)
+                if pl.is_shard() and (tensor_dim is None or pl.dim % t.dim() == tensor_dim)]
+
+    def _plan(self, sources: Sequence[Tensor], device: torch.device):
+        """Per sharding mesh dim: its process group and the row mask (None: all ones)."""
+        key = tuple(map(id, sources))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = []
+            dims = sorted({d for t in sources for d in self._shard_dims(t)})
+            for d in dims:
+                first = self.mesh.get_local_rank(d) == 0
+                keep = [1.0 if (first or d in self._shard_dims(t)) else 0.0 for t in sources]
+                mask = None if all(keep) else torch.tensor(keep, device=device).unsqueeze(1)
+                plan.append((self.mesh.get_group(d), mask))
+            self._plans[key] = plan
+        return plan
+
+    def reduce_partials(self, sums: Tensor, sources: Sequence[Tensor], scope: str) -> Tensor:
+        for group, mask in self._plan(sources, sums.device):
+            if mask is not None:
+                sums = sums * mask
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+        return sums
+
+    def row_mean(self, source: Tensor) -> Optional[RowMean]:
+        dims = self._shard_dims(source, tensor_dim=0)
+        if not dims or source.dim() != 2:
+            return None
+        groups = [self.mesh.get_group(d) for d in dims]
+        n_rows = source.shape[0]  # the global V of the DTensor
+
+        def mean(v: Tensor) -> Tensor:
+            col = v.sum(dim=0, keepdim=True, dtype=torch.float32)
+            for group in groups:
+                dist.all_reduce(col, op=dist.ReduceOp.SUM, group=group)
+            return col.div_(n_rows).to(v.dtype)
+
+        return mean
+
+
+class FlatShardSharding(Sharding):
+    """FSDP1 flat views (``use_orig_params=True``) or ``FlatParameter`` s over one group.
+
+    ``sharded`` are the parameters split over ``process_group``; every other parameter is
+    taken as replicated (counted on group rank 0 only).
+    """
+
+    def __init__(self, process_group: Any, all_params: Sequence[Tensor],
+                 sharded: Sequence[Tensor]) -> None:
+        self.group = process_group
+        self.index = {id(p): i for i, p in enumerate(all_params)}
+        self.sharded = {id(p) for p in sharded}
+        self.rank0 = dist.get_rank(process_group) == 0
+        self.n_params = len(all_params)
+        self.device = all_params[0].device if all_params else torch.device("cpu")
+        self._cache: dict[tuple[int, ...], tuple[Tensor, Optional[Tensor]]] = {}
+        self._check_same_params()
+
+    def _check_same_params(self) -> None:
+        """Tensor-scope rows are aligned by position: every rank needs the same list (once)."""
+        n = torch.tensor([self.n_params, -self.n_params], dtype=torch.float64,
+                         device=self.device)
+        dist.all_reduce(n, op=dist.ReduceOp.MAX, group=self.group)
+        if n[0].item() != self.n_params or -n[1].item() != self.n_params:
+            raise RuntimeError(
+                f"The optimizer holds {self.n_params} parameters on this rank but not on every "
+                "rank of the FSDP process group; build it from model.parameters() of the "
+                "FSDP-wrapped model on every rank (use_orig_params=True keeps them all)")
+
+    def _rows(self, sources: Sequence[Tensor]):
+        key = tuple(map(id, sources))
+        hit = self._cache.get(key)
+        if hit is None:
+            idx = torch.tensor([self.index[id(p)] for p in sources], dtype=torch.long,
+                               device=self.device)
+            keep = [1.0 if (self.rank0 or id(p) in self.sharded) else 0.0 for p in sources]
+            mask = None if all(keep) else torch.tensor(keep, device=self.device).unsqueeze(1)
+            hit = self._cache[key] = (idx, mask)
+        return hit
+
+    def reduce_partials(self, sums: Tensor, sources: Sequence[Tensor], scope: str) -> Tensor:
+        idx, mask = self._rows(sources)
+        sums = sums.to(self.device)
+        if mask is not None:
+            sums = sums * mask
+        if scope == "global":
+            total = sums.sum(0, keepdim=True)
+            dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.group)
+            return total
+        # A rank without a piece of some tensor has no row for it: scatter into all P rows.
+        full = torch.zeros(self.n_params, 3, dtype=sums.dtype, device=self.device)
+        full.index_copy_(0, idx, sums)
+        dist.all_reduce(full, op=dist.ReduceOp.SUM, group=self.group)
+        return full.index_select(0, idx)
+
+
+def _params(optimizer: Any) -> list[Tensor]:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
+def refuse_deepspeed(params: Sequence[Tensor], optimizer_name: str) -> None:
+    """ZeRO-3 partitions parameters in place (``ds_id``/``ds_tensor``): refuse them."""
+    for p in params:
+        if hasattr(p, "ds_id") or hasattr(p, "ds_tensor"):
+            raise RuntimeError(
+                f"{optimizer_name} got a DeepSpeed ZeRO-3 partitioned parameter: the torque "
+                "cosine (Eq. 2) and the coupled row mean need whole tensors or DTensor "
+                f"shards. Use {_FSDP_WORKS}; with DeepSpeed, only ZeRO stage 0 in fp32 keeps "
+                "the parameters whole (see docs/distributed.md)")
+
+
+def _check_not_flattened(optimizer: Any) -> None:
+    """DeepSpeed ZeRO-1/2 and its fp16/bf16 optimizers swap each group's tensors for flat
+    partitions after construction; compare with the shapes the optimizer was built with."""
+    built = getattr(optimizer, "_built_shapes", None)
+    if built is None:
+        return
+    for i, (group, shapes) in enumerate(zip(optimizer.param_groups, built)):
+        now = [tuple(p.shape) for p in group["params"]]
+        if now == shapes or all(is_dtensor(p) or _is_fsdp1_flat(p) for p in group["params"]):
+            continue
+        raise RuntimeError(
+            f"param_groups[{i}]['params'] of {type(optimizer).__name__} was replaced after "
+            f"construction ({len(shapes)} tensors -> {len(now)} tensors of shapes {now[:3]}"
+            f"{'...' if len(now) > 3 else ''}). DeepSpeed ZeRO stages 1-3 and its fp16/bf16 "
+            "optimizers do this with flat partitions of a whole group, over which neither the "
+            "per-tensor cosine (Eq. 2) nor the coupled row mean is exact. Use "
+            f"{_FSDP_WORKS}; with DeepSpeed only ZeRO stage 0 in fp32 works. To change the "
+            "parameters of an optimizer, build a new one or use add_param_group")
+
+
+def resolve(optimizer: Any) -> Optional[Sharding]:
+    """The :class:`Sharding` of the optimizer's current param groups (``None``: nothing sharded).
+
+    Raises ``RuntimeError`` for layouts that cannot be made exact (module docstring).
+    """
+    explicit = getattr(optimizer, "sharding", None)
+    params = _params(optimizer)
+    name = type(optimizer).__name__
+    refuse_deepspeed(params, name)
+    _check_not_flattened(optimizer)
+    if explicit is not None:
+        return explicit
+    dtensors = [p for p in params if is_dtensor(p)]
+    if dtensors:
+        meshes = {id(p.device_mesh): p.device_mesh for p in dtensors}
+        if len(meshes) > 1:
+            raise RuntimeError(
+                f"{name}: the DTensor parameters live on {len(meshes)} device meshes; the torque "
+                "cosine reduces over one. Give one optimizer the parameters of one mesh")
+        return DTensorSharding(next(iter(meshes.values())))
+    flat = [p for p in params if _is_fsdp1_flat(p)]
+    if flat and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(
+            f"{name} sees FSDP1 flattened parameters (FullyShardedDataParallel): their shards "
+            "do not say how they are split, so a local cosine would be silently wrong. Call "
+            "adatamw.distributed.shard_aware(optimizer, model=fsdp_model) after building the "
+            f"optimizer (use_orig_params=True), or use {_FSDP_WORKS}")
+    return None
+
+
+def shard_aware(optimizer: Any, process_group: Any = None, *, model: Any = None) -> Any:
+    """Make ``optimizer`` exact over FSDP1 shards; returns it.
+
+    Args:
+        optimizer: an optimizer of this package built from the parameters of an FSDP1 model
+            (``FullyShardedDataParallel(..., use_orig_params=True)``; ``FlatParameter`` s of
+            ``use_orig_params=False`` work in the global scope only).
+        process_group: the group the parameters are sharded over (default: the world). Every
+            FSDP1-flattened parameter is taken as sharded over it; other parameters as
+            replicated.
+        model: the FSDP1 model instead of ``process_group``: its FSDP units give the group
+            and the sharding strategy (``NO_SHARD`` units need no reduction; the shard group
+            of ``HYBRID_SHARD`` is used).
+
+    Coupled groups (``coupled=True``) are refused: FSDP1's flat views cut the ``[V, H]`` rows.
+    """
+    params = _params(optimizer)
+    name = type(optimizer).__name__
+    if model is not None:
+        if process_group is not None:
+            raise ValueError("Pass process_group or model to shard_aware, not both")
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
+
+        sharded, groups = [], {}
+        for unit in FSDP.fsdp_modules(model):
+            handle = getattr(unit, "_handle", None)
+            if handle is None or unit.sharding_strategy == ShardingStrategy.NO_SHARD:
+                continue
+            flat = handle.flat_param
+            sharded.extend(flat._params if flat._params is not None else [flat])
+            sharded.extend(flat._shared_params or [])
+            groups[id(unit.process_group)] = unit.process_group
+        if len(groups) > 1:
+            raise RuntimeError(f"{name}: the FSDP units of this model shard over "
+                               f"{len(groups)} different process groups; the cosine reduces over one")
+        process_group = next(iter(groups.values())) if groups else None
+        if not groups:  # nothing sharded (NO_SHARD everywhere)
+            optimizer.sharding = _NOTHING_SHARDED
+            return optimizer
+        ids = {id(p) for p in sharded}
+        sharded = [p for p in params if id(p) in ids]
+    else:
+        sharded = [p for p in params if getattr(p, "_fsdp_flattened", False)]
+    if process_group is None:
+        process_group = dist.group.WORLD
+    for i, group in enumerate(optimizer.param_groups):
+        if group.get("coupled") and any(id(p) in {id(q) for q in sharded} for p in group["params"]):
+            raise RuntimeError(
+                f"param_groups[{i}] of {name} is coupled (Coupled Adam's row mean of a [V, H] "
+                "embedding), but FSDP1 flattens the embedding into 1-D shards that cut its rows. "
+                f"Use {_FSDP_WORKS}, keep the embedding out of FSDP1 sharding (ignored_states), "
+                "or drop coupled=True / --coupled_embeddings")
+        if group.get("cosine_scope") == "tensor" and any(
+                type(p).__name__ == "FlatParameter" for p in group["params"]):
+            raise RuntimeError(
+                f"{name} with cosine_scope='tensor' over FSDP1 FlatParameters would take one "
+                "cosine per FSDP unit, not per tensor: use use_orig_params=True or "
+                "cosine_scope='global'")
+    optimizer.sharding = FlatShardSharding(process_group, params, sharded)
+    return optimizer
+
+
+class _Unsharded(Sharding):
+    """Explicitly nothing to reduce (e.g. FSDP1 NO_SHARD): silences the FSDP1 refusal."""
+
+    def reduce_partials(self, sums: Tensor, sources: Sequence[Tensor], scope: str) -> Tensor:
+        return sums
+
+
+_NOTHING_SHARDED = _Unsharded()
