@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--trainer-rounds", type=int, default=2, help="alternating Trainer / TAMTrainer rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # results appear as they come, also when redirected
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", category=UserWarning)
