@@ -1,0 +1,220 @@
+"""Worker of tests/test_distributed.py: sharded AdaTAMW runs on CPU (gloo), one process per rank.
+
+Every rank sees the same batch, so the gradients after FSDP's reduce-scatter / DDP's all-reduce
+are the single-process ones ((x + x) / 2 == x) and only the optimizer's reductions are under test.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+STEPS = 5
+VOCAB, HIDDEN, MID, OUT = 13, 6, 5, 3  # odd sizes: shards are uneven (7/6, 3/2, 2/1 rows)
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, HIDDEN)
+        self.lin1 = nn.Linear(HIDDEN, MID)
+        self.lin2 = nn.Linear(MID, OUT)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lin2(torch.tanh(self.lin1(self.emb(tokens))))
+
+
+def make_model() -> Tiny:
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randint(2, VOCAB, (4, 5), generator=gen),  # rows 0, 1: zero gradient
+             torch.randn(4, 5, OUT, generator=gen)) for _ in range(STEPS)]
+
+
+def param_groups(model: nn.Module, coupled: bool) -> list[dict]:
+    """Embedding in its own group (coupled if asked, wd 0.01); the rest with wd 0.1."""
+    emb = [p for n, p in model.named_parameters() if "emb" in n]
+    rest = [p for n, p in model.named_parameters() if "emb" not in n]
+    return [{"params": emb, "coupled": coupled, "weight_decay": 0.01},
+            {"params": rest, "weight_decay": 0.1}]
+
+
+def make_optimizer(model: nn.Module, case: dict):
+    import adatamw
+
+    groups = param_groups(model, case["coupled"])
+    if case.get("optim") == "coupled_adamw":
+        return adatamw.CoupledAdamW(groups, lr=1e-2, foreach=case.get("foreach"))
+    return adatamw.AdaTAMW(groups, lr=1e-2, cosine_scope=case["scope"], momentum=case["momentum"],
+                           foreach=case.get("foreach"))
+
+
+def train(model: nn.Module, opt) -> None:
+    for tokens, target in batches():
+        loss = nn.functional.mse_loss(model(tokens), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def reference(case: dict) -> dict[str, torch.Tensor]:
+    """The unsharded single-process run."""
+    model = make_model()
+    train(model, make_optimizer(model, case))
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _full_params_fsdp1(model) -> dict[str, torch.Tensor]:
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.summon_full_params(model):
+        return {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone()
+                for n, p in model.named_parameters()}
+
+
+def sharded_run(case: dict) -> dict[str, torch.Tensor]:
+    """One case under its sharding; the full parameters afterwards (on every rank)."""
+    import adatamw.distributed as tad
+
+    model = make_model()
+    kind = case["sharding"]
+    if kind == "fsdp2":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        fully_shard(model.lin1, mesh=mesh)
+        fully_shard(model.lin2, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        opt = make_optimizer(model, case)
+        train(model, opt)
+        return {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
+    if kind == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        wrapped = FSDP(model, use_orig_params=True, device_id=torch.device("cpu"))
+        opt = make_optimizer(_Unprefixed(wrapped), case)
+        if case.get("shard_aware", True):
+            tad.shard_aware(opt, model=wrapped)
+        train(wrapped, opt)
+        return _full_params_fsdp1(wrapped)
+    if kind == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(model)
+        train(ddp, make_optimizer(model, case))
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+    raise ValueError(kind)
+
+
+class _Unprefixed:
+    """named_parameters of an FSDP1 model without the wrapper prefix (for param_groups)."""
+
+    def __init__(self, wrapped) -> None:
+        self.wrapped = wrapped
+
+    def named_parameters(self):
+        for n, p in self.wrapped.named_parameters():
+            yield n.replace("_fsdp_wrapped_module.", ""), p
+
+
+def _no_reduction(monkey: bool):
+    """Turn the DTensor / flat-shard reductions off (the negative control)."""
+    import adatamw.distributed as tad
+
+    if not monkey:
+        return lambda: None
+    saved = (tad.DTensorSharding.reduce_partials, tad.DTensorSharding.row_mean,
+             tad.FlatShardSharding.reduce_partials)
+    tad.DTensorSharding.reduce_partials = lambda self, sums, sources, scope: sums
+    tad.DTensorSharding.row_mean = lambda self, source: None
+    tad.FlatShardSharding.reduce_partials = lambda self, sums, sources, scope: sums
+
+    def restore() -> None:
+        (tad.DTensorSharding.reduce_partials, tad.DTensorSharding.row_mean,
+         tad.FlatShardSharding.reduce_partials) = saved
+    return restore
+
+
+def time_reduction(repeats: int = 20) -> dict:
+    """Cost of the reductions under FSDP2 (global scope, a coupled embedding).
+
+    ``step_s`` / ``step_unreduced_s``: seconds per optimizer step with the reductions and with
+    them switched off (the difference is what they cost, waiting for the other rank included);
+    ``allreduce_s``: one all_reduce of the [N, 3] partial sums alone, after a barrier.
+    """
+    import adatamw
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    torch.manual_seed(0)
+    layers = [nn.Linear(256, 256) for _ in range(8)]
+    model = nn.Sequential(nn.Embedding(4096, 256), *layers)
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    params = list(model.parameters())
+    opt = adatamw.AdaTAMW([{"params": params[:1], "coupled": True}, {"params": params[1:]}])
+    for p in params:
+        p.grad = DTensor.from_local(torch.randn_like(p.to_local()), p.device_mesh, p.placements)
+
+    def per_step() -> float:
+        opt.step()  # warm-up (resolves the layout)
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            opt.step()
+        return (time.perf_counter() - t0) / repeats
+
+    step = per_step()
+    restore = _no_reduction(True)
+    try:
+        unreduced = per_step()
+    finally:
+        restore()
+    sums = torch.zeros(len(params), 3)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        dist.all_reduce(sums)
+    allreduce = (time.perf_counter() - t0) / repeats
+    return {"params": sum(p.numel() for p in params), "tensors": len(params), "step_s": step,
+            "step_unreduced_s": unreduced, "allreduce_s": allreduce}
+
+
+def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    results = {}
+    try:
+        for case in cases:
+            restore = _no_reduction(case.get("no_reduction", False))
+            try:
+                if case.get("measure"):
+                    results[case["name"]] = time_reduction()
+                else:
+                    results[case["name"]] = sharded_run(case)
+            except Exception as err:  # refusals are results too
+                results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
+                                         "trace": traceback.format_exc()}
+            finally:
+                restore()
+            dist.barrier()
+    finally:
+        if rank == 0:
+            torch.save(results, out)
+        dist.destroy_process_group()
