@@ -21,11 +21,14 @@ class _AdamFamily(TorqueOptimizer):
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
                  weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
                  momentum: str, coupled: bool, coupled_scale: float, foreach: Optional[bool],
-                 maximize: bool) -> None:
+                 maximize: bool, fused: Optional[bool] = None) -> None:
+        if fused and foreach:
+            raise ValueError("Invalid foreach/fused: `fused` and `foreach` cannot both be True; "
+                             "pick one implementation")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         gamma=gamma, torque_eps=torque_eps, cosine_scope=cosine_scope,
                         momentum=momentum, coupled=coupled, coupled_scale=coupled_scale,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict) -> None:
@@ -74,7 +77,7 @@ class _AdamFamily(TorqueOptimizer):
             batch.params, batch.grads, batch.momenta,
             [st["exp_avg_sq"] for st in batch.states], [st["step"] for st in batch.states],
             batch.coefs if self.uses_torque else None,
-            foreach=foreach, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            foreach=foreach, fused=bool(group["fused"]), lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             decoupled_wd=group["weight_decay"] if self.decoupled_weight_decay else 0.0,
             momentum=group["momentum"], coupled=bool(group["coupled"]),
             coupled_scale=group["coupled_scale"], row_means=batch.row_means)
@@ -106,6 +109,8 @@ class AdaTAMW(_AdamFamily):
         momentum: ``"tam"`` (Eq. 7) or ``"ema"`` (Eq. 8, "AdaTAM2").
         foreach: ``None``/``True`` use the multi-tensor kernels, ``False`` the per-tensor loop.
         maximize: maximize the objective instead of minimizing.
+        fused: run the update on torch's fused AdamW kernel (fastest on CPU; reads the
+            damping from the device once per step). Default off, as in torch.optim.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3,
@@ -113,9 +118,10 @@ class AdaTAMW(_AdamFamily):
                  weight_decay: float = 1e-2, gamma: float = 0.9, torque_eps: float = 1e-8,
                  cosine_scope: str = "global", momentum: str = "tam",
                  foreach: Optional[bool] = None, maximize: bool = False,
-                 coupled: bool = False, coupled_scale: float = 1.0) -> None:
+                 coupled: bool = False, coupled_scale: float = 1.0,
+                 fused: Optional[bool] = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, gamma, torque_eps, cosine_scope,
-                         momentum, coupled, coupled_scale, foreach, maximize)
+                         momentum, coupled, coupled_scale, foreach, maximize, fused)
 
 
 class AdaTAM(AdaTAMW):
@@ -142,7 +148,8 @@ class CoupledAdamW(_AdamFamily):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, coupled_scale: float = 1.0,
                  foreach: Optional[bool] = None, maximize: bool = False,
-                 coupled: bool = False) -> None:
+                 coupled: bool = False, fused: Optional[bool] = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, gamma=0.0, torque_eps=0.0,
                          cosine_scope="tensor", momentum="adam", coupled=coupled,
-                         coupled_scale=coupled_scale, foreach=foreach, maximize=maximize)
+                         coupled_scale=coupled_scale, foreach=foreach, maximize=maximize,
+                         fused=fused)

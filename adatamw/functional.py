@@ -173,8 +173,72 @@ def _multi_tam_update(params, grads, buffers, coefs, *, lr: float, momentum: flo
         torch._foreach_add_(b_params, b_bufs, alpha=-lr)
 
 
-def adam_update(*args, foreach: bool, **kwargs) -> None:
-    (_multi_adam_update if foreach else _single_adam_update)(*args, **kwargs)
+def _fused_adam_update(
+    params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor], steps: Sequence[Tensor], coefs: Optional[Sequence[Tensor]],
+    *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
+    coupled: bool, coupled_scale: float, row_means: Optional[Sequence] = None,
+) -> None:
+    """The update on torch's fused AdamW kernel (one pass over p, g, m, v per tensor).
+
+    The kernel computes m <- b m + (1 - b) g with a bias correction 1 - b^t, v and the step as
+    AdamW. Weight decay is applied before the kernel as p - lr wd p: the kernel's
+    p * (1 - lr wd) rounds the factor to the parameter dtype (float32, lr wd = 1e-7, 1000
+    steps: 1.15x the exact decay on weights of scale 0.05; p - lr wd p: 0.96x). With b = 1 - c it computes Eq. 8 (``"ema"``) directly; Eq. 7 (``"tam"``) first
+    rescales m by beta1 / (1 - c), so that (1 - c) m' + c g = beta1 m + c g. The kernel's
+    bias correction is undone by scaling lr by 1 - b^t (and weight decay by the inverse).
+    b is a host float, so this path reads c from the device once per step (per tensor in
+    tensor scope): free on CPU, a sync on accelerators. Coupled tensors and a damping
+    within 1e-3 of 1 (where the rescaling would lose precision) take the foreach path.
+    """
+    kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, decoupled_wd=decoupled_wd,
+                  momentum=momentum, coupled=coupled, coupled_scale=coupled_scale)
+    fallback = [i for i, p in enumerate(params) if is_coupled(p, coupled)]
+    coef_values = {}
+    kernel_calls: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        if i in fallback:
+            continue
+        c = 0.0
+        if coefs is not None:
+            key = id(coefs[i])
+            if key not in coef_values:
+                coef_values[key] = float(coefs[i])
+            c = coef_values[key]
+            if abs(1.0 - c) < 1e-3:
+                fallback.append(i)
+                continue
+        call = (p.device, p.dtype, float(steps[i]) + 1.0, c)
+        kernel_calls.setdefault(call, []).append(i)
+    if fallback:
+        pick = lambda seq: [seq[i] for i in fallback]  # noqa: E731
+        _multi_adam_update(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
+                           pick(steps), pick(coefs) if coefs is not None else None,
+                           row_means=pick(row_means) if row_means is not None else None,
+                           **kwargs)
+    for (_, _, t, c), idx in kernel_calls.items():
+        pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
+        b_steps = pick(steps)
+        torch._foreach_add_(b_steps, 1)
+        kernel_beta1 = beta1 if momentum == "adam" else 1.0 - c
+        if momentum == "tam":
+            torch._foreach_mul_(pick(exp_avgs), beta1 / kernel_beta1)
+        # the kernel divides the step by 1 - b^t: for TAM's momentum there is no such term
+        kernel_lr = lr if momentum == "adam" else lr * -math.expm1(t * math.log(kernel_beta1))
+        b_params = pick(params)
+        if decoupled_wd != 0:
+            torch._foreach_add_(b_params, b_params, alpha=-lr * decoupled_wd)
+        torch._fused_adamw_(
+            b_params, pick(grads), pick(exp_avgs), pick(exp_avg_sqs), [], b_steps,
+            lr=kernel_lr, beta1=kernel_beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False,
+            maximize=False, grad_scale=None, found_inf=None)
+
+
+def adam_update(*args, foreach: bool, fused: bool = False, **kwargs) -> None:
+    if fused:
+        _fused_adam_update(*args, **kwargs)
+    else:
+        (_multi_adam_update if foreach else _single_adam_update)(*args, **kwargs)
 
 
 def tam_update(*args, foreach: bool, **kwargs) -> None:

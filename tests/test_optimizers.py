@@ -40,11 +40,13 @@ def make_optimizer(kind, params, coupled, **kw):
     return cls(groups, **kw)
 
 
-def run_pair(kind, steps=50, seed=0, dtype=torch.float32, coupled=False, foreach=False,
+def run_pair(kind, steps=50, seed=0, dtype=torch.float32, coupled=False, impl="loop",
              scope="global", momentum="tam", weight_decay=0.0, lr=1e-2):
     params, targets, gen = make_problem(seed, dtype)
     params = [nn.Parameter(p) for p in params]
-    kw = dict(lr=lr, weight_decay=weight_decay, foreach=foreach)
+    kw = dict(lr=lr, weight_decay=weight_decay, **impl_kwargs(impl))
+    if kind == "tam":
+        kw.pop("fused", None)
     ref_kw = dict(lr=lr, weight_decay=weight_decay)
     if kind != "coupled_adamw":
         kw.update(cosine_scope=scope)
@@ -79,14 +81,20 @@ def max_rel_error(params, ref_params, scales=None):
                for p, r, s in zip(params, ref_params, scales))
 
 
+IMPLEMENTATIONS = ["loop", "foreach", "fused"]
 COMBOS = list(itertools.product(["global", "tensor"], ["tam", "ema"], [False, True],
-                                [0.0, 0.1], [False, True]))
+                                [0.0, 0.1], IMPLEMENTATIONS))
 
 
-@pytest.mark.parametrize("scope,momentum,coupled,weight_decay,foreach", COMBOS)
-def test_adatamw_matches_float64_reference(scope, momentum, coupled, weight_decay, foreach):
+def impl_kwargs(impl):
+    return {"loop": dict(foreach=False), "foreach": dict(foreach=True),
+            "fused": dict(foreach=False, fused=True)}[impl]
+
+
+@pytest.mark.parametrize("scope,momentum,coupled,weight_decay,impl", COMBOS)
+def test_adatamw_matches_float64_reference(scope, momentum, coupled, weight_decay, impl):
     params, ref, opt = run_pair("adatamw", scope=scope, momentum=momentum, coupled=coupled,
-                                weight_decay=weight_decay, foreach=foreach)
+                                weight_decay=weight_decay, impl=impl)
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-6
     momenta = [opt.state[p]["exp_avg"] for p in params]
     assert max_rel_error(momenta, ref.m) <= 1e-5
@@ -97,16 +105,16 @@ def test_adatamw_matches_float64_reference(scope, momentum, coupled, weight_deca
 
 @pytest.mark.parametrize("kind", ["adatam", "tam", "coupled_adamw"])
 @pytest.mark.parametrize("scope", ["global", "tensor"])
-@pytest.mark.parametrize("foreach", [False, True])
-def test_family_matches_float64_reference(kind, scope, foreach):
-    params, ref, _ = run_pair(kind, scope=scope, foreach=foreach, weight_decay=0.05,
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_family_matches_float64_reference(kind, scope, impl):
+    params, ref, _ = run_pair(kind, scope=scope, impl=impl, weight_decay=0.05,
                               coupled=kind == "coupled_adamw")
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-6
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_float64_params_match_reference_tightly(foreach):
-    params, ref, _ = run_pair("adatamw", dtype=torch.float64, foreach=foreach, coupled=True,
+@pytest.mark.parametrize("impl", ["loop", "foreach"])
+def test_float64_params_match_reference_tightly(impl):
+    params, ref, _ = run_pair("adatamw", dtype=torch.float64, impl=impl, coupled=True,
                               weight_decay=0.1, scope="tensor")
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-12
 
@@ -118,9 +126,10 @@ def test_bf16_params_follow_reference(scope):
     assert max_rel_error(params, ref.p, ref.scale) <= 3e-2  # bf16 keeps ~3 significant digits
 
 
-def test_foreach_and_loop_agree():
-    a, _, _ = run_pair("adatamw", foreach=False, coupled=True, scope="tensor", momentum="ema")
-    b, _, _ = run_pair("adatamw", foreach=True, coupled=True, scope="tensor", momentum="ema")
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_implementations_agree_with_loop(impl):
+    a, _, _ = run_pair("adatamw", impl="loop", coupled=True, scope="tensor", momentum="ema")
+    b, _, _ = run_pair("adatamw", impl=impl, coupled=True, scope="tensor", momentum="ema")
     assert max_rel_error(a, [p.detach().double() for p in b]) <= 1e-6
 
 
@@ -210,6 +219,7 @@ def train_steps(model, opt, steps, start=0):
 
 OPTIMIZERS = {
     "adatamw_global": lambda ps: AdaTAMW(ps, lr=1e-2),
+    "adatamw_fused": lambda ps: AdaTAMW(ps, lr=1e-2, fused=True),
     "adatamw_tensor_ema": lambda ps: AdaTAMW(ps, lr=1e-2, cosine_scope="tensor", momentum="ema"),
     "adatam": lambda ps: AdaTAM(ps, lr=1e-2, weight_decay=1e-3),
     "tam": lambda ps: TAM(ps, lr=transfer_lr(0.05), cosine_scope="tensor"),

@@ -1,0 +1,107 @@
+"""Optimizer-step time of AdaTAMW (each path) against torch.optim.AdamW, interleaved in one run.
+
+Parameters are shaped like all-MiniLM-L6-v2 (22.7 M) and BERT-base (110 M) masked-LM models
+(built on the meta device from their configs, then filled with random values), gradients are
+random, and every optimizer steps the same parameters in turn, repetition after repetition,
+so machine load affects all of them alike. Prints the median step time of each, its ratio to
+torch's fused and foreach AdamW, and the optimizer-state bytes against AdamW's.
+
+    python benchmarks/optimizer_step.py [--models minilm bert-base] [--reps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from adatamw import AdaTAMW
+
+CONFIGS = {
+    # all-MiniLM-L6-v2: 6 layers, hidden 384, intermediate 1536, vocab 30522.
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                   intermediate_size=1536, vocab_size=30522),
+    # bert-base-uncased: BertConfig's defaults.
+    "bert-base": dict(),
+}
+
+
+def model_shapes(name: str) -> list[torch.Size]:
+    from transformers import BertConfig, BertForMaskedLM
+
+    with torch.device("meta"):
+        model = BertForMaskedLM(BertConfig(**CONFIGS[name]))
+    return [p.shape for p in model.parameters()]
+
+
+def make_params(shapes, seed=0) -> list[nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.randn(s, generator=gen) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    return params
+
+
+def candidates(params):
+    return {
+        "AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
+        "AdamW foreach": torch.optim.AdamW(params, lr=1e-5, foreach=True),
+        "AdaTAMW fused": AdaTAMW(params, lr=1e-5, fused=True),
+        "AdaTAMW foreach": AdaTAMW(params, lr=1e-5, foreach=True),
+        "AdaTAMW loop": AdaTAMW(params, lr=1e-5, foreach=False),
+        "AdaTAMW foreach tensor-scope": AdaTAMW(params, lr=1e-5, foreach=True,
+                                                cosine_scope="tensor"),
+    }
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(v.numel() * v.element_size() for st in opt.state.values()
+               for v in st.values() if torch.is_tensor(v))
+
+
+def bench(name: str, reps: int) -> None:
+    shapes = model_shapes(name)
+    params = make_params(shapes)
+    n = sum(p.numel() for p in params)
+    opts = candidates(params)
+    times = {k: [] for k in opts}
+    for opt in opts.values():  # warm-up: allocate state
+        opt.step()
+    with torch.no_grad():
+        snapshot = [p.detach().clone() for p in params]
+    for _ in range(reps):
+        for key, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            times[key].append(time.perf_counter() - t0)
+        with torch.no_grad():  # keep the parameters bounded: every candidate sees the same
+            for p, s in zip(params, snapshot):
+                p.copy_(s)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    adamw_bytes = state_bytes(opts["AdamW fused"])
+    print(f"\n{name}: {len(params)} tensors, {n / 1e6:.1f} M parameters, median of {reps}")
+    print(f"{'optimizer':32s} {'ms/step':>9s} {'vs fused':>9s} {'vs foreach':>11s} "
+          f"{'state/AdamW':>12s}")
+    for key in opts:
+        print(f"{key:32s} {med[key] * 1e3:9.2f} {med[key] / med['AdamW fused']:9.2f} "
+              f"{med[key] / med['AdamW foreach']:11.2f} "
+              f"{state_bytes(opts[key]) / adamw_bytes:12.5f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, device cpu")
+    for name in args.models:
+        bench(name, args.reps)
+
+
+if __name__ == "__main__":
+    main()
