@@ -55,8 +55,9 @@ def make_optimizer(model: nn.Module, case: dict):
     groups = param_groups(model, case["coupled"])
     if case.get("optim") == "coupled_adamw":
         return adatamw.CoupledAdamW(groups, lr=1e-2, foreach=case.get("foreach"))
+    extra = {"fused": True} if case.get("fused") else {}
     return adatamw.AdaTAMW(groups, lr=1e-2, cosine_scope=case["scope"], momentum=case["momentum"],
-                           foreach=case.get("foreach"))
+                           foreach=case.get("foreach"), **extra)
 
 
 def train(model: nn.Module, opt) -> None:

@@ -35,6 +35,8 @@ def _case(sharding: str, scope: str = "global", momentum: str = "tam", coupled: 
 EXACT = ([_case(s, sc, mo) for s in ("fsdp2", "ddp") for sc in SCOPES for mo in MOMENTA]
          + [_case("fsdp1", sc, mo, coupled=False) for sc in SCOPES for mo in MOMENTA]
          + [_case("fsdp2", "tensor", "ema", foreach=False),
+            _case("fsdp2", "global", "tam", fused=True),
+            _case("fsdp2", "tensor", "ema", fused=True),
             _case("fsdp2", optim="coupled_adamw")])
 UNREDUCED = [_case("fsdp2", "global", "tam", no_reduction=True),
              _case("fsdp2", "tensor", "ema", no_reduction=True),
