@@ -70,8 +70,8 @@ class Size:
 
 
 # Full demo: 2 optimizers x 2 epoch settings x 2 lrs = 8 training runs (12 epochs of
-# 4 steps of 16 x 128 tokens), then 4 checkpoints x 10 offline tasks.
-FULL = Size((5e-5, 2e-4), (1, 2), 128, 64, 32, 16, (), SAMPLE_TRAIN)
+# 8 steps of 16 x 128 tokens), then 4 checkpoints x 10 offline tasks.
+FULL = Size((5e-5, 2e-4), (1, 2), 128, 128, 32, 16, (), SAMPLE_TRAIN)
 # --quick (the test): the same pipeline on tiny data and three offline tasks.
 QUICK = Size((5e-5, 2e-4), (1, 2), 32, 16, 8, 8, ("TinyEnglishSTS", "TinyEnglishClassification", "MockRetrievalTask"), SAMPLE_VALID)
 
