@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor, refuse_sparse
+from .base import GroupBatch, TorqueOptimizer, check_range
 
 
 class _AdamFamily(TorqueOptimizer):
@@ -17,6 +17,10 @@ class _AdamFamily(TorqueOptimizer):
 
     #: True: AdamW's p <- p - lr wd p. False: Adam's L2 term wd * p added to g (before Eq. 2).
     decoupled_weight_decay: bool = True
+
+    @property
+    def l2_weight_decay(self) -> bool:  # type: ignore[override]
+        return not self.decoupled_weight_decay
 
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
                  weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
@@ -48,27 +52,10 @@ class _AdamFamily(TorqueOptimizer):
             raise ValueError(f"Invalid momentum: {group['momentum']!r}; "
                              f"{type(self).__name__} accepts {allowed}")
 
-    def _gather(self, group: dict) -> GroupBatch:
-        batch = GroupBatch()
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            refuse_sparse(p, type(self).__name__)
-            state = self.state[p]
-            local = local_tensor(p)
-            if "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-                self._new_torque_state(state, local)
-            batch.params.append(local)
-            batch.sources.append(p)
-            batch.grads.append(local_tensor(p.grad))
-            batch.momenta.append(state["exp_avg"])
-            batch.states.append(state)
-        batch.grads = self._effective_grads(group, batch.params, batch.grads,
-                                            l2=not self.decoupled_weight_decay)
-        return batch
+    def _init_state(self, state: dict, local: Tensor) -> None:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
 
     @staticmethod
     def _implementation(group: dict, params: list[Tensor]) -> tuple[bool, bool]:

@@ -105,8 +105,35 @@ class TorqueOptimizer(Optimizer):
                 )
 
     # -- the step --------------------------------------------------------------------------
-    def _gather(self, group: dict) -> GroupBatch:  # pragma: no cover - abstract
+    #: State key of the momentum m (``exp_avg`` for Adam, ``momentum_buffer`` for SGD).
+    momentum_key: str = "exp_avg"
+    #: True: weight decay is an L2 term added to g before the cosine (Adam, SGD).
+    l2_weight_decay: bool = False
+
+    def _init_state(self, state: dict, local: Tensor) -> None:  # pragma: no cover - abstract
+        """Create the per-parameter state (``momentum_key`` included) for ``local``."""
         raise NotImplementedError
+
+    def _gather(self, group: dict) -> GroupBatch:
+        """The parameters of ``group`` that have a gradient, with state created on first use."""
+        batch = GroupBatch()
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            refuse_sparse(p, type(self).__name__)
+            state = self.state[p]
+            local = local_tensor(p)
+            if self.momentum_key not in state:
+                self._init_state(state, local)
+                self._new_torque_state(state, local)
+            batch.params.append(local)
+            batch.sources.append(p)
+            batch.grads.append(local_tensor(p.grad))
+            batch.momenta.append(state[self.momentum_key])
+            batch.states.append(state)
+        batch.grads = self._effective_grads(group, batch.params, batch.grads,
+                                            l2=self.l2_weight_decay)
+        return batch
 
     def _update(self, group: dict, batch: GroupBatch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

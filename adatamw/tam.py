@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 import torch
 
 from . import functional as F
-from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor, refuse_sparse
+from .base import GroupBatch, TorqueOptimizer, check_range
 
 
 class TAM(TorqueOptimizer):
@@ -47,25 +47,11 @@ class TAM(TorqueOptimizer):
         super()._check_group(group)
         check_range("momentum", group["momentum"], 0.0, 1.0)
 
-    def _gather(self, group: dict) -> GroupBatch:
-        batch = GroupBatch()
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            refuse_sparse(p, "TAM")
-            state = self.state[p]
-            local = local_tensor(p)
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(local,
-                                                            memory_format=torch.preserve_format)
-                self._new_torque_state(state, local)
-            batch.params.append(local)
-            batch.sources.append(p)
-            batch.grads.append(local_tensor(p.grad))
-            batch.momenta.append(state["momentum_buffer"])
-            batch.states.append(state)
-        batch.grads = self._effective_grads(group, batch.params, batch.grads, l2=True)
-        return batch
+    momentum_key = "momentum_buffer"
+    l2_weight_decay = True
+
+    def _init_state(self, state: dict, local: torch.Tensor) -> None:
+        state["momentum_buffer"] = torch.zeros_like(local, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, batch: GroupBatch) -> None:
         foreach = group["foreach"] if group["foreach"] is not None else True
