@@ -213,19 +213,24 @@ def summary(out: Path, manifest: dict) -> str:
         "Selected checkpoints (best validation perplexity over the lr grid):",
         _table(["optimizer", "epochs", "lr", "val ppl", "mean score", "tasks"], rows),
     ]
-    win = out / "win_rates.csv"
-    if win.is_file():
-        wrows = _read_csv(win)
-        keys = [k for k in wrows[0] if k not in ("model",)] if wrows else []
-        parts += ["", "AdaTAMW vs AdamW win rates (% of tasks; win_rates.csv):",
-                  _table(keys, [[r[k] for k in keys] for r in wrows])]  # fmt: skip
+    stats = out / "win_rates_stats.csv"
+    if stats.is_file():
+        wrows = _read_csv(stats)
+        parts += ["", "AdaTAMW vs AdamW (Figures 4 / 10; win_rates.csv, win_rates_stats.csv). Better: AdaTAMW >= AdamW,"
+                  " so ties count as better; 'similar' = within the threshold; sign test over the rest:",
+                  _table(["epochs", "threshold", "better %", "similar or better %", "tasks", "similar", "wins/losses", "sign p"],
+                         [[r["epochs"], r["threshold"], r["better_pct"], r["similar_or_better_pct"], r["n_datasets"],
+                           r["n_similar"], f"{r['sign_test_wins']}/{r['sign_test_losses']}", r["sign_test_p"] or "n/a"]
+                          for r in wrows])]  # fmt: skip
     cat = out / "category_improvement.csv"
     if cat.is_file():
         crows = _read_csv(cat)
-        parts += ["", "Category means, % improvement of AdaTAMW over AdamW (category_improvement.csv):",
-                  _table(["epochs", "category", "percent"],
-                         [[r["epochs"], r["category"], "n/a" if r["percent"] in ("", "nan") else f"{float(r['percent']):+.2f}"]
-                          for r in sorted(crows, key=lambda r: (int(float(r["epochs"])), r["category"]))])]  # fmt: skip
+        categories = sorted({r["category"] for r in crows})
+        grid = {(int(float(r["epochs"])), r["category"]): r["percent"] for r in crows}
+        fmt = lambda v: "n/a" if v in (None, "", "nan") else f"{float(v):+.1f}"  # noqa: E731
+        parts += ["", "Category means, % improvement of AdaTAMW over AdamW (Figure 3; category_improvement.csv):",
+                  _table(["epochs", *categories],
+                         [[e, *(fmt(grid.get((e, c))) for c in categories)] for e in sorted({k[0] for k in grid})])]  # fmt: skip
     return "\n".join(parts)
 
 
