@@ -35,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python recipes/demo.py`
@@ -247,6 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     state_path = out / "demo_state.json"
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
+    # The sweep skips a cell whose selection.json covers the lrs, whatever the data size it was trained
+    # on: refuse to mix demos of different sizes in one folder.
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    settings = {"model": args.model, **{k: (list(v) if isinstance(v, tuple) else v.name if isinstance(v, Path) else v)
+                                         for k, v in asdict(size).items()}}  # fmt: skip
+    if state.get("settings", settings) != settings:
+        changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        raise SystemExit(f"demo: {out} holds a demo run with other settings ({', '.join(changed)}); "
+                         "pass another --out or delete that folder")  # fmt: skip
+    state["settings"] = settings
+    state_path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     stages = Stages(4)
     print(
         f"AdaTAMW demo into {out}{' (--quick)' if args.quick else ''}: {args.model}, AdamW vs AdaTAMW, "
@@ -287,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. geometry (only when the selection changed)
     stages.start("geometry", "Embedding geometry of the selected checkpoints")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     # evaluation.geometry leaves rho empty without --corpus, and evaluation.report rejects an empty
     # rho: always pass a corpus (the fine-tuning text; --quick: its smaller validation part).
     geometry_key = f"{_sha(demo_manifest)}:{size.rho_corpus.name}"

@@ -105,3 +105,10 @@ def test_quick_demo_outputs_and_reuse(tmp_path):
     assert "unchanged selection: reusing" in stdout2
     assert second < max(90.0, first / 3), f"re-run took {second:.0f}s (first run {first:.0f}s)"
     assert (out / "report.md").is_file()
+
+    # another size into the same folder is refused (the sweep would otherwise reuse the other size's cells)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipes.demo", "--quick", "--max_train_samples", "8", "--out", str(out)],
+        cwd=REPO, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "other settings (max_train_samples)" in proc.stderr + proc.stdout
