@@ -16,8 +16,8 @@ Every step is the command a user would type (printed before it runs), started wi
 interpreter. A second run reuses what is finished: finished sweep cells are not retrained,
 finished MTEB tasks are not re-run, the geometry is recomputed only when the manifest changed.
 
-    python -m recipes.demo                 # ~8-10 min on 2 CPU cores
-    python -m recipes.demo --quick --out /tmp/demo   # ~2 min, what tests/test_demo.py runs
+    python -m recipes.demo                 # ~4-5 min on 2 CPU cores (longer when they are busy)
+    python -m recipes.demo --quick --out /tmp/demo   # ~1 min, what tests/test_demo.py runs
 
 The numbers are a smoke test of the pipeline, not a reproduction of the paper: a few
 hundred optimizer steps on 22 M parameters whose MLM head starts random, scored on
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "on the embedded offline default (all-MiniLM-L6-v2 BERT, bundled WikiText sample).",
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
-    p.add_argument("--quick", action="store_true", help="tiny run (~2 min): 16 blocks of 32 tokens, 3 offline tasks")
+    p.add_argument("--quick", action="store_true", help="tiny run (~1 min): 16 blocks of 32 tokens, 3 offline tasks")
     p.add_argument("--model", default="minilm-offline",
                    help="model to fine-tune (default: minilm-offline, the embedded all-MiniLM-L6-v2 BERT)")
     size = p.add_argument_group("size (defaults: the full demo, or --quick)")
