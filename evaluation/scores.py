@@ -151,11 +151,17 @@ def _clean_keys(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
     return df
 
 
-def _numeric(df: pd.DataFrame, column: str, table: str) -> pd.Series:
-    """Parse a numeric column; text, empty cells, NaN and inf raise, naming the rows."""
+def _numeric(df: pd.DataFrame, column: str, table: str, allow_missing: bool = False) -> pd.Series:
+    """Parse a numeric column; text, empty cells, NaN and inf raise, naming the rows.
+
+    With ``allow_missing``, empty cells and NaN are kept as NaN (text and inf still raise).
+    """
     raw = df[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if allow_missing:
+        missing = raw.isna() | raw.astype(str).str.strip().str.lower().isin(["", "nan", "none"])
+        bad &= ~missing.to_numpy(dtype=bool, na_value=True)
     if bad.any():
         shown = ", ".join(repr(v) for v in list(raw[bad])[:_MAX_LISTED])
         raise ScoreTableError(f"{table}: non-numeric or non-finite '{column}' ({shown}) in "
@@ -313,7 +319,8 @@ def validate_geometry(df: pd.DataFrame) -> pd.DataFrame:
                      ["model", "optimizer", "epochs"], table)
     df["optimizer"] = normalise_optimizers(df, table)
     for c in GEOMETRY_COLUMNS[3:]:
-        df[c] = _numeric(df, c, table)
+        # rho needs the fine-tuning corpus (evaluation.geometry --corpus); without it it is empty
+        df[c] = _numeric(df, c, table, allow_missing=c == "rho")
     _refuse_duplicates(df, ["model", "optimizer", "epochs"], table)
     return df
 

@@ -255,6 +255,18 @@ def test_results_dir_goes_through_evaluation_collect(tmp_path, monkeypatch):
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
 
 
+def test_geometry_without_corpus_frequencies_is_reported(tmp_path):
+    """evaluation.geometry leaves rho empty without --corpus; the report must take that."""
+    geometry = tmp_path / "geometry.csv"
+    geometry.write_text("model,optimizer,epochs,iso,mu_norm,mean_norm,mu_ratio,rho,kappa\n" + "".join(
+        f"tiny-bert-base,{o},{e},0.8,0.1,1.0,0.1,,0.06\n" for o in ("AdamW", "AdaTAMW")
+        for e in (1, 2)))
+    assert _cli(tmp_path, _suite(), "--geometry_csv", str(geometry)) == 0
+    assert "## Embedding geometry" in (tmp_path / "out" / "report.md").read_text()
+    geometry.write_text(geometry.read_text().replace(",,0.06", ",abc,0.06", 1))
+    assert _cli(tmp_path, _suite(), "--geometry_csv", str(geometry)) == 2
+
+
 @pytest.mark.parametrize("name, size", [("BERT-large", "large"), ("bert-base-uncased", "base"),
                                         ("runs/roberta-large/best", "n/a"),
                                         ("FacebookAI/roberta-large", "large"),
