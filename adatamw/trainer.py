@@ -102,6 +102,7 @@ class TAMTrainer(Trainer):
                     f"{optimizer_cls.__name__} rejected the keyword arguments {sorted(kwargs)} "
                     f"(from TrainingArguments and optim_kwargs={self.optim_kwargs}): {err}"
                 ) from err
+            _make_shard_aware_under_fsdp1(self.optimizer, opt_model)
         # The parent builds the default optimizer for "adamw" and otherwise only applies its wrapping.
         return super().create_optimizer(model)
 
@@ -152,3 +153,16 @@ def _optimizer_class(optim_name: str) -> type[torch.optim.Optimizer]:
         return getattr(adatamw, class_name)
     except AttributeError as err:
         raise ImportError(f"adatamw does not export {class_name}, needed for optim_name={optim_name!r}") from err
+
+
+def _make_shard_aware_under_fsdp1(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """FSDP1 flat views hide their sharding: tell the optimizer (SPEC §3), as users would with
+    ``adatamw.distributed.shard_aware``. FSDP2's DTensors are detected by the optimizer itself."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    if FSDP.fsdp_modules(model):
+        from adatamw.distributed import shard_aware
+
+        shard_aware(optimizer, model=model)
