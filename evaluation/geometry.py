@@ -100,17 +100,16 @@ def _isotropy(E: np.ndarray) -> float:
     """Isotropy of Mu, Bhat & Viswanath (2018), "All-but-the-Top", Sec. 2.
 
     ``Iso(E) = min_c Z(c) / max_c Z(c)``, ``Z(c) = sum_i exp(e_i . c)``, where ``c``
-    runs over the unit eigenvectors of ``E^T E``.  An eigenvector is defined only up
-    to sign, so both ``c`` and ``-c`` are used (2H directions); this makes the value
-    independent of the sign convention of the eigen-solver.  Computed in log space:
+    runs over the H unit eigenvectors of ``E^T E`` as ``numpy.linalg.eigh`` returns them
+    (the definition as written; an eigenvector's sign is the solver's convention, so
+    another solver may flip a direction).  Computed in float64 and in log space:
     ``log Z(c) = logsumexp_i(e_i . c)`` and ``Iso = exp(min log Z - max log Z)``.
     ``Iso`` is 1 for a perfectly isotropic cloud (e.g. the all-zero matrix, where
     ``Z(c) = V`` for every ``c``) and tends to 0 when the embeddings share a common
-    direction (``Z`` explodes along it and vanishes against it).
+    direction b (``Z`` grows as exp(||b||) along it).
     """
     _, C = np.linalg.eigh(E.T @ E)  # columns of C: orthonormal eigenvectors of E^T E
-    projections = E @ C  # [V, H]: e_i . c for every eigenvector c
-    log_z = np.concatenate([_logsumexp_columns(projections), _logsumexp_columns(-projections)])
+    log_z = _logsumexp_columns(E @ C)  # [H]: log Z(c) for every eigenvector c
     return float(math.exp(log_z.min() - log_z.max()))
 
 

@@ -43,8 +43,7 @@ def reference_geometry(E, log_freq=None) -> dict:
     """The metrics written out plainly with numpy/scipy, independently of the module."""
     E = np.asarray(E, dtype=np.float64)
     _, vecs = np.linalg.eigh(E.T @ E)
-    dirs = np.hstack([vecs, -vecs])  # eigenvectors are defined up to sign: use both
-    log_z = logsumexp(E @ dirs, axis=0)
+    log_z = logsumexp(E @ vecs, axis=0)  # Z(c) over the eigenvectors numpy returns
     norms = np.linalg.norm(E, axis=1)
     sv = np.linalg.svd(E, compute_uv=False)
     out = {
@@ -92,9 +91,11 @@ def test_isotropic_gaussian_is_isotropic(gaussian):
 
 @pytest.mark.parametrize("B", [1.0, 2.0, 4.0])
 def test_common_offset_breaks_isotropy(gaussian, B):
-    """E = X + b, ||b|| = B.  The top eigenvector of E^T E is ~ b/B, and
-    log Z(+-b/B) = log V +- B + log mean_i exp(+-x_i . b/B), so log Iso = -2B up to
-    2 mean_i(x_i . b/B) ~ N(0, (2S)^2 / V): std 0.007, tolerance 0.05 (7 sigma).
+    """E = X + b, ||b|| = B.  The top eigenvector of E^T E is c1 = +-b/B, and
+    log Z(c1) = log V +- B + log mean_i exp(+-x_i . b/B), while along the other eigenvectors
+    log Z(c) = log V + lambda_c / 2V (+ noise), lambda_c / V in S^2 (1 +- sqrt(H/V))^2: so
+    log Iso = -B up to 2 S^2 sqrt(H/V) = 0.028 from the eigenvalue spread and the noise of
+    mean_i(x_i . b/B) ~ N(0, S^2 / V) (std 0.0035): tolerance 0.05.
     ||mu|| = ||b + mean x|| -> B (deviation ~ S/sqrt(V) = 0.0035), and
     r = E sqrt(B^2 + 2 b.x + ||x||^2) = sqrt(m) (1 - Var/(8 m^2) + ...) with m = B^2 + H S^2,
     Var = 4 B^2 S^2 + 2 H S^4: Jensen's gap is <= 0.4 % for these B, the mean's noise
@@ -102,7 +103,7 @@ def test_common_offset_breaks_isotropy(gaussian, B):
     b = np.random.default_rng(1).normal(size=H)
     b *= B / np.linalg.norm(b)
     g = embedding_geometry(gaussian + b)
-    assert math.log(g["iso"]) == pytest.approx(-2 * B, abs=0.05)
+    assert math.log(g["iso"]) == pytest.approx(-B, abs=0.05)
     assert g["mu_norm"] == pytest.approx(B, rel=0.01)
     assert g["mu_ratio"] == pytest.approx(B / math.sqrt(B**2 + H * S**2), rel=0.01)
 
@@ -111,7 +112,7 @@ def test_offset_drives_iso_to_zero(gaussian):
     b = np.ones(H) / math.sqrt(H)
     isos = [embedding_geometry(gaussian + B * b)["iso"] for B in (0.0, 2.0, 5.0, 10.0)]
     assert isos == sorted(isos, reverse=True)
-    assert isos[-1] < 1e-8  # ~ exp(-20)
+    assert isos[-1] < 1e-4  # ~ exp(-10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
