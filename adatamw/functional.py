@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from . import cpu_kernels
+
 MOMENTUM_MODES = ("tam", "ema", "adam")
 
 
@@ -179,7 +181,11 @@ def _fused_adam_update(
     *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
     coupled: bool, coupled_scale: float, row_means: Optional[Sequence] = None,
 ) -> None:
-    """The update on torch's fused AdamW kernel (one pass over p, g, m, v per tensor).
+    """The update in one pass over p, g, m, v per tensor.
+
+    Float32 CPU tensors of ``"tam"``/``"ema"`` groups go through the project's C++ kernel
+    (:mod:`adatamw.cpu_kernels`), which computes Eq. 7 / Eq. 8 and the exact decay directly.
+    Everything else runs on torch's fused AdamW kernel, as follows.
 
     The kernel computes m <- b m + (1 - b) g with a bias correction 1 - b^t, v and the step as
     AdamW. Weight decay is applied before the kernel as p - lr wd p: the kernel's
@@ -194,6 +200,8 @@ def _fused_adam_update(
     kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, decoupled_wd=decoupled_wd,
                   momentum=momentum, coupled=coupled, coupled_scale=coupled_scale)
     fallback = [i for i, p in enumerate(params) if is_coupled(p, coupled)]
+    own_kernels = cpu_kernels.load() if momentum != "adam" else None
+    own_kernel_calls: list[tuple[int, float]] = []
     coef_values = {}
     kernel_calls: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
@@ -205,6 +213,10 @@ def _fused_adam_update(
             if key not in coef_values:
                 coef_values[key] = float(coefs[i])
             c = coef_values[key]
+            if own_kernels is not None and cpu_kernels.fits(
+                    (p, grads[i], exp_avgs[i], exp_avg_sqs[i])):
+                own_kernel_calls.append((i, c))
+                continue
             if abs(1.0 - c) < 1e-3:
                 fallback.append(i)
                 continue
@@ -216,6 +228,13 @@ def _fused_adam_update(
                            pick(steps), pick(coefs) if coefs is not None else None,
                            row_means=pick(row_means) if row_means is not None else None,
                            **kwargs)
+    for i, c in own_kernel_calls:  # float32 CPU tensors: the project's one-pass kernel
+        steps[i] += 1
+        t = float(steps[i])
+        own_kernels.adatamw_update(
+            params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], lr, decoupled_wd,
+            beta1 if momentum == "tam" else 1.0 - c, c, beta2,
+            1.0 / math.sqrt(-math.expm1(t * _log(beta2))), eps)
     for (_, _, t, c), idx in kernel_calls.items():
         pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
         b_steps = pick(steps)

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import cpu_kernels
+
 COSINE_SCOPES = ("global", "tensor")
 
 #: One row per parameter tensor: <m, g>, ||m||^2, ||g||^2 (float32, on the parameters' device).
@@ -39,8 +41,13 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
     float32 (bf16/fp16 are upcast), or float64 when any tensor is float64.
 
     ``momenta[i]`` is m_{t-1} and ``grads[i]`` is g_t of the i-th parameter (same shape).
-    Each row is ``(<m, g>, ||m||^2, ||g||^2)``; one pass over m and two over g per tensor.
+    Each row is ``(<m, g>, ||m||^2, ||g||^2)``. float32 CPU tensors use the C++ kernel of
+    :mod:`adatamw.cpu_kernels` (one read of m and g, float64 accumulation); otherwise three
+    dot products per tensor.
     """
+    kernels = cpu_kernels.load() if momenta and cpu_kernels.fits([*momenta, *grads]) else None
+    if kernels is not None:  # one read of m and g, accumulated in float64
+        return torch.stack([kernels.torque_sums(m, g) for m, g in zip(momenta, grads)]).float()
     rows = []
     for m, g in zip(momenta, grads):
         mf, gf = _accumulation_view(m), _accumulation_view(g)

@@ -3,6 +3,7 @@ torch.optim conventions (state_dict, GradScaler, dtypes, errors) and real learni
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import math
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr
+from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, cpu_kernels, embedding_param_groups, transfer_lr
 from reference_tam import ReferenceOptimizer
 
 SHAPES = [(11, 6), (6,), (4, 6), (4,), (1, 4), (1,)]  # the first is the "embedding"
@@ -63,7 +64,8 @@ def run_pair(kind, steps=50, seed=0, dtype=torch.float32, coupled=False, impl="l
         grads = gradients(t, targets, noise, dtype)
         for p, g in zip(params, grads):
             p.grad = g
-        opt.step()
+        with kernels_for(impl):
+            opt.step()
         ref.step(grads)
         ref.scale = [torch.maximum(a, r.abs().max()) for a, r in zip(ref.scale, ref.p)]
     return params, ref, opt
@@ -81,14 +83,31 @@ def max_rel_error(params, ref_params, scales=None):
                for p, r, s in zip(params, ref_params, scales))
 
 
-IMPLEMENTATIONS = ["loop", "foreach", "fused"]
+IMPLEMENTATIONS = ["loop", "foreach", "fused", "fused-torch-kernel"]
 COMBOS = list(itertools.product(["global", "tensor"], ["tam", "ema"], [False, True],
                                 [0.0, 0.1], IMPLEMENTATIONS))
 
 
 def impl_kwargs(impl):
-    return {"loop": dict(foreach=False), "foreach": dict(foreach=True),
-            "fused": dict(foreach=False, fused=True)}[impl]
+    fused = dict(foreach=False, fused=True)
+    return {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": fused,
+            "fused-torch-kernel": fused}[impl]
+
+
+@contextlib.contextmanager
+def kernels_for(impl):
+    """"fused" runs the project's C++ CPU kernels; "fused-torch-kernel" the fallback on
+    torch's fused AdamW kernel, as on a machine where the C++ kernels cannot be built."""
+    if impl != "fused-torch-kernel":
+        assert impl != "fused" or cpu_kernels.load() is not None, "C++ kernels did not build"
+        yield
+        return
+    saved = cpu_kernels._module, cpu_kernels._tried
+    cpu_kernels._module, cpu_kernels._tried = None, True
+    try:
+        yield
+    finally:
+        cpu_kernels._module, cpu_kernels._tried = saved
 
 
 @pytest.mark.parametrize("scope,momentum,coupled,weight_decay,impl", COMBOS)
@@ -126,7 +145,7 @@ def test_bf16_params_follow_reference(scope):
     assert max_rel_error(params, ref.p, ref.scale) <= 3e-2  # bf16 keeps ~3 significant digits
 
 
-@pytest.mark.parametrize("impl", ["foreach", "fused"])
+@pytest.mark.parametrize("impl", ["foreach", "fused", "fused-torch-kernel"])
 def test_implementations_agree_with_loop(impl):
     a, _, _ = run_pair("adatamw", impl="loop", coupled=True, scope="tensor", momentum="ema")
     b, _, _ = run_pair("adatamw", impl=impl, coupled=True, scope="tensor", momentum="ema")
@@ -376,3 +395,15 @@ def test_mlp_learns_digits(name):
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert end < 0.5 * start
     assert accuracy > 0.8
+
+
+def test_cpu_kernel_sums_are_exact_in_double():
+    kernels = cpu_kernels.load()
+    assert kernels is not None, "the C++ CPU kernels did not build (g++ and ninja needed)"
+    gen = torch.Generator().manual_seed(5)
+    for n in (1, 17, 100_003):  # below, at and across the 16-lane / chunk boundaries
+        m, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+        got = kernels.torque_sums(m, g)
+        md, gd = m.double(), g.double()
+        want = torch.stack([md @ gd, md @ md, gd @ gd])
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
