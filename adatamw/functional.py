@@ -228,13 +228,17 @@ def _fused_adam_update(
                            pick(steps), pick(coefs) if coefs is not None else None,
                            row_means=pick(row_means) if row_means is not None else None,
                            **kwargs)
-    for i, c in own_kernel_calls:  # float32 CPU tensors: the project's one-pass kernel
-        steps[i] += 1
-        t = float(steps[i])
-        own_kernels.adatamw_update(
-            params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], lr, decoupled_wd,
-            beta1 if momentum == "tam" else 1.0 - c, c, beta2,
-            1.0 / math.sqrt(-math.expm1(t * _log(beta2))), eps)
+    if own_kernel_calls:  # float32 CPU tensors: the project's one-pass kernel, one call
+        idx = [i for i, _ in own_kernel_calls]
+        cs = [c for _, c in own_kernel_calls]
+        own_steps = [steps[i] for i in idx]
+        torch._foreach_add_(own_steps, 1)
+        log_beta2 = _log(beta2)
+        own_kernels.adatamw_update_list(
+            [params[i] for i in idx], [grads[i] for i in idx], [exp_avgs[i] for i in idx],
+            [exp_avg_sqs[i] for i in idx], lr, decoupled_wd,
+            [beta1 if momentum == "tam" else 1.0 - c for c in cs], cs, beta2,
+            [1.0 / math.sqrt(-math.expm1(float(t) * log_beta2)) for t in own_steps], eps)
     for (_, _, t, c), idx in kernel_calls.items():
         pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
         b_steps = pick(steps)

@@ -47,7 +47,7 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
     """
     kernels = cpu_kernels.load() if momenta and cpu_kernels.fits([*momenta, *grads]) else None
     if kernels is not None:  # one read of m and g, accumulated in float64
-        return torch.stack([kernels.torque_sums(m, g) for m, g in zip(momenta, grads)]).float()
+        return kernels.torque_sums_list(list(momenta), list(grads)).float()
     rows = []
     for m, g in zip(momenta, grads):
         mf, gf = _accumulation_view(m), _accumulation_view(g)

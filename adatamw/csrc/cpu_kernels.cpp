@@ -80,7 +80,33 @@ void adatamw_update(torch::Tensor p, const torch::Tensor& g, torch::Tensor m, to
   });
 }
 
+// The same over lists, in one call from Python: a [N, 3] float64 tensor of sums.
+torch::Tensor torque_sums_list(const std::vector<torch::Tensor>& ms,
+                               const std::vector<torch::Tensor>& gs) {
+  auto out = torch::empty({static_cast<int64_t>(ms.size()), 3}, torch::kFloat64);
+  auto acc = out.accessor<double, 2>();
+  for (size_t i = 0; i < ms.size(); ++i) {
+    auto row = torque_sums(ms[i], gs[i]);
+    auto r = row.accessor<double, 1>();
+    for (int k = 0; k < 3; ++k) acc[i][k] = r[k];
+  }
+  return out;
+}
+
+// adatamw_update over lists; a, c and the inverse bias corrections per tensor.
+void adatamw_update_list(std::vector<torch::Tensor> ps, const std::vector<torch::Tensor>& gs,
+                         std::vector<torch::Tensor> ms, std::vector<torch::Tensor> vs, double lr,
+                         double weight_decay, const std::vector<double>& a,
+                         const std::vector<double>& c, double beta2,
+                         const std::vector<double>& inv_bias_correction2_sqrt, double eps) {
+  for (size_t i = 0; i < ps.size(); ++i)
+    adatamw_update(ps[i], gs[i], ms[i], vs[i], lr, weight_decay, a[i], c[i], beta2,
+                   inv_bias_correction2_sqrt[i], eps);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("torque_sums", &torque_sums, "<m,g>, |m|^2, |g|^2 (float64) of float32 tensors");
+  module.def("torque_sums_list", &torque_sums_list, "torque_sums of each pair: [N, 3] float64");
   module.def("adatamw_update", &adatamw_update, "AdaTAMW update of one float32 tensor");
+  module.def("adatamw_update_list", &adatamw_update_list, "adatamw_update of each tensor");
 }
