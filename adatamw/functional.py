@@ -181,80 +181,89 @@ def _fused_adam_update(
     *, lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float, momentum: str,
     coupled: bool, coupled_scale: float, row_means: Optional[Sequence] = None,
 ) -> None:
-    """The update in one pass over p, g, m, v per tensor.
+    """The update in one pass over p, g, m, v per tensor, on one of two kernels.
 
-    Float32 CPU tensors of ``"tam"``/``"ema"`` groups go through the project's C++ kernel
-    (:mod:`adatamw.cpu_kernels`), which computes Eq. 7 / Eq. 8 and the exact decay directly.
-    Everything else runs on torch's fused AdamW kernel, as follows.
+    - float32 CPU tensors of ``"tam"``/``"ema"`` groups: the project's C++ kernel
+      (:mod:`adatamw.cpu_kernels`), which computes Eq. 7 / Eq. 8 and the decay directly;
+    - other tensors: torch's fused AdamW kernel (:func:`_torch_kernel_update`).
 
-    The kernel computes m <- b m + (1 - b) g with a bias correction 1 - b^t, v and the step as
-    AdamW. Weight decay is applied before the kernel as p - lr wd p: the kernel's
-    p * (1 - lr wd) rounds the factor to the parameter dtype (float32, lr wd = 1e-7, 1000
-    steps: 1.15x the exact decay on weights of scale 0.05; p - lr wd p: 0.96x). With b = 1 - c it computes Eq. 8 (``"ema"``) directly; Eq. 7 (``"tam"``) first
-    rescales m by beta1 / (1 - c), so that (1 - c) m' + c g = beta1 m + c g. The kernel's
-    bias correction is undone by scaling lr by 1 - b^t (and weight decay by the inverse).
-    b is a host float, so this path reads c from the device once per step (per tensor in
-    tensor scope): free on CPU, a sync on accelerators. Coupled tensors and a damping
-    within 1e-3 of 1 (where the rescaling would lose precision) take the foreach path.
+    Both read the damping c from the device once per step (per tensor in tensor scope): free
+    on CPU, a sync on accelerators. Coupled tensors (their row mean) and, on torch's kernel, a
+    damping within 1e-3 of 1 (where its rescaling of m would lose precision) take the foreach
+    path.
     """
     kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, decoupled_wd=decoupled_wd,
-                  momentum=momentum, coupled=coupled, coupled_scale=coupled_scale)
-    fallback = [i for i, p in enumerate(params) if is_coupled(p, coupled)]
-    own_kernels = cpu_kernels.load() if momentum != "adam" else None
-    own_kernel_calls: list[tuple[int, float]] = []
-    coef_values = {}
-    kernel_calls: dict[tuple, list[int]] = {}
+                  momentum=momentum)
+    own = cpu_kernels.load() if momentum != "adam" else None
+    host_coefs = _host_values(coefs) if coefs is not None else [0.0] * len(params)
+    foreach_idx: list[int] = []
+    own_idx: list[int] = []
+    torch_calls: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
-        if i in fallback:
-            continue
-        c = 0.0
-        if coefs is not None:
-            key = id(coefs[i])
-            if key not in coef_values:
-                coef_values[key] = float(coefs[i])
-            c = coef_values[key]
-            if own_kernels is not None and cpu_kernels.fits(
-                    (p, grads[i], exp_avgs[i], exp_avg_sqs[i])):
-                own_kernel_calls.append((i, c))
-                continue
-            if abs(1.0 - c) < 1e-3:
-                fallback.append(i)
-                continue
-        call = (p.device, p.dtype, float(steps[i]) + 1.0, c)
-        kernel_calls.setdefault(call, []).append(i)
-    if fallback:
-        pick = lambda seq: [seq[i] for i in fallback]  # noqa: E731
-        _multi_adam_update(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
-                           pick(steps), pick(coefs) if coefs is not None else None,
-                           row_means=pick(row_means) if row_means is not None else None,
+        c = host_coefs[i]
+        if is_coupled(p, coupled):
+            foreach_idx.append(i)
+        elif own is not None and cpu_kernels.fits((p, grads[i], exp_avgs[i], exp_avg_sqs[i])):
+            own_idx.append(i)
+        elif coefs is not None and abs(1.0 - c) < 1e-3:
+            foreach_idx.append(i)
+        else:
+            torch_calls.setdefault((p.device, p.dtype, float(steps[i]) + 1.0, c), []).append(i)
+
+    def pick(seq, idx):
+        return [seq[i] for i in idx] if seq is not None else None
+
+    def picked(idx):
+        return [pick(seq, idx) for seq in (params, grads, exp_avgs, exp_avg_sqs, steps)]
+
+    if foreach_idx:
+        _multi_adam_update(*picked(foreach_idx), pick(coefs, foreach_idx), coupled=coupled,
+                           coupled_scale=coupled_scale, row_means=pick(row_means, foreach_idx),
                            **kwargs)
-    if own_kernel_calls:  # float32 CPU tensors: the project's one-pass kernel, one call
-        idx = [i for i, _ in own_kernel_calls]
-        cs = [c for _, c in own_kernel_calls]
-        own_steps = [steps[i] for i in idx]
-        torch._foreach_add_(own_steps, 1)
-        log_beta2 = _log(beta2)
-        own_kernels.adatamw_update_list(
-            [params[i] for i in idx], [grads[i] for i in idx], [exp_avgs[i] for i in idx],
-            [exp_avg_sqs[i] for i in idx], lr, decoupled_wd,
-            [beta1 if momentum == "tam" else 1.0 - c for c in cs], cs, beta2,
-            [1.0 / math.sqrt(-math.expm1(float(t) * log_beta2)) for t in own_steps], eps)
-    for (_, _, t, c), idx in kernel_calls.items():
-        pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
-        b_steps = pick(steps)
+    if own_idx:
+        b_params, b_grads, b_m, b_v, b_steps = picked(own_idx)
         torch._foreach_add_(b_steps, 1)
-        kernel_beta1 = beta1 if momentum == "adam" else 1.0 - c
-        if momentum == "tam":
-            torch._foreach_mul_(pick(exp_avgs), beta1 / kernel_beta1)
-        # the kernel divides the step by 1 - b^t: for TAM's momentum there is no such term
-        kernel_lr = lr if momentum == "adam" else lr * -math.expm1(t * math.log(kernel_beta1))
-        b_params = pick(params)
-        if decoupled_wd != 0:
-            torch._foreach_add_(b_params, b_params, alpha=-lr * decoupled_wd)
-        torch._fused_adamw_(
-            b_params, pick(grads), pick(exp_avgs), pick(exp_avg_sqs), [], b_steps,
-            lr=kernel_lr, beta1=kernel_beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False,
-            maximize=False, grad_scale=None, found_inf=None)
+        cs = pick(host_coefs, own_idx)
+        own.adatamw_update_list(
+            b_params, b_grads, b_m, b_v, lr, decoupled_wd,
+            [beta1 if momentum == "tam" else 1.0 - c for c in cs], cs, beta2,
+            [1.0 / math.sqrt(-math.expm1(float(t) * _log(beta2))) for t in b_steps], eps)
+    for (_, _, t, c), idx in torch_calls.items():
+        _torch_kernel_update(*picked(idx), t=t, c=c, **kwargs)
+
+
+def _host_values(coefs: Sequence[Tensor]) -> list[float]:
+    """The damping coefficients as floats, reading each distinct tensor once."""
+    values: dict[int, float] = {}
+    for c in coefs:
+        if id(c) not in values:
+            values[id(c)] = float(c)
+    return [values[id(c)] for c in coefs]
+
+
+def _torch_kernel_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, t: float, c: float,
+                         lr: float, beta1: float, beta2: float, eps: float, decoupled_wd: float,
+                         momentum: str) -> None:
+    """Eq. 7 / Eq. 8 (or Adam) on torch's fused AdamW kernel, for tensors at step t.
+
+    The kernel computes m <- b m + (1 - b) g with a bias correction 1 - b^t, and v and the step
+    as AdamW. With b = 1 - c it computes Eq. 8 (``"ema"``) directly; Eq. 7 (``"tam"``) first
+    rescales m by beta1 / (1 - c), so that (1 - c) m' + c g = beta1 m + c g. The kernel's bias
+    correction is undone by scaling lr by 1 - b^t. Weight decay is applied before the kernel
+    as p - lr wd p: the kernel's p * (1 - lr wd) rounds the factor to the parameter dtype
+    (float32, lr wd = 1e-7, 1000 steps: 1.15x the exact decay on weights of scale 0.05;
+    p - lr wd p: 0.96x).
+    """
+    torch._foreach_add_(steps, 1)
+    kernel_beta1 = beta1 if momentum == "adam" else 1.0 - c
+    if momentum == "tam":
+        torch._foreach_mul_(exp_avgs, beta1 / kernel_beta1)
+    kernel_lr = lr if momentum == "adam" else lr * -math.expm1(t * math.log(kernel_beta1))
+    if decoupled_wd != 0:
+        torch._foreach_add_(params, params, alpha=-lr * decoupled_wd)
+    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=kernel_lr,
+                        beta1=kernel_beta1, beta2=beta2, weight_decay=0.0, eps=eps,
+                        amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
 
 def adam_update(*args, foreach: bool, fused: bool = False, **kwargs) -> None:
