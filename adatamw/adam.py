@@ -15,13 +15,6 @@ from .base import GroupBatch, TorqueOptimizer, check_range
 class _AdamFamily(TorqueOptimizer):
     """Adam-style optimizers of this package; subclasses fix the momentum and decay kinds."""
 
-    #: True: AdamW's p <- p - lr wd p. False: Adam's L2 term wd * p added to g (before Eq. 2).
-    decoupled_weight_decay: bool = True
-
-    @property
-    def l2_weight_decay(self) -> bool:  # type: ignore[override]
-        return not self.decoupled_weight_decay
-
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
                  weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
                  momentum: str, coupled: bool, coupled_scale: float, foreach: Optional[bool],
@@ -76,7 +69,7 @@ class _AdamFamily(TorqueOptimizer):
             batch.coefs if self.uses_torque else None,
             foreach=foreach, fused=fused, lr=group["lr"], beta1=beta1, beta2=beta2,
             eps=group["eps"],
-            decoupled_wd=group["weight_decay"] if self.decoupled_weight_decay else 0.0,
+            decoupled_wd=0.0 if self.l2_weight_decay else group["weight_decay"],
             momentum=group["momentum"], coupled=bool(group["coupled"]),
             coupled_scale=group["coupled_scale"], row_means=batch.row_means)
 
@@ -126,7 +119,7 @@ class AdaTAMW(_AdamFamily):
 class AdaTAM(AdaTAMW):
     """AdaTAMW with Adam's L2 weight decay (``wd * p`` added to g before the cosine), default 0."""
 
-    decoupled_weight_decay = False
+    l2_weight_decay = True
 
     def __init__(self, params: Iterable, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -107,7 +107,8 @@ class TorqueOptimizer(Optimizer):
     # -- the step --------------------------------------------------------------------------
     #: State key of the momentum m (``exp_avg`` for Adam, ``momentum_buffer`` for SGD).
     momentum_key: str = "exp_avg"
-    #: True: weight decay is an L2 term added to g before the cosine (Adam, SGD).
+    #: True: weight decay is an L2 term wd * p added to g before the cosine (Adam, SGD);
+    #: False: AdamW's decoupled p <- p - lr wd p.
     l2_weight_decay: bool = False
 
     def _init_state(self, state: dict, local: Tensor) -> None:  # pragma: no cover - abstract
@@ -131,8 +132,7 @@ class TorqueOptimizer(Optimizer):
             batch.grads.append(local_tensor(p.grad))
             batch.momenta.append(state[self.momentum_key])
             batch.states.append(state)
-        batch.grads = self._effective_grads(group, batch.params, batch.grads,
-                                            l2=self.l2_weight_decay)
+        batch.grads = self._effective_grads(group, batch.params, batch.grads)
         return batch
 
     def _update(self, group: dict, batch: GroupBatch) -> None:  # pragma: no cover - abstract
@@ -160,13 +160,14 @@ class TorqueOptimizer(Optimizer):
                 self._update(group, batch)
         return loss
 
-    def _effective_grads(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                         l2: bool) -> list[Tensor]:
-        """g_t as the update sees it: negated under ``maximize``; plus ``wd * p`` if ``l2``."""
+    def _effective_grads(self, group: dict, params: list[Tensor],
+                         grads: list[Tensor]) -> list[Tensor]:
+        """g_t as the update sees it: negated under ``maximize``; plus ``wd * p`` under
+        ``l2_weight_decay``."""
         if group.get("maximize", False):
             grads = [torch.neg(g) for g in grads]
         wd = group["weight_decay"]
-        if l2 and wd != 0:
+        if self.l2_weight_decay and wd != 0:
             grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
         return grads
 

@@ -26,9 +26,6 @@ from torch.optim import Optimizer
 
 from . import cpu_kernels
 
-MOMENTUM_MODES = ("tam", "ema", "adam")
-
-
 def is_coupled(p: Tensor, coupled: bool) -> bool:
     """Coupling applies to the 2-D (embedding) tensors of a coupled group."""
     return coupled and p.dim() == 2
@@ -81,16 +78,11 @@ def _multi_adam_update(
                   momentum=momentum, coupled=coupled, coupled_scale=coupled_scale)
     loop_idx = [i for i, p in enumerate(params) if is_coupled(p, coupled)]
     if loop_idx:
-        pick = lambda seq: [seq[i] for i in loop_idx]  # noqa: E731
-        _single_adam_update(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
-                            pick(steps), pick(coefs) if coefs is not None else None,
-                            row_means=pick(row_means) if row_means is not None else None,
-                            **kwargs)
-        keep = [i for i in range(len(params)) if i not in set(loop_idx)]
-        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
-        params, grads, exp_avgs, exp_avg_sqs, steps = map(
-            pick, (params, grads, exp_avgs, exp_avg_sqs, steps))
-        coefs = pick(coefs) if coefs is not None else None
+        _single_adam_update(*_subset(loop_idx, params, grads, exp_avgs, exp_avg_sqs, steps, coefs),
+                            row_means=_subset(loop_idx, row_means)[0], **kwargs)
+        keep = [i for i, p in enumerate(params) if not is_coupled(p, coupled)]
+        params, grads, exp_avgs, exp_avg_sqs, steps, coefs = _subset(
+            keep, params, grads, exp_avgs, exp_avg_sqs, steps, coefs)
     if not params:
         return
     lists = [params, grads, exp_avgs, exp_avg_sqs, steps] + ([coefs] if coefs is not None else [])
@@ -210,26 +202,28 @@ def _fused_adam_update(
         else:
             torch_calls.setdefault((p.device, p.dtype, float(steps[i]) + 1.0, c), []).append(i)
 
-    def pick(seq, idx):
-        return [seq[i] for i in idx] if seq is not None else None
-
     def picked(idx):
-        return [pick(seq, idx) for seq in (params, grads, exp_avgs, exp_avg_sqs, steps)]
+        return _subset(idx, params, grads, exp_avgs, exp_avg_sqs, steps)
 
     if foreach_idx:
-        _multi_adam_update(*picked(foreach_idx), pick(coefs, foreach_idx), coupled=coupled,
-                           coupled_scale=coupled_scale, row_means=pick(row_means, foreach_idx),
-                           **kwargs)
+        _multi_adam_update(*picked(foreach_idx), _subset(foreach_idx, coefs)[0], coupled=coupled,
+                           coupled_scale=coupled_scale,
+                           row_means=_subset(foreach_idx, row_means)[0], **kwargs)
     if own_idx:
         b_params, b_grads, b_m, b_v, b_steps = picked(own_idx)
         torch._foreach_add_(b_steps, 1)
-        cs = pick(host_coefs, own_idx)
+        (cs,) = _subset(own_idx, host_coefs)
         own.adatamw_update_list(
             b_params, b_grads, b_m, b_v, lr, decoupled_wd,
             [beta1 if momentum == "tam" else 1.0 - c for c in cs], cs, beta2,
             [1.0 / math.sqrt(-math.expm1(float(t) * _log(beta2))) for t in b_steps], eps)
     for (_, _, t, c), idx in torch_calls.items():
         _torch_kernel_update(*picked(idx), t=t, c=c, **kwargs)
+
+
+def _subset(idx: Sequence[int], *seqs: Optional[Sequence]) -> list[Optional[list]]:
+    """The entries ``idx`` of each parallel per-parameter list (a None list stays None)."""
+    return [None if seq is None else [seq[i] for i in idx] for seq in seqs]
 
 
 def _host_values(coefs: Sequence[Tensor]) -> list[float]:

@@ -13,7 +13,7 @@ Everything here stays on the device: no ``.item()``, no Python branch on a tenso
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -24,9 +24,6 @@ COSINE_SCOPES = ("global", "tensor")
 
 #: One row per parameter tensor: <m, g>, ||m||^2, ||g||^2 (float32, on the parameters' device).
 PartialSums = Tensor
-
-#: Hook that completes per-tensor partial sums across a shard group (identity when unsharded).
-PartialReducer = Callable[[PartialSums, Sequence[Tensor]], PartialSums]
 
 
 def _accumulation_view(t: Tensor) -> Tensor:
