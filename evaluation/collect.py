@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adatamw.files import atomic_write
 from evaluation.registry import read_registry
 from evaluation.tasks import lookup_task
 
@@ -101,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(sys.stdout, index=False)
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(args.out)
+    atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(f"Wrote {len(table)} rows ({table['model'].nunique()} model(s), {table['task'].nunique()} task(s)) to {args.out}")
     return 0
 

@@ -36,11 +36,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from adatamw.files import atomic_write
 
 __all__ = [
     "CSV_COLUMNS",
@@ -300,18 +301,13 @@ def geometry_rows(entries: Sequence[dict], corpus_texts: Sequence[str] | None = 
 def write_csv_atomic(rows: Sequence[dict], out: str | os.PathLike) -> None:
     """Write ``rows`` with exactly :data:`CSV_COLUMNS` to ``out`` via a temp file and ``os.replace``,
     so a reader never sees a half-written file.  ``None`` (no corpus for rho) is an empty cell."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(out, write)
 
 
 def _read_corpus(path: str | os.PathLike) -> list[str]:

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from adatamw.files import atomic_write, atomic_write_text
 from evaluation.categories import category_improvement, category_order
 from evaluation.figures import category_figure, geometry_figure, win_rate_figure
 from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_csv,
@@ -39,37 +37,21 @@ from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_c
 from evaluation.tables import per_dataset_tables
 from evaluation.win_rates import THRESHOLDS, paired_scores, win_rate_stats, win_rates
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 FIGURE_FILES = {"0.2%": "figure4_win_rates_0.2pct.png", "1%": "figure10_win_rates_1pct.png"}
 
 
 # ---------------------------------------------------------------- atomic output
 
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Run write(tmp) on a temp file next to path, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_text(path: Path, text: str) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write_text(path, text)
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
-    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def _write_png(path: Path, figure) -> Path:
-    return _atomic(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
 def _records(df: pd.DataFrame) -> list[dict]:

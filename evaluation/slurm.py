@@ -7,12 +7,12 @@ keyed by (model name, revision, task), never overwrite each other.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adatamw.files import atomic_write_text
 from evaluation.models import ModelSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +69,4 @@ def render_array_script(
 def write_array_script(path: Path, text: str) -> None:
     """Write the script atomically and make it executable; create the log folder it names."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    atomic_write_text(path, text, mode=0o755)

@@ -36,6 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/sweep.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adatamw.files import atomic_write_text
 from recipes import results
 
 PAPER_MODELS = (
@@ -292,9 +293,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         script = slurm_script(cells, extra, args.launcher, args.launch_args, args.output_root, args.slurm_options,
                               args.job_name)  # fmt: skip
         args.slurm_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.slurm_out.with_name(f".{args.slurm_out.name}.tmp")
-        tmp.write_text(script)
-        tmp.replace(args.slurm_out)
+        atomic_write_text(args.slurm_out, script)
         args.output_root.mkdir(parents=True, exist_ok=True)
         print(f"{args.slurm_out}: {len(cells)} array tasks; submit with `sbatch {args.slurm_out}`")
     else:
