@@ -268,24 +268,6 @@ def checkpoint_geometry(checkpoint_dir: str | os.PathLike, corpus_texts: Sequenc
     return embedding_geometry(E, log_freq)
 
 
-def _load_manifest(manifest: str | os.PathLike) -> list[dict]:
-    """Entries of a sweep manifest ``{"selected": [{model, optimizer, epochs, checkpoint, ...}]}``
-    with ``checkpoint`` resolved against the manifest's folder when relative."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise FileNotFoundError(f"sweep manifest not found: {manifest}; run the sweep first or pass --checkpoint DIR")
-    data = json.loads(manifest.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("selected"), list):
-        raise ValueError(f'{manifest}: expected a JSON object with a "selected" list of runs')
-    entries = []
-    for k, entry in enumerate(data["selected"]):
-        if "checkpoint" not in entry:
-            raise ValueError(f'{manifest}: selected[{k}] has no "checkpoint" path')
-        ckpt = Path(entry["checkpoint"])
-        entries.append({**entry, "checkpoint": ckpt if ckpt.is_absolute() else manifest.parent / ckpt})
-    return entries
-
-
 def geometry_rows(entries: Sequence[dict], corpus_texts: Sequence[str] | None = None) -> list[dict]:
     """One CSV row (:data:`CSV_COLUMNS`) per manifest entry, with a tqdm bar over checkpoints."""
     from tqdm.auto import tqdm
@@ -328,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.manifest:
-        entries = _load_manifest(args.manifest)
+        from evaluation.manifest import read_manifest  # the same reader as run_mteb
+
+        entries = [{"model": spec.model, "optimizer": spec.optimizer, "epochs": spec.epochs,
+                    "checkpoint": spec.checkpoint} for spec in read_manifest(args.manifest)]
     else:
         entries = [{"model": args.checkpoint, "optimizer": "", "epochs": "", "checkpoint": args.checkpoint}]
     corpus = _read_corpus(args.corpus) if args.corpus else None
