@@ -57,7 +57,7 @@ class _AdamFamily(TorqueOptimizer):
         benchmarks/optimizer_step.py), the sync-free foreach kernels on accelerators."""
         foreach, fused = group["foreach"], group["fused"]
         if fused is None and foreach is None:
-            fused = all(p.device.type == "cpu" for p in params)
+            fused = all(p.is_cpu for p in params)
         return (foreach is not False and not fused), bool(fused)
 
     def _update(self, group: dict, batch: GroupBatch) -> None:

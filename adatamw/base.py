@@ -44,8 +44,13 @@ def check_range(name: str, value: float, low: float, high: float, high_open: boo
         raise ValueError(f"Invalid {name}: {value!r}; it must be in [{low}, {high}{bracket}")
 
 
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def local_tensor(t: Tensor) -> Tensor:
     """The process-local data of ``t`` (a DTensor's shard; a plain tensor itself)."""
+    if type(t) in _PLAIN_TENSOR_TYPES:  # the common case, without an attribute lookup
+        return t
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t
 
@@ -119,9 +124,11 @@ class TorqueOptimizer(Optimizer):
         """The parameters of ``group`` that have a gradient, with state created on first use."""
         batch = GroupBatch()
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            refuse_sparse(p, type(self).__name__)
+            if grad.is_sparse:
+                refuse_sparse(p, type(self).__name__)
             state = self.state[p]
             local = local_tensor(p)
             if self.momentum_key not in state:
@@ -129,7 +136,7 @@ class TorqueOptimizer(Optimizer):
                 self._new_torque_state(state, local)
             batch.params.append(local)
             batch.sources.append(p)
-            batch.grads.append(local_tensor(p.grad))
+            batch.grads.append(local_tensor(grad))
             batch.momenta.append(state[self.momentum_key])
             batch.states.append(state)
         batch.grads = self._effective_grads(group, batch.params, batch.grads)
@@ -180,7 +187,7 @@ class TorqueOptimizer(Optimizer):
         """
         lists = [g["params"] for g in self.param_groups]
         key = self._layout_key
-        if (key is None or len(key) != len(lists) or self.sharding is not key[0]
+        if (key is None or len(key) != len(lists) + 1 or self.sharding is not key[0]
                 or any(a is not b or n != len(b) for (a, n), b in zip(key[1:], lists))):
             self._layout = distributed.resolve(self)
             self._layout_key = (self.sharding, *((b, len(b)) for b in lists))
@@ -192,33 +199,25 @@ class TorqueOptimizer(Optimizer):
                 b.row_means = [sharding.row_mean(p) if p.dim() == 2 else None for p in b.sources]
 
     # -- torque (Eqs. 2-4) -----------------------------------------------------------------
-    def _reduced_partials(self, batches: list[GroupBatch], sharding, scope: str) -> Tensor:
-        momenta = [m for b in batches for m in b.momenta]
-        grads = [g for b in batches for g in b.grads]
-        sums = torque.partial_sums(momenta, grads)
-        if sharding is not None:
-            sums = sharding.reduce_partials(sums, [p for b in batches for p in b.sources], scope)
-        return sums
-
-    def _global_state(self) -> dict:
-        return self.state[self.param_groups[0]["params"][0]]
-
     def _assign_torque_coefs(self, batches: list[GroupBatch], sharding=None) -> None:
         scope = self.param_groups[0]["cosine_scope"]
-        sums = self._reduced_partials(batches, sharding, scope)
+        momenta = [m for b in batches for m in b.momenta]
+        grads = [g for b in batches for g in b.grads]
+        reduce = None
+        if sharding is not None:
+            sources = [p for b in batches for p in b.sources]
+            reduce = lambda sums: sharding.reduce_partials(sums, sources, scope)  # noqa: E731
         if scope == "global":
             group = self.param_groups[0]
             holder = self._global_state()
-            s_prev = holder.get(TORQUE_STATE_KEY)
-            if s_prev is None:
-                s_prev = torch.zeros((), dtype=sums.dtype, device=sums.device)
-            s = torque.smooth(s_prev, torque.cosine(sums.sum(0)), group["gamma"])
+            s, coef = torque.global_damping(momenta, grads, holder.get(TORQUE_STATE_KEY),
+                                            group["gamma"], group["torque_eps"], reduce)
             holder[TORQUE_STATE_KEY] = s
-            coef = torque.damping(s) + group["torque_eps"]
             for b in batches:
                 b.coefs = [coef] * len(b.params)
             return
-        cos = torque.cosine(sums)
+        sums = torque.partial_sums(momenta, grads)
+        cos = torque.cosine(reduce(sums) if reduce is not None else sums)
         row = 0
         for group, b in zip(self.param_groups, batches):
             n = len(b.params)
@@ -228,6 +227,9 @@ class TorqueOptimizer(Optimizer):
                 torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in b.states], list(s.unbind()))
                 b.coefs = list((torque.damping(s) + group["torque_eps"]).unbind())
             row += n
+
+    def _global_state(self) -> dict:
+        return self.state[self.param_groups[0]["params"][0]]
 
     def _new_torque_state(self, state: dict, param: Tensor) -> None:
         """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use).

@@ -46,7 +46,11 @@ def load() -> Optional[Any]:
     return _module
 
 
-def fits(tensors: Sequence[Tensor]) -> bool:
-    """True when every tensor is a contiguous float32 CPU tensor (what the kernels take)."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
-               for t in tensors)
+def fits(*lists: Sequence[Tensor]) -> list[bool]:
+    """Per index i: whether every ``lists[k][i]`` is a contiguous float32 CPU tensor, what the
+    kernels take (checked in C++: a Python check of each tensor costs more than the sums of a
+    small one). All False when the kernels are not built."""
+    module = load()
+    if module is None:
+        return [False] * len(lists[0])
+    return module.fit_mask([list(seq) for seq in lists])

@@ -187,20 +187,28 @@ def _fused_adam_update(
     kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, decoupled_wd=decoupled_wd,
                   momentum=momentum)
     own = cpu_kernels.load() if momentum != "adam" else None
-    host_coefs = _host_values(coefs) if coefs is not None else [0.0] * len(params)
+    fitting = (cpu_kernels.fits(params, grads, exp_avgs, exp_avg_sqs) if own is not None
+               else [False] * len(params))
+    if own is not None and not coupled and all(fitting):  # the usual case: one kernel call
+        _own_kernel_update(own, params, grads, exp_avgs, exp_avg_sqs, steps, coefs, **kwargs)
+        return
     foreach_idx: list[int] = []
     own_idx: list[int] = []
-    torch_calls: dict[tuple, list[int]] = {}
+    torch_idx: list[int] = []
     for i, p in enumerate(params):
-        c = host_coefs[i]
         if is_coupled(p, coupled):
             foreach_idx.append(i)
-        elif own is not None and cpu_kernels.fits((p, grads[i], exp_avgs[i], exp_avg_sqs[i])):
-            own_idx.append(i)
-        elif coefs is not None and abs(1.0 - c) < 1e-3:
+        else:
+            (own_idx if fitting[i] else torch_idx).append(i)
+    torch_calls: dict[tuple, list[int]] = {}
+    host_coefs = _host_values(_subset(torch_idx, coefs)[0]) if coefs is not None else None
+    for j, i in enumerate(torch_idx):
+        c = host_coefs[j] if host_coefs is not None else 0.0
+        if coefs is not None and abs(1.0 - c) < 1e-3:
             foreach_idx.append(i)
         else:
-            torch_calls.setdefault((p.device, p.dtype, float(steps[i]) + 1.0, c), []).append(i)
+            key = (params[i].device, params[i].dtype, float(steps[i]) + 1.0, c)
+            torch_calls.setdefault(key, []).append(i)
 
     def picked(idx):
         return _subset(idx, params, grads, exp_avgs, exp_avg_sqs, steps)
@@ -210,15 +218,18 @@ def _fused_adam_update(
                            coupled_scale=coupled_scale,
                            row_means=_subset(foreach_idx, row_means)[0], **kwargs)
     if own_idx:
-        b_params, b_grads, b_m, b_v, b_steps = picked(own_idx)
-        torch._foreach_add_(b_steps, 1)
-        (cs,) = _subset(own_idx, host_coefs)
-        own.adatamw_update_list(
-            b_params, b_grads, b_m, b_v, lr, decoupled_wd,
-            [beta1 if momentum == "tam" else 1.0 - c for c in cs], cs, beta2,
-            [1.0 / math.sqrt(-math.expm1(float(t) * _log(beta2))) for t in b_steps], eps)
+        _own_kernel_update(own, *picked(own_idx), _subset(own_idx, coefs)[0], **kwargs)
     for (_, _, t, c), idx in torch_calls.items():
         _torch_kernel_update(*picked(idx), t=t, c=c, **kwargs)
+
+
+def _own_kernel_update(kernels, params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr: float,
+                       beta1: float, beta2: float, eps: float, decoupled_wd: float,
+                       momentum: str) -> None:
+    """Eq. 7 / Eq. 8 with the decay on the project's C++ kernel (float32 CPU tensors), which
+    also increments the step counters and reads the damping c from each coefficient tensor."""
+    kernels.adatamw_update_list(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, lr,
+                                decoupled_wd, beta1, beta2, eps, momentum == "ema")
 
 
 def _subset(idx: Sequence[int], *seqs: Optional[Sequence]) -> list[Optional[list]]:

@@ -13,7 +13,7 @@ Everything here stays on the device: no ``.item()``, no Python branch on a tenso
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -42,9 +42,8 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
     :mod:`adatamw.cpu_kernels` (one read of m and g, float64 accumulation); otherwise three
     dot products per tensor.
     """
-    kernels = cpu_kernels.load() if momenta and cpu_kernels.fits([*momenta, *grads]) else None
-    if kernels is not None:  # one read of m and g, accumulated in float64
-        return kernels.torque_sums_list(list(momenta), list(grads)).float()
+    if momenta and all(cpu_kernels.fits(momenta, grads)):  # one read of m and g, in float64
+        return cpu_kernels.load().torque_sums_list(list(momenta), list(grads)).float()
     rows = []
     for m, g in zip(momenta, grads):
         mf, gf = _accumulation_view(m), _accumulation_view(g)
@@ -53,6 +52,33 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
         return torch.zeros(0, 3)
     dtype = torch.float64 if any(r.dtype == torch.float64 for r in rows) else torch.float32
     return torch.stack([r.to(dtype) for r in rows])
+
+
+def global_damping(momenta: Sequence[Tensor], grads: Sequence[Tensor], s_prev: Optional[Tensor],
+                   gamma: float, torque_eps: float,
+                   reduce: Optional[Callable[[Tensor], Tensor]] = None) -> tuple[Tensor, Tensor]:
+    """Eqs. 2-4 with one cosine over every tensor (``"global"`` scope): ``(s_t, c_t)`` where
+    c_t = torque_eps + d_t is the coefficient of g_t in the momentum.
+
+    ``s_prev`` is s_{t-1} (None: s_0 = 0). ``reduce`` maps the ``[N, 3]`` partial sums to the
+    sums over every process (sharded parameters). Unsharded float32 CPU tensors take one call to
+    the C++ kernels (sums in float64, s_prev updated in place and returned); the rest goes
+    through :func:`partial_sums`, :func:`cosine`, :func:`smooth` and :func:`damping`.
+    """
+    if reduce is None and momenta and (s_prev is None or (
+            s_prev.dtype == torch.float32 and s_prev.device.type == "cpu")):
+        if all(cpu_kernels.fits(momenta, grads)):
+            s = torch.zeros(()) if s_prev is None else s_prev
+            coef = cpu_kernels.load().global_damping(list(momenta), list(grads), s, gamma,
+                                                     torque_eps)
+            return s, coef
+    sums = partial_sums(momenta, grads)
+    if reduce is not None:
+        sums = reduce(sums)
+    if s_prev is None:
+        s_prev = torch.zeros((), dtype=sums.dtype, device=sums.device)
+    s = smooth(s_prev, cosine(sums.sum(0)), gamma)
+    return s, damping(s) + torque_eps
 
 
 def cosine(sums: Tensor) -> Tensor:

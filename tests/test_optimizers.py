@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, cpu_kernels, embedding_param_groups, transfer_lr
+from adatamw import torque
 from reference_tam import ReferenceOptimizer
 
 SHAPES = [(11, 6), (6,), (4, 6), (4,), (1, 4), (1,)]  # the first is the "embedding"
@@ -397,13 +398,63 @@ def test_mlp_learns_digits(name):
     assert accuracy > 0.8
 
 
-def test_cpu_kernel_sums_are_exact_in_double():
+def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
+    """Exact in double (sizes below, at and across the 16-lane and unit boundaries), and
+    bit-identical on 1 and 2 threads: one parallel region cuts every tensor into fixed units
+    summed in order, so a run resumed on another thread count keeps its cosines."""
     kernels = cpu_kernels.load()
-    assert kernels is not None, "the C++ CPU kernels did not build (g++ and ninja needed)"
-    gen = torch.Generator().manual_seed(5)
-    for n in (1, 17, 100_003):  # below, at and across the 16-lane / chunk boundaries
-        m, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
-        got = kernels.torque_sums(m, g)
-        md, gd = m.double(), g.double()
-        want = torch.stack([md @ gd, md @ md, gd @ gd])
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    gen = torch.Generator().manual_seed(6)
+    sizes = (0, 3, 384, 40_000, 70_001, 300_000)
+    ms = [torch.randn(n, generator=gen) for n in sizes]
+    gs = [torch.randn(n, generator=gen) for n in sizes]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernels.torque_sums_list(ms, gs)
+        torch.set_num_threads(2)
+        two = kernels.torque_sums_list(ms, gs)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    want = torch.stack([torch.stack([m.double() @ g.double(), m.double() @ m.double(),
+                                     g.double() @ g.double()]) for m, g in zip(ms, gs)])
+    torch.testing.assert_close(one, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["random", "zero-momentum", "parallel"])
+def test_cpu_global_damping_matches_the_equations(case):
+    """The C++ global step of Eqs. 2-4 against torque.cosine/smooth/damping in float64."""
+    kernels = cpu_kernels.load()
+    gen = torch.Generator().manual_seed(7)
+    gs = [torch.randn(n, generator=gen) for n in (5, 1000, 50_000)]
+    ms = {"random": [torch.randn(g.shape, generator=gen) for g in gs],
+          "zero-momentum": [torch.zeros_like(g) for g in gs],
+          "parallel": [3.0 * g for g in gs]}[case]
+    s = torch.tensor(0.3)
+    s_prev = s.double().clone()
+    coef = kernels.global_damping(ms, gs, s, 0.9, 1e-8)
+    sums = torch.stack([torch.stack([m.double() @ g.double(), m.double() @ m.double(),
+                                     g.double() @ g.double()]) for m, g in zip(ms, gs)]).sum(0)
+    want_s = torque.smooth(s_prev, torque.cosine(sums), 0.9)
+    assert abs(float(s) - float(want_s)) <= 1e-7
+    assert abs(float(coef) - float(torque.damping(want_s) + 1e-8)) <= 1e-7
+    assert coef.dtype == torch.float32 and coef.dim() == 0
+    if case == "zero-momentum":
+        assert float(s) == pytest.approx(0.27)  # S = 0: s = gamma s_prev
+    if case == "parallel":
+        assert float(s) == pytest.approx(0.9 * 0.3 + 0.1, abs=1e-7)  # S = 1
+
+
+def test_cpu_kernel_fit_mask_and_refusals():
+    kernels = cpu_kernels.load()
+    ok = torch.zeros(4, 3)
+    assert cpu_kernels.fits([ok, ok.t(), ok.bfloat16(), ok.double()], [ok] * 4) == [
+        True, False, False, False]
+    p, g, m, v = (torch.zeros(6) for _ in range(4))
+    steps = [torch.tensor(0.0), torch.tensor(0.0)]
+    coefs = [torch.tensor(0.5)] * 2
+    bad = torch.zeros(3, 2).t()  # not contiguous
+    with pytest.raises(RuntimeError, match="contiguous float32 CPU"):
+        kernels.adatamw_update_list([p, bad], [g, g[:6]], [m, m], [v, v], steps, coefs,
+                                    1e-3, 0.0, 0.9, 0.999, 1e-8, False)
+    assert [float(t) for t in steps] == [0.0, 0.0]  # refused before any counter moved
