@@ -182,15 +182,14 @@ class TorqueOptimizer(Optimizer):
     def _sharding(self):
         """The layout's :class:`~adatamw.distributed.Sharding`, or None when nothing is sharded.
 
-        Resolved again only when the param-group lists change (accelerate swaps in FSDP2's
-        DTensors after construction); otherwise an identity check per group.
+        Resolved again only when a parameter changes (accelerate swaps in FSDP2's DTensors
+        after construction) or an explicit sharding is set; otherwise one comparison of the
+        parameters' ids (a few microseconds).
         """
-        lists = [g["params"] for g in self.param_groups]
-        key = self._layout_key
-        if (key is None or len(key) != len(lists) + 1 or self.sharding is not key[0]
-                or any(a is not b or n != len(b) for (a, n), b in zip(key[1:], lists))):
+        key = (self.sharding, *(tuple(map(id, g["params"])) for g in self.param_groups))
+        if key != self._layout_key:
             self._layout = distributed.resolve(self)
-            self._layout_key = (self.sharding, *((b, len(b)) for b in lists))
+            self._layout_key = key
         return self._layout
 
     def _assign_row_means(self, sharding, batches: list[GroupBatch]) -> None:

@@ -136,6 +136,19 @@ def test_deepspeed_zero3_parameters_are_refused():
         adatamw.AdaTAMW([p])
 
 
+def test_layout_is_resolved_again_when_a_parameter_is_swapped_in_place():
+    """The layout is cached between steps; replacing one entry of a group's list (not the
+    list) must still be seen, here a ZeRO-3 partitioned parameter after a first step."""
+    model = W.make_model()
+    opt = adatamw.AdaTAMW(model.parameters(), lr=1e-2)
+    W.train(model, opt)
+    swapped = torch.nn.Parameter(opt.param_groups[0]["params"][0].detach().clone())
+    swapped.ds_id = 0
+    opt.param_groups[0]["params"][0] = swapped
+    with pytest.raises(RuntimeError, match="ZeRO-3"):
+        opt.step()
+
+
 def test_flat_partitions_swapped_in_are_refused():
     """DeepSpeed ZeRO-1/2 (and its fp16/bf16 optimizers) replace a group by a flat partition."""
     model = W.make_model()
