@@ -1,8 +1,9 @@
 """The C++ CPU kernels of AdaTAMW's fused path (``csrc/cpu_kernels.cpp``), built on first use.
 
 torch's own fused AdamW kernel cannot take Eq. 7's momentum or an exact decoupled decay, and
-the three sums of Eq. 2 cost three BLAS passes; these two kernels do the sums in one read of m
-and g (accumulated in float64) and the whole update in one pass over p, g, m, v. They are
+the three sums of Eq. 2 cost three BLAS passes; these kernels do the sums in one read of m and
+g (accumulated in float64; in the global scope Eqs. 2-4 follow in the same call) and the whole
+update in one pass over p, g, m, v, each as one parallel region over every tensor. They are
 compiled with ``torch.utils.cpp_extension.load`` (about 20 s once per machine, then cached in
 torch's extension folder; set ``ADATAMW_NO_CPU_KERNELS=1`` to skip). When a compiler or ninja
 is missing, :func:`load` warns once and returns None, and the fused path uses torch's kernels.

@@ -77,6 +77,21 @@ def read_once(opt: torch.optim.Optimizer, params) -> Callable[[], None]:
     return lambda: [torch.dot(m, g) for m, g in pairs]
 
 
+def per_step_overhead(n_tensors: int, reps: int) -> dict[str, float]:
+    """Median step time over ``n_tensors`` one-element parameters: what a step costs besides
+    moving memory (Python, dispatch, kernel launches)."""
+    params = make_params([torch.Size([1])] * n_tensors)
+    opts = {"AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
+            "AdaTAMW fused": AdaTAMW(params, lr=1e-5, fused=True)}
+    times = {key: [] for key in opts}
+    for _ in range(reps):
+        for key, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def bench(name: str, reps: int) -> None:
     shapes = model_shapes(name)
     params = make_params(shapes)
@@ -106,6 +121,9 @@ def bench(name: str, reps: int) -> None:
         state = f"{state_bytes(opts[key]) / adamw_bytes:12.5f}" if key in opts else ""
         print(f"{key:32s} {med[key] * 1e3:9.2f} {med[key] / med['AdamW fused']:9.2f} "
               f"{med[key] / med['AdamW foreach']:11.2f} {state}")
+    overhead = per_step_overhead(len(params), reps * 20)
+    print(f"per-step overhead ({len(params)} one-element tensors): " + ", ".join(
+        f"{key} {t * 1e3:.3f} ms" for key, t in overhead.items()))
     floor = med["AdamW fused"] + med[READ]
     print(f"floor of an exact step = fused AdamW + one read of m and g: {floor * 1e3:.2f} ms = "
           f"{floor / med['AdamW fused']:.2f}x fused AdamW; AdaTAMW fused / floor = "

@@ -3,10 +3,11 @@
 // decoupled weight decay. float32, contiguous tensors (fit_mask says which; the kernels check).
 //
 // Each call takes every tensor of the step at once: the elements are cut into units of at most
-// kUnit elements and the units into one contiguous run per thread, so one parallel region covers
-// the whole step (no fork per tensor, threads balanced by elements, not by tensors). The update
-// walks each thread's run backwards: the end of the run, which the sums read last, is still in
-// cache when the update starts.
+// kUnit elements and the units into one contiguous run per thread with about as many elements
+// each, so one parallel region covers the whole step (no fork per tensor). The sums are kept per
+// unit and added in unit order: they do not depend on the number of threads. (Measured and
+// dropped: units taken in turn by the threads, 3-4% slower; walking the update backwards so the
+// end of the sums' read is still in cache, no gain; software prefetch; streaming stores.)
 #include <torch/extension.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -51,18 +52,13 @@ Plan make_plan(const std::vector<torch::Tensor>& tensors) {
   return plan;
 }
 
-// body(unit index) for every unit, one thread per run, forwards or backwards within a run.
+// body(unit index) for every unit, each thread along its own run.
 template <typename Body>
-void run(const Plan& plan, bool backwards, const Body& body) {
+void run(const Plan& plan, const Body& body) {
   const int64_t threads = static_cast<int64_t>(plan.first.size()) - 1;
   at::parallel_for(0, threads, 1, [&](int64_t kb, int64_t ke) {
-    for (int64_t k = kb; k < ke; ++k) {
-      if (backwards) {
-        for (int64_t u = plan.first[k + 1]; u-- > plan.first[k];) body(u);
-      } else {
-        for (int64_t u = plan.first[k]; u < plan.first[k + 1]; ++u) body(u);
-      }
-    }
+    for (int64_t k = kb; k < ke; ++k)
+      for (int64_t u = plan.first[k]; u < plan.first[k + 1]; ++u) body(u);
   });
 }
 
@@ -154,7 +150,7 @@ torch::Tensor torque_sums_list(const std::vector<torch::Tensor>& ms,
   }
   const Plan plan = make_plan(ms);
   std::vector<double> part(3 * plan.units.size(), 0.0);
-  run(plan, /*backwards=*/false, [&](int64_t u) {
+  run(plan, [&](int64_t u) {
     const Unit& unit = plan.units[u];
     unit_sums(ms[unit.tensor].data_ptr<float>(), gs[unit.tensor].data_ptr<float>(), unit.begin,
               unit.end, &part[3 * u]);
@@ -227,7 +223,7 @@ void adatamw_update_list(std::vector<torch::Tensor> ps, const std::vector<torch:
   const float f_lr = lr, f_decay = lr * weight_decay, f_b2 = beta2, f_1mb2 = 1.0 - beta2,
               f_eps = eps;
   const Plan plan = make_plan(ps);
-  run(plan, /*backwards=*/true, [&](int64_t u) {
+  run(plan, [&](int64_t u) {
     const Unit& unit = plan.units[u];
     float* pp = ps[unit.tensor].data_ptr<float>();
     const float* gp = gs[unit.tensor].data_ptr<float>();
