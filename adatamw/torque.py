@@ -65,13 +65,12 @@ def global_damping(momenta: Sequence[Tensor], grads: Sequence[Tensor], s_prev: O
     the C++ kernels (sums in float64, s_prev updated in place and returned); the rest goes
     through :func:`partial_sums`, :func:`cosine`, :func:`smooth` and :func:`damping`.
     """
-    if reduce is None and momenta and (s_prev is None or (
-            s_prev.dtype == torch.float32 and s_prev.device.type == "cpu")):
-        if all(cpu_kernels.fits(momenta, grads)):
-            s = torch.zeros(()) if s_prev is None else s_prev
-            coef = cpu_kernels.load().global_damping(list(momenta), list(grads), s, gamma,
-                                                     torque_eps)
-            return s, coef
+    s_fits = s_prev is None or (s_prev.dtype == torch.float32 and s_prev.is_cpu)
+    if reduce is None and momenta and s_fits and all(cpu_kernels.fits(momenta, grads)):
+        s = torch.zeros(()) if s_prev is None else s_prev
+        coef = cpu_kernels.load().global_damping(list(momenta), list(grads), s, gamma,
+                                                 torque_eps)
+        return s, coef
     sums = partial_sums(momenta, grads)
     if reduce is not None:
         sums = reduce(sums)

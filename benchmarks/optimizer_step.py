@@ -77,19 +77,27 @@ def read_once(opt: torch.optim.Optimizer, params) -> Callable[[], None]:
     return lambda: [torch.dot(m, g) for m, g in pairs]
 
 
+def interleaved_medians(timed: dict[str, Callable[[], object]], reps: int,
+                        after_each_rep: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds of each callable, run in turn repetition after repetition (so machine
+    load hits all of them alike), ``after_each_rep`` untimed between repetitions."""
+    times = {key: [] for key in timed}
+    for _ in range(reps):
+        for key, fn in timed.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+        after_each_rep()
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def per_step_overhead(n_tensors: int, reps: int) -> dict[str, float]:
     """Median step time over ``n_tensors`` one-element parameters: what a step costs besides
     moving memory (Python, dispatch, kernel launches)."""
     params = make_params([torch.Size([1])] * n_tensors)
     opts = {"AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
             "AdaTAMW fused": AdaTAMW(params, lr=1e-5, fused=True)}
-    times = {key: [] for key in opts}
-    for _ in range(reps):
-        for key, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.step()
-            times[key].append(time.perf_counter() - t0)
-    return {key: statistics.median(v) for key, v in times.items()}
+    return interleaved_medians({key: opt.step for key, opt in opts.items()}, reps)
 
 
 def bench(name: str, reps: int) -> None:
@@ -101,18 +109,15 @@ def bench(name: str, reps: int) -> None:
         opt.step()
     timed = {key: opt.step for key, opt in opts.items()}
     timed[READ] = read_once(opts["AdaTAMW fused"], params)
-    times = {k: [] for k in timed}
     with torch.no_grad():
         snapshot = [p.detach().clone() for p in params]
-    for _ in range(reps):
-        for key, fn in timed.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-        with torch.no_grad():  # keep the parameters bounded: every candidate sees the same
-            for p, s in zip(params, snapshot):
-                p.copy_(s)
-    med = {k: statistics.median(v) for k, v in times.items()}
+
+    @torch.no_grad()
+    def restore() -> None:  # keep the parameters bounded: every candidate sees the same
+        for p, s in zip(params, snapshot):
+            p.copy_(s)
+
+    med = interleaved_medians(timed, reps, restore)
     adamw_bytes = state_bytes(opts["AdamW fused"])
     print(f"\n{name}: {len(params)} tensors, {n / 1e6:.1f} M parameters, median of {reps}")
     print(f"{'optimizer':32s} {'ms/step':>9s} {'vs fused':>9s} {'vs foreach':>11s} "
