@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adatamw.files import atomic_write
+from recipes.files import atomic_write
 from evaluation.registry import read_registry
 from evaluation.tasks import lookup_task
 

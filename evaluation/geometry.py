@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from adatamw.files import atomic_write
+from recipes.files import atomic_write
 
 __all__ = [
     "CSV_COLUMNS",

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from adatamw.files import atomic_write_text
+from recipes.files import atomic_write_text
 
 FILENAME = "models.json"
 

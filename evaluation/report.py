@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adatamw.files import atomic_write, atomic_write_text
+from recipes.files import atomic_write, atomic_write_text
 from evaluation.categories import category_improvement, category_order
 from evaluation.figures import category_figure, geometry_figure, win_rate_figure
 from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_csv,

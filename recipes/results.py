@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adatamw.files import atomic_write_text
+from recipes.files import atomic_write_text
 
 BEST_DIR = "best"
 METRICS_FILE = "metrics.json"

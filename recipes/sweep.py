@@ -36,7 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/sweep.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adatamw.files import atomic_write_text
+from recipes.files import atomic_write_text
 from recipes import results
 
 PAPER_MODELS = (
