@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .base import GroupBatch, TorqueOptimizer, check_range
+from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor
 
 
 class _AdamFamily(TorqueOptimizer):
@@ -45,10 +45,10 @@ class _AdamFamily(TorqueOptimizer):
             raise ValueError(f"Invalid momentum: {group['momentum']!r}; "
                              f"{type(self).__name__} accepts {allowed}")
 
-    def _init_state(self, state: dict, local: Tensor) -> None:
+    def _init_state(self, state: dict, param: Tensor) -> None:
         state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["exp_avg"] = torch.zeros_like(local, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     @staticmethod
     def _implementation(group: dict, params: list[Tensor]) -> tuple[bool, bool]:
@@ -66,7 +66,7 @@ class _AdamFamily(TorqueOptimizer):
         foreach, fused = self._implementation(group, batch.params)
         F.adam_update(
             batch.params, batch.grads, batch.momenta,
-            [st["exp_avg_sq"] for st in batch.states], [st["step"] for st in batch.states],
+            [local_tensor(st["exp_avg_sq"]) for st in batch.states], [st["step"] for st in batch.states],
             batch.coefs if self.uses_torque else None,
             foreach=foreach, fused=fused, lr=group["lr"], beta1=beta1, beta2=beta2,
             eps=group["eps"],

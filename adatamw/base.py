@@ -132,12 +132,14 @@ class TorqueOptimizer(Optimizer):
             state = self.state[p]
             local = local_tensor(p)
             if self.momentum_key not in state:
-                self._init_state(state, local)
+                # zeros_like(p): under FSDP2 the state is a DTensor with the parameter's mesh
+                # and placements, so distributed checkpoints see the whole tensor
+                self._init_state(state, p)
                 self._new_torque_state(state, local)
             batch.params.append(local)
             batch.sources.append(p)
             batch.grads.append(local_tensor(grad))
-            batch.momenta.append(state[self.momentum_key])
+            batch.momenta.append(local_tensor(state[self.momentum_key]))
             batch.states.append(state)
         batch.grads = self._effective_grads(group, batch.params, batch.grads)
         return batch

@@ -50,8 +50,8 @@ class TAM(TorqueOptimizer):
     momentum_key = "momentum_buffer"
     l2_weight_decay = True
 
-    def _init_state(self, state: dict, local: torch.Tensor) -> None:
-        state["momentum_buffer"] = torch.zeros_like(local, memory_format=torch.preserve_format)
+    def _init_state(self, state: dict, param: torch.Tensor) -> None:
+        state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, batch: GroupBatch) -> None:
         foreach = group["foreach"] if group["foreach"] is not None else True
