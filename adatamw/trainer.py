@@ -156,7 +156,7 @@ def _optimizer_class(optim_name: str) -> type[torch.optim.Optimizer]:
 
 
 def _make_shard_aware_under_fsdp1(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
-    """FSDP1 flat views hide their sharding: tell the optimizer (SPEC §3), as users would with
+    """FSDP1 flat views hide their sharding: tell the optimizer (docs/distributed.md), as users would with
     ``adatamw.distributed.shard_aware``. FSDP2's DTensors are detected by the optimizer itself."""
     if not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return

@@ -2,7 +2,7 @@
 
 percent = 100 * (mean_cat(AdaTAMW) - mean_cat(AdamW)) / mean_cat(AdamW), where mean_cat is
 the mean score over the datasets of one MTEB category, per model (size) and epochs
-(SPEC section 5). With a negative AdamW mean (a correlation below zero, possible only for
+(docs/evaluation.md). With a negative AdamW mean (a correlation below zero, possible only for
 weak models) the denominator is |mean_cat(AdamW)| so that a positive percent still means
 AdaTAMW is higher; a zero mean gives NaN ("n/a").
 """

@@ -11,7 +11,7 @@ Usage::
 DIR (or ``--geometry_csv``) adds the embedding-geometry section.
 
 Writes into ``--out`` (each file atomically, temp file + ``os.replace``): ``report.md``,
-``win_rates.csv`` (Figures 4 and 10, the columns of ``shared/paper/win_rates_visible.csv``),
+``win_rates.csv`` (Figures 4 and 10, the columns of ``evaluation/paper/win_rates_all.csv``),
 ``win_rates_stats.csv`` (counts and sign-test p), ``category_improvement.csv`` (Figure 3),
 ``per_dataset_tables.md`` (Tables 11-16), ``figures.json`` (every figure's data),
 ``scores_compared.csv`` and PNGs ``figure3_category_improvement.png``,

@@ -1,8 +1,8 @@
 """Load and validate the long score table behind the comparison report.
 
-The table is the long CSV of SPEC section 5 (``model,optimizer,epochs,task,category,score``,
-scores in percent), as in ``shared/paper/mteb_scores_visible.csv`` (the paper's Tables 12
-and 15) or as ``evaluation.collect.collect_scores`` returns it for a sweep.
+The table is the long CSV of docs/evaluation.md (``model,optimizer,epochs,task,category,score``,
+scores in percent), as in ``evaluation/paper/mteb_scores_all.csv`` (the paper's Tables 11
+to 16) or as ``evaluation.collect.collect_scores`` returns it for a sweep.
 
 Validation refuses, with an error that names the offending rows or keys and the fix:
 missing columns, empty keys, non-integer epochs, unknown optimizer names, non-numeric
@@ -38,7 +38,7 @@ OPTIMIZER_ALIASES["coupled_adamw"] = "CoupledAdamW"
 CATEGORY_ORDER = ["Classification", "Clustering", "PairClassification", "Reranking",
                   "Retrieval", "STS", "Summarization"]
 
-# MTEB(eng, v1), the 56 datasets of SPEC section 5 (mteb.get_benchmark("MTEB(eng, v1)"),
+# MTEB(eng, v1), the 56 datasets the paper scores (mteb.get_benchmark("MTEB(eng, v1)"),
 # checked against mteb in tests/test_report.py), by category.
 _ENG_V1 = {
     "Classification": [
@@ -67,7 +67,7 @@ _ENG_V1 = {
 }
 MTEB_ENG_V1_TASKS = {t: c for c, ts in _ENG_V1.items() for t in ts}
 # The paper's Tables 11-16 list CQADupstackTexRetrieval where MTEB(eng, v1) has the
-# aggregate CQADupstackRetrieval (SPEC section 5, --paper_tasks).
+# aggregate CQADupstackRetrieval (--paper_tasks).
 PAPER_TASKS = {("CQADupstackTexRetrieval" if t == "CQADupstackRetrieval" else t): c
                for t, c in MTEB_ENG_V1_TASKS.items()}
 TASK_SETS = {"mteb_eng_v1": MTEB_ENG_V1_TASKS, "paper": PAPER_TASKS}
@@ -186,7 +186,7 @@ def _check_categories(df: pd.DataFrame) -> None:
 
 
 def _expected_tasks(df: pd.DataFrame, model: str, expected) -> set[str]:
-    """The task set every compared cell of `model` must have (SPEC section 5)."""
+    """The task set every compared cell of `model` must have (the paper's 56 with --paper_tasks)."""
     if expected is None:
         return set(df.loc[df["model"] == model, "task"])
     if isinstance(expected, str):

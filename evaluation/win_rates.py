@@ -1,6 +1,6 @@
 """Win rates of AdaTAMW over AdamW: the paper's Figure 4 (t = 0.2 %) and Figure 10 (t = 1 %).
 
-Definitions (SPEC section 5, checked against the paper's Tables 11-16), per dataset with
+Definitions (docs/evaluation.md, checked against the paper's Tables 11-16), per dataset with
 a = score(AdaTAMW), b = score(AdamW):
 
 * better:  a >= b
@@ -90,5 +90,5 @@ def win_rate_stats(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def win_rates(stats: pd.DataFrame) -> pd.DataFrame:
-    """The figure cells with exactly the columns of shared/paper/win_rates_visible.csv."""
+    """The figure cells with exactly the columns of evaluation/paper/win_rates_all.csv."""
     return stats[WIN_RATE_COLUMNS].copy()

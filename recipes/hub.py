@@ -1,4 +1,4 @@
-"""Hub reachability and the embedded offline defaults (SPEC section 6).
+"""Hub reachability and the embedded offline defaults (docs/demo.md, offline defaults).
 
 No machine of this project reaches the Hugging Face Hub. The recipe keeps the real
 hub names (``bert-base-uncased``, ``Salesforce/wikitext``) and, where the hub cannot

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Masked-LM fine-tuning with a learning-rate grid and best-checkpoint selection (SPEC section 4).
+"""Masked-LM fine-tuning with a learning-rate grid and best-checkpoint selection (docs/reproducing.md).
 
 Modelled on ``transformers/examples/pytorch/language-modeling/run_mlm.py``: the same
 dataclass arguments through ``HfArgumentParser``, tokenize, group into blocks, MLM
@@ -229,7 +229,7 @@ def load_model(model_path: str, cache_dir: str | None):
     if config.model_type.startswith("deberta"):
         logger.warning(
             "DeBERTa: Microsoft's published checkpoints ship no trained MLM head, so fine-tuning starts "
-            "from a random head (SPEC section 4)."
+            "from a random head (docs/demo.md, offline defaults)."
         )
     return model, bool(head_missing)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run, or emit for a cluster, the paper's grid of MLM fine-tuning runs (SPEC section 4).
+"""Run, or emit for a cluster, the paper's grid of MLM fine-tuning runs (docs/reproducing.md).
 
 One *cell* = (model, optimizer, epochs); each cell is one ``recipes/mlm_finetune.py``
 run over the learning-rate grid, in ``OUTPUT_ROOT/<model>/<optimizer>/ep<epochs>/``.

@@ -1,4 +1,4 @@
-"""An independent float64 statement of SPEC §2, written from the paper's equations.
+"""An independent float64 statement of the TAM updates (Eqs. 2-4, 7, 8, Algorithm 1).
 
 Plain Python over lists of float64 tensors; it shares no code with ``adatamw``. Parameters
 are lists of tensors; ``scope="global"`` treats them as one vector (Algorithm 1).

@@ -1,4 +1,4 @@
-"""Sharded training is exact (SPEC §3): FSDP2, FSDP1 use_orig_params and DDP on CPU/gloo.
+"""Sharded training is exact (docs/distributed.md): FSDP2, FSDP1 use_orig_params and DDP on CPU/gloo.
 
 Two processes run 5 AdaTAMW steps of a small model (an embedding in a coupled group, uneven
 shapes so shards are uneven, weight decay) per case; the full parameters must match the

@@ -1,4 +1,4 @@
-"""Tiny random BERT / RoBERTa / DeBERTa-v2 masked-LM folders for tests (SPEC section 6).
+"""Tiny random BERT / RoBERTa / DeBERTa-v2 masked-LM folders for tests.
 
 Each folder holds a random-initialised model (2 layers, hidden 32, dropout 0 so
 multi-process comparisons are exact) and the WordPiece tokenizer of the embedded
