@@ -180,7 +180,7 @@ class TorqueOptimizer(Optimizer):
             grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
         return grads
 
-    # -- sharding (SPEC §3, adatamw/distributed.py) -----------------------------------------
+    # -- sharding (docs/distributed.md, adatamw/distributed.py) -----------------------------
     def _sharding(self):
         """The layout's :class:`~adatamw.distributed.Sharding`, or None when nothing is sharded.
 

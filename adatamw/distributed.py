@@ -1,4 +1,4 @@
-"""Exact torque cosines and coupled row means under sharded parameters (SPEC §3).
+"""Exact torque cosines and coupled row means under sharded parameters (docs/distributed.md).
 
 The cosine of Eq. 2 needs three sums per tensor, ``<m, g>``, ``||m||^2`` and ``||g||^2``
 (:func:`adatamw.torque.partial_sums`). When a process holds only a shard of a tensor, its local
