@@ -4,11 +4,13 @@ Usage::
 
     python -m evaluation.report (--results DIR | --scores_csv FILE) --out DIR
         [--allow_missing] [--geometry_csv FILE] [--paper_tasks | --full_benchmark]
+    python -m evaluation.report --paper --out DIR
 
 ``--results DIR`` reads a sweep's evaluation output through
 ``evaluation.collect.collect_scores``; ``--scores_csv FILE`` reads the long CSV
 ``model,optimizer,epochs,task,category,score`` (scores in percent). A ``geometry.csv`` in
-DIR (or ``--geometry_csv``) adds the embedding-geometry section.
+DIR (or ``--geometry_csv``) adds the embedding-geometry section. ``--paper`` reads the paper's
+own Tables 11-16 (``evaluation.paper``) and so recomputes its Figures 3, 4 and 10.
 
 Writes into ``--out`` (each file atomically, temp file + ``os.replace``): ``report.md``,
 ``win_rates.csv`` (Figures 4 and 10, the columns of ``evaluation/paper/win_rates_all.csv``),
@@ -16,6 +18,8 @@ Writes into ``--out`` (each file atomically, temp file + ``os.replace``): ``repo
 ``per_dataset_tables.md`` (Tables 11-16), ``figures.json`` (every figure's data),
 ``scores_compared.csv`` and PNGs ``figure3_category_improvement.png``,
 ``figure4_win_rates_0.2pct.png``, ``figure10_win_rates_1pct.png`` (and ``geometry.png``).
+Models that are the paper's (``bert-base-uncased`` -> BERT-base, ...) also get
+``paper_comparison.csv`` and a report section: each cell beside the paper's.
 
 ``build_report`` is the same in-process.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from recipes.files import atomic_write, atomic_write_text
+from evaluation import paper
 from evaluation.categories import category_improvement, category_order
 from evaluation.figures import category_figure, geometry_figure, win_rate_figure
 from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_csv,
@@ -122,6 +127,15 @@ def _inputs_section(source: str, scores: pd.DataFrame, expected_tasks) -> str:
             f"(expected task set: {expected})\n- Comparison: AdaTAMW vs AdamW\n")
 
 
+def _paper_comparison(cells: pd.DataFrame, out: Path, files: dict) -> str:
+    """Each cell beside the paper's (``paper_comparison.csv``) when a model is the paper's;
+    returns the report section ("" when none is)."""
+    comparison = paper.compare_with_paper(cells)
+    if not comparison.empty:
+        files["paper_comparison"] = _write_csv(out / "paper_comparison.csv", comparison)
+    return paper.comparison_section(comparison)
+
+
 def _list_section(title: str, items: list[str]) -> str:
     return f"## {title}\n\n" + "\n".join(f"- {i}" for i in items) + "\n" if items else ""
 
@@ -191,6 +205,7 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
         _list_section("Dropped by --allow_missing (the report covers the rest)", checked.dropped),
         _list_section("Notes", checked.notes),
         *(_win_rate_section(stats, label) for label in THRESHOLDS),
+        _paper_comparison(cells, out, files),
         _category_section(improvement),
         _geometry_section(geometry, geometry_source) if geometry is not None else "",
         "## Per-dataset scores (Tables 11-16)\n\nThe better score of each pair is bold.\n\n"
@@ -211,6 +226,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--results", type=Path, help="a sweep's evaluation output directory")
     src.add_argument("--scores_csv", type=Path,
                      help="long CSV model,optimizer,epochs,task,category,score (percent)")
+    src.add_argument("--paper", action="store_true",
+                     help="the paper's own Tables 11-16 (bundled): recompute Figures 3, 4, 10")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--allow_missing", action="store_true",
                    help="report on the tasks every compared cell shares; list what was dropped")
@@ -242,10 +259,26 @@ def _load_results(results: Path) -> pd.DataFrame:
     return scores
 
 
+def _paper_figures(args) -> int:
+    """``--paper``: the report on the paper's own tables, all six models. BERT-base's 10-epoch
+    cells cannot be recomputed (Table 11 lacks that AdaTAMW column): reported, not an error."""
+    if args.results or args.geometry_csv or args.allow_missing or args.full_benchmark:
+        raise ScoreTableError("--paper reads the paper's own tables; drop --geometry_csv, "
+                              "--allow_missing and --full_benchmark")
+    result = build_report(paper.load_scores(), args.out, allow_missing=True, expected_tasks="paper",
+                          source="the paper's Tables 11-16 (evaluation/paper/mteb_scores_all.csv)")
+    comparison = pd.read_csv(result["files"]["paper_comparison"])
+    print(comparison.drop(columns="paper_model").to_string(index=False))
+    print(f"report written to {result['files']['report']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     expected = "paper" if args.paper_tasks else "mteb_eng_v1" if args.full_benchmark else None
     try:
+        if args.paper:
+            return _paper_figures(args)
         if args.results is not None:
             scores, source = _load_results(args.results), str(args.results)
             found = args.results / "geometry.csv"
