@@ -221,10 +221,15 @@ def resolve(optimizer: Any) -> Optional[Sharding]:
     Raises ``RuntimeError`` for layouts that cannot be made exact (module docstring).
     """
     explicit = getattr(optimizer, "sharding", None)
+    if explicit is None:  # DeepSpeed ZeRO-1/2's flat partitions (adatamw/zero.py)
+        from .zero import detect
+
+        explicit = detect(optimizer)
     params = _params(optimizer)
     name = type(optimizer).__name__
     refuse_deepspeed(params, name)
-    _check_not_flattened(optimizer)
+    if not getattr(explicit, "flat_partitions", False):
+        _check_not_flattened(optimizer)
     if explicit is not None:
         return explicit
     dtensors = [p for p in params if is_dtensor(p)]

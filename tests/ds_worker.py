@@ -1,0 +1,174 @@
+"""Worker of tests/test_deepspeed.py: DeepSpeed ZeRO-1/2 runs on CPU (gloo), one process per rank.
+
+Each rank trains on its own batches (DeepSpeed averages the gradients over the data-parallel
+group), so the reference is one process on the mean of both ranks' losses: plain data
+parallel. The model and param groups are those of tests/dist_worker.py: an embedding group
+(78 elements, cut in the middle by the two partitions) and a group of the rest (53 elements,
+padded to 54), weight decay 0.01 / 0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+import dist_worker as D
+
+STEPS = 5
+WORLD = 2
+TORQUE_KEY = "torque_s"
+
+
+def batches(rank: int, steps: int = STEPS, accumulation: int = 1) -> list[list[tuple]]:
+    """Per optimizer step, the micro-batches of ``rank`` (different on every rank)."""
+    gen = torch.Generator().manual_seed(100 + rank)
+    return [[(torch.randint(2, D.VOCAB, (4, 5), generator=gen),
+              torch.randn(4, 5, D.OUT, generator=gen)) for _ in range(accumulation)]
+            for _ in range(steps)]
+
+
+def make_optimizer(model: nn.Module, case: dict):
+    import adatamw
+
+    groups = (list(model.parameters()) if case.get("one_group")
+              else D.param_groups(model, case.get("coupled", False)))
+    scope = case.get("scope", "global")
+    if case["optim"] == "tam":
+        return adatamw.TAM(groups, lr=5e-2, momentum=0.9, cosine_scope=scope)
+    cls = {"adatamw": adatamw.AdaTAMW, "adatam": adatamw.AdaTAM}[case["optim"]]
+    return cls(groups, lr=1e-2, cosine_scope=scope, momentum=case.get("momentum", "tam"))
+
+
+def _poisoned(case: dict, step: int, rank: int, target: torch.Tensor) -> torch.Tensor:
+    """The overflow case: rank 0's target is inf at step ``case['overflow_at']``."""
+    if case.get("overflow_at") == step and rank == 0:
+        return torch.full_like(target, float("inf"))
+    return target
+
+
+def reference(case: dict) -> dict[str, torch.Tensor]:
+    """Plain data parallel in one process: grad = mean over ranks and micro-batches."""
+    model = D.make_model()
+    opt = make_optimizer(model, case)
+    acc = case.get("accumulation", 1)
+    per_rank = [batches(r, accumulation=acc) for r in range(WORLD)]
+    for step in range(STEPS):
+        if case.get("overflow_at") == step:  # DeepSpeed skips the step
+            continue
+        for r in range(WORLD):
+            for tokens, target in per_rank[r][step]:
+                loss = nn.functional.mse_loss(model(tokens), target) / (WORLD * acc)
+                loss.backward()
+        if case.get("clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), case["clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def ds_config(case: dict) -> dict:
+    cfg = {"train_micro_batch_size_per_gpu": 4,
+           "gradient_accumulation_steps": case.get("accumulation", 1),
+           "gradient_clipping": case.get("clip", 0.0),
+           "zero_optimization": {"stage": case.get("stage", 2)},
+           "zero_allow_untested_optimizer": True,
+           "steps_per_print": 10 ** 6, "wall_clock_breakdown": False}
+    if case.get("bf16"):
+        cfg["bf16"] = {"enabled": True}
+    return cfg
+
+
+def _engine(case: dict):
+    import deepspeed
+
+    from adatamw.zero import zero_aware
+
+    model = D.make_model()
+    opt = make_optimizer(model, case)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(case))
+    if case.get("zero_aware", True):
+        zero_aware(engine)
+    return engine, opt
+
+
+def _train(engine, case: dict, rank: int, steps: range) -> None:
+    acc = case.get("accumulation", 1)
+    mine = batches(rank, accumulation=acc)
+    dtype = next(engine.module.parameters()).dtype
+    for step in steps:
+        for tokens, target in mine[step]:
+            out = engine(tokens)
+            loss = nn.functional.mse_loss(out, _poisoned(case, step, rank, target).to(dtype))
+            engine.backward(loss)
+            engine.step()
+
+
+def _torque_state(opt) -> tuple[list, list]:
+    """(s of every rank, step counters of every rank) after the run."""
+    first = opt.state[opt.param_groups[0]["params"][0]]
+    s = float(first[TORQUE_KEY]) if TORQUE_KEY in first else None
+    steps = [float(st["step"]) for st in opt.state.values() if "step" in st]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (s, steps))
+    return [g[0] for g in gathered], [g[1] for g in gathered]
+
+
+def ds_run(case: dict, rank: int) -> dict:
+    """One case; the full parameters afterwards, with ``s`` and the step counters per rank."""
+    engine, opt = _engine(case)
+    if case.get("resume"):  # 3 steps, save, a fresh engine loads them, 2 more steps
+        _train(engine, case, rank, range(3))
+        engine.save_checkpoint(case["ckpt_dir"], tag="step3")
+        engine, opt = _engine(case)
+        engine.load_checkpoint(case["ckpt_dir"], tag="step3")
+        _train(engine, case, rank, range(3, STEPS))
+    else:
+        _train(engine, case, rank, range(STEPS))
+    s, steps = _torque_state(opt)
+    params = {n: p.detach().float().clone() for n, p in engine.module.named_parameters()}
+    return {"params": params, "s": s, "steps": steps,
+            "skipped": int(getattr(engine, "skipped_steps", 0))}
+
+
+def _no_reduction(on: bool):
+    """The negative control: each rank's own sums, not reduced over the ranks."""
+    from adatamw.zero import ZeroSharding
+
+    if not on:
+        return lambda: None
+    saved = ZeroSharding.reduce_partials
+    ZeroSharding.reduce_partials = lambda self, sums, sources, scope: sums.sum(0, keepdim=True)
+
+    def restore() -> None:
+        ZeroSharding.reduce_partials = saved
+    return restore
+
+
+def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      DS_ACCELERATOR="cpu")
+    torch.set_num_threads(1)
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    results = {}
+    try:
+        for case in cases:
+            restore = _no_reduction(case.get("no_reduction", False))
+            try:
+                results[case["name"]] = ds_run(case, rank)
+            except Exception as err:  # refusals are results too
+                results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
+                                         "trace": traceback.format_exc()}
+            finally:
+                restore()
+            dist.barrier()
+    finally:
+        if rank == 0:
+            torch.save(results, out)
+        dist.destroy_process_group()
