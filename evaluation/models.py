@@ -5,21 +5,34 @@ would otherwise get the same placeholder name, so two models could read each oth
 scores. Here each model gets
 
 * a name: ``adatamw/<sanitised name>`` (``--name`` or ``{model}__{optimizer}__ep{epochs}``);
-* a revision: a content hash of its weight files, so a retrained checkpoint under the
-  same name is a new revision and never reuses stale scores.
+* a revision: a content hash of its weight files plus a hash of the evaluation settings
+  (:class:`EvalSettings`: precision, max_seq_length, pooling, normalisation, task suite),
+  ``<weights16>-<settings8>``, so a retrained checkpoint, or the same checkpoint evaluated at
+  another precision or sequence length, is a new revision and never reuses stale scores.
+
+A sentence-transformers folder (``modules.json``) is loaded as saved: its own modules
+(pooling, Normalize) and its ``max_seq_length`` (``sentence_bert_config.json``); a plain
+transformers checkpoint gets mean pooling and the tokenizer's / position embeddings' limit.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 NAME_PREFIX = "adatamw"
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin", "*.pt")
+# What from_pretrained reads: a single file or the shards named by an index. Training state
+# written next to the weights (optimizer.pt, scheduler.pt, rng_state.pth) is not a model.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_PRECISION = "fp32"  # bf16 / fp16 move scores by about the 0.2 % threshold: docs/evaluation.md
 _HASH_CHUNK = 1 << 22
 
 
@@ -44,9 +57,10 @@ class ModelSpec:
         """The name mteb files results under (mteb requires ``org/name``)."""
         return f"{NAME_PREFIX}/{sanitise_name(self.name)}"
 
-    def metadata(self, revision: str) -> dict[str, Any]:
-        """The entry written to ``models.json`` for this model."""
+    def metadata(self, revision: str, settings: EvalSettings | None = None) -> dict[str, Any]:
+        """The entry written to ``models.json`` for this model (``settings``: how it is evaluated)."""
         return {
+            **({"settings": settings.to_dict()} if settings is not None else {}),
             "model": self.model if self.model is not None else self.name,
             "optimizer": self.optimizer,
             "epochs": self.epochs,
@@ -99,12 +113,40 @@ def transformer_dir(checkpoint: Path) -> Path:
 
 
 def weight_files(checkpoint: Path) -> list[Path]:
-    """The model's weight files, sorted (raises CheckpointError when there are none)."""
+    """The model's weight files, sorted: ``model.safetensors`` / ``pytorch_model.bin`` or the
+    index of a sharded checkpoint plus every shard it names.
+
+    Raises:
+        CheckpointError: no weight file (naming what the folder holds instead, e.g. only
+            ``optimizer.pt``), an unreadable index, or a shard the index names is missing.
+    """
     root = transformer_dir(checkpoint)
-    files = sorted({p for pattern in WEIGHT_PATTERNS for p in root.glob(pattern) if p.is_file()})
-    if not files:
-        raise CheckpointError(f"No weight files ({', '.join(WEIGHT_PATTERNS)}) in {root}; the checkpoint looks incomplete.")
-    return files
+    for index_name in WEIGHT_INDEXES:
+        index = root / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError) as err:
+                raise CheckpointError(f"{index} is not a readable shard index ({err}); re-save the checkpoint.") from err
+            missing = [name for name in shards if not (root / name).is_file()]
+            if missing:
+                raise CheckpointError(f"{index} names {len(missing)} shard(s) that are missing from {root}: {', '.join(missing[:5])}; the checkpoint is incomplete.")
+            return [index] + [root / name for name in shards]
+    files = [root / name for name in WEIGHT_FILES if (root / name).is_file()]
+    if files:
+        return files
+    present = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"})
+    found = f" It holds only {', '.join(present)} (training state, not model weights)." if present else ""
+    raise CheckpointError(
+        f"No model weights in {root}: expected {' or '.join(WEIGHT_FILES)} or a sharded index "
+        f"({' / '.join(WEIGHT_INDEXES)}).{found} The checkpoint looks incomplete; point at a folder written by "
+        f"save_pretrained / Trainer.save_model.")
+
+
+def check_checkpoint(checkpoint: Path) -> Path:
+    """The transformers folder of ``checkpoint`` once its config and weight files are found."""
+    weight_files(checkpoint)
+    return transformer_dir(checkpoint)
 
 
 def weights_revision(checkpoint: Path) -> str:
@@ -119,27 +161,105 @@ def weights_revision(checkpoint: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def pick_device_and_dtype(device: str | None = None, precision: str = "auto") -> tuple[str, Any]:
-    """cuda with bf16 (fp16 where bf16 is unsupported) when available, else cpu fp32."""
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything besides the weights that changes a score: part of the result identity."""
+
+    precision: str
+    max_seq_length: int
+    pooling: str
+    normalize: bool
+    suite: str
+
+    def key(self) -> str:
+        """8 hex chars of sha256 over the settings (the second half of a result revision)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def result_revision(weights: str, settings: EvalSettings) -> str:
+    """``<weights hash>-<settings hash>``: the revision folder mteb files this model's results under."""
+    return f"{weights}-{settings.key()}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}).") from err
+
+
+def _st_modules(checkpoint: Path) -> list[dict[str, Any]] | None:
+    """The module list of a sentence-transformers folder, None for a plain transformers folder."""
+    modules = Path(checkpoint) / "modules.json"
+    return json.loads(modules.read_text(encoding="utf-8")) if modules.is_file() else None
+
+
+def _pooling_name(config: dict[str, Any]) -> str:
+    if isinstance(config.get("pooling_mode"), str):
+        return config["pooling_mode"]
+    modes = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+    return "+".join(sorted(modes)) or "mean"
+
+
+def _default_max_seq_length(root: Path) -> int:
+    """What sentence-transformers' Transformer module uses when none is given: the smaller of the
+    tokenizer's ``model_max_length`` and the model's position limit (512 when neither is known)."""
+    limits = []
+    tokenizer_limit = _read_json(root / "tokenizer_config.json").get("model_max_length")
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 10**8:
+        limits.append(tokenizer_limit)
+    positions = _read_json(root / "config.json").get("max_position_embeddings")
+    if isinstance(positions, int):
+        limits.append(positions)
+    return min(limits) if limits else 512
+
+
+def eval_settings(checkpoint: Path, *, precision: str = DEFAULT_PRECISION, max_seq_length: int | None = None, suite: str) -> EvalSettings:
+    """The settings ``checkpoint`` is evaluated under, read from its files without loading it.
+
+    A sentence-transformers folder keeps its pooling, Normalize module and ``max_seq_length``
+    (``sentence_bert_config.json``); a plain checkpoint gets mean pooling, no normalisation.
+    ``max_seq_length`` overrides the folder's.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; use one of {', '.join(PRECISIONS)}.")
+    checkpoint = Path(checkpoint)
+    root = transformer_dir(checkpoint)
+    modules = _st_modules(checkpoint)
+    pooling, normalize, own_length = "mean", False, None
+    if modules is not None:
+        own_length = _read_json(root / "sentence_bert_config.json").get("max_seq_length")
+        for module in modules:
+            kind = module.get("type", "")
+            if kind.endswith("Pooling"):
+                pooling = _pooling_name(_read_json(checkpoint / module.get("path", "") / "config.json"))
+            elif kind.endswith("Normalize"):
+                normalize = True
+    length = max_seq_length or own_length or _default_max_seq_length(root)
+    return EvalSettings(precision=precision, max_seq_length=int(length), pooling=pooling, normalize=normalize, suite=suite)
+
+
+def pick_device_and_dtype(device: str | None = None, precision: str = DEFAULT_PRECISION) -> tuple[str, Any]:
+    """cuda when available, else cpu; the torch dtype of ``precision`` (fp32 unless asked)."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if precision == "auto":
-        if device.startswith("cuda"):
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision not in dtypes:
-        raise ValueError(f"precision={precision!r}; use one of auto, {', '.join(dtypes)}.")
+        raise ValueError(f"precision={precision!r}; use one of {', '.join(dtypes)}.")
     return device, dtypes[precision]
 
 
-def load_sentence_transformer(checkpoint: Path, *, device: str | None = None, precision: str = "auto", max_seq_length: int | None = None):
-    """A ``SentenceTransformer`` = Transformer module (from ``checkpoint``) + mean pooling.
+def load_sentence_transformer(checkpoint: Path, *, device: str | None = None, precision: str = DEFAULT_PRECISION, max_seq_length: int | None = None):
+    """A ``SentenceTransformer`` for ``checkpoint``.
 
-    Task heads (e.g. an MLM head of a ``BertForMaskedLM`` checkpoint) are dropped;
-    only the encoder is used.
+    A sentence-transformers folder is loaded with its own modules (pooling, Normalize, ...)
+    and ``max_seq_length``; a plain transformers checkpoint becomes Transformer + mean
+    pooling (task heads, e.g. the MLM head of a ``BertForMaskedLM``, are dropped).
+    ``max_seq_length`` overrides either.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -149,37 +269,76 @@ def load_sentence_transformer(checkpoint: Path, *, device: str | None = None, pr
         from sentence_transformers.models import Pooling, Transformer
 
     device, dtype = pick_device_and_dtype(device, precision)
-    kwargs = {"max_seq_length": max_seq_length} if max_seq_length else {}
-    encoder = Transformer(str(transformer_dir(checkpoint)), model_kwargs={"dtype": dtype}, **kwargs)
-    pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode="mean")
-    return SentenceTransformer(modules=[encoder, pooling], device=device)
+    if _st_modules(Path(checkpoint)) is not None:
+        model = SentenceTransformer(str(checkpoint), device=device, model_kwargs={"dtype": dtype}, local_files_only=True)
+    else:
+        root = transformer_dir(checkpoint)
+        encoder = Transformer(str(root), model_kwargs={"dtype": dtype}, max_seq_length=max_seq_length or _default_max_seq_length(root))
+        pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode="mean")
+        model = SentenceTransformer(modules=[encoder, pooling], device=device)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+class EncodeMeter:
+    """Texts encoded and seconds spent in the encoder's ``encode`` (tokenisation included)."""
+
+    def __init__(self) -> None:
+        self.texts = 0
+        self.seconds = 0.0
+
+    def reset(self) -> None:
+        self.texts, self.seconds = 0, 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.texts / self.seconds if self.seconds > 0 else float("nan")
+
+    def wrap(self, encode):
+        """``encode`` that adds each call's rows and wall time to this meter."""
+
+        @functools.wraps(encode)
+        def timed(*args: Any, **kwargs: Any):
+            start = time.perf_counter()
+            embeddings = encode(*args, **kwargs)
+            self.seconds += time.perf_counter() - start
+            self.texts += len(embeddings)
+            return embeddings
+
+        return timed
 
 
 def build_mteb_model(
     spec: ModelSpec,
     *,
+    settings: EvalSettings,
     revision: str | None = None,
     device: str | None = None,
-    precision: str = "auto",
-    max_seq_length: int | None = None,
     embedding_cache: Path | None = None,
 ):
-    """The mteb encoder for ``spec`` with its own name and revision.
+    """The mteb encoder for ``spec`` under ``settings``, with its own name and revision.
 
+    ``encode_meter`` on the returned object counts the texts it encodes and the time taken.
     With ``embedding_cache`` the encoder is wrapped in mteb's ``CachedEmbeddingWrapper``
     under ``embedding_cache/<name>/<revision>/`` (the wrapper keys its files by task
     only, so the model identity must be in the path).
     """
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
-    revision = revision or weights_revision(spec.checkpoint)
+    revision = revision or result_revision(weights_revision(spec.checkpoint), settings)
     wrapper = SentenceTransformerEncoderWrapper(
-        load_sentence_transformer(spec.checkpoint, device=device, precision=precision, max_seq_length=max_seq_length)
+        load_sentence_transformer(spec.checkpoint, device=device, precision=settings.precision, max_seq_length=settings.max_seq_length)
     )
     wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": spec.mteb_name, "revision": revision})
+    meter = EncodeMeter()
+    wrapper.encode = meter.wrap(wrapper.encode)
     if embedding_cache is None:
+        wrapper.encode_meter = meter
         return wrapper
     from mteb.models.cache_wrappers import CachedEmbeddingWrapper
 
     path = Path(embedding_cache) / wrapper.mteb_model_meta.model_name_as_path() / revision
-    return CachedEmbeddingWrapper(wrapper, cache_path=path)
+    cached = CachedEmbeddingWrapper(wrapper, cache_path=path)
+    cached.encode_meter = meter
+    return cached

@@ -7,10 +7,18 @@ Usage::
     python -m evaluation.run_mteb --manifest M --output DIR --offline_suite
     python -m evaluation.run_mteb --manifest M --output DIR --emit slurm --slurm_out eval.sbatch
 
-Results go to mteb's result cache in ``DIR/results/<name>/<revision>/<task>.json``;
-``DIR/models.json`` maps each mteb model name to its sweep metadata. Finished tasks
-are never re-run (a model whose tasks are all done is not even loaded); an
-interrupted task resumes from its missing splits/subsets.
+Results go to mteb's result cache in ``DIR/results/<name>/<revision>/<task>.json``, where
+the revision is ``<weights hash>-<settings hash>`` (precision, max_seq_length, pooling,
+normalisation, suite: results made under other settings are never reused);
+``DIR/models.json`` maps each mteb model name to its sweep metadata, settings and
+provenance. Finished tasks are never re-run (a model whose tasks are all done is not even
+loaded); an interrupted task resumes from its missing splits/subsets; a truncated result
+file is moved aside and its task re-run. One output folder holds one task suite.
+
+Offline, each task's data is loaded with the configs of the local datasets cache (a
+Reranking task with its ``top_ranked`` candidates) and checked against the task's
+revision (``evaluation.task_data``); a task that fails these checks, and a model whose
+checkpoint has no weights, are reported at the end (exit status 1 / 2) while the others run.
 """
 
 from __future__ import annotations
@@ -25,18 +33,24 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from evaluation.manifest import read_manifest
+from evaluation.manifest import ManifestError, checkpoint_problems, load_manifest
 from evaluation.models import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
     CheckpointError,
+    EvalSettings,
     ModelSpec,
     build_mteb_model,
-    pick_device_and_dtype,
+    check_checkpoint,
+    eval_settings,
+    result_revision,
     sanitise_name,
-    transformer_dir,
     weights_revision,
 )
-from evaluation.registry import update_registry
-from evaluation.tasks import UnknownTaskError, select_tasks
+from evaluation.registry import read_registry, update_registry
+from evaluation.result_files import result_folder, set_aside_corrupt
+from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
+from evaluation.tasks import UnknownTaskError, select_tasks, suite_name
 
 logger = logging.getLogger("evaluation.run_mteb")
 
@@ -48,11 +62,13 @@ class ModelRun:
     """What happened for one model."""
 
     spec: ModelSpec
-    revision: str
+    revision: str = "?"
     evaluated: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    failure: str | None = None  # the model itself could not be evaluated (bad checkpoint, load error)
+    throughput: dict[str, tuple[int, float]] = field(default_factory=dict)  # task -> (texts, seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch_size", type=int, default=32, help="encode batch size (default 32)")
     run.add_argument("--embedding_cache", type=Path, help="cache embeddings here (mteb CachedEmbeddingWrapper), keyed by model name and revision")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: bf16/fp16 on GPU, fp32 on CPU")
-    run.add_argument("--max_seq_length", type=int, help="truncate inputs to this many tokens (default: the checkpoint's)")
+    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)")
+    run.add_argument("--max_seq_length", type=int, help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)")
     emit = parser.add_argument_group("cluster")
     emit.add_argument("--emit", choices=["slurm"], help="write a job script instead of running")
     emit.add_argument("--slurm_out", type=Path, help="path of the SLURM array script (with --emit slurm)")
@@ -90,27 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def specs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[ModelSpec]:
-    """The models to evaluate, from --manifest or --model/--name."""
+def specs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list[ModelSpec], dict[str, str]]:
+    """The models to evaluate, from --manifest or --model/--name, and name -> why a checkpoint is unusable."""
     if args.manifest and args.model:
         parser.error("pass either --manifest or --model/--name, not both")
     if args.manifest:
-        return read_manifest(args.manifest)
+        specs = load_manifest(args.manifest)
+        return specs, checkpoint_problems(specs)
     if not args.model:
         parser.error("no models: pass --model CKPT --name NAME, or --manifest FILE")
     if not args.name:
         parser.error("--model needs --name (the result identity of this checkpoint), e.g. --name bert-base__adatamw__ep3")
-    transformer_dir(args.model)  # clear error now rather than after task setup
-    return [
-        ModelSpec(
-            name=sanitise_name(args.name),
-            checkpoint=args.model.resolve(),
-            model=args.base_model,
-            optimizer=args.optimizer,
-            epochs=args.epochs,
-            lr=args.lr,
-        )
-    ]
+    check_checkpoint(args.model)  # clear error now rather than after task setup
+    spec = ModelSpec(
+        name=sanitise_name(args.name),
+        checkpoint=args.model.resolve(),
+        model=args.base_model,
+        optimizer=args.optimizer,
+        epochs=args.epochs,
+        lr=args.lr,
+    )
+    return [spec], {}
 
 
 def suite_flags(args: argparse.Namespace) -> list[str]:
@@ -137,19 +153,51 @@ def pending_tasks(cache, mteb_name: str, revision: str, tasks: Sequence) -> list
     return pending
 
 
+def _parts(task) -> list:
+    """The task objects whose data is loaded: the subtasks of an aggregate (CQADupstackRetrieval), else the task."""
+    from mteb.abstasks.aggregated_task import AbsTaskAggregate
+
+    return list(task.metadata.tasks) if isinstance(task, AbsTaskAggregate) else [task]
+
+
+def settings_for(spec: ModelSpec, args: argparse.Namespace) -> EvalSettings:
+    """The evaluation settings of ``spec`` under this run's flags."""
+    return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=suite_name(args.paper_tasks, args.offline_suite))
+
+
+def check_one_suite(output: Path, specs: Sequence[ModelSpec], suite: str) -> None:
+    """Refuse to add results of ``suite`` to an output folder that holds another suite's.
+
+    One folder = one suite, so collect and the report never mix (and double-count)
+    CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks and real ones.
+    """
+    others = {name: entry["settings"]["suite"] for name, entry in read_registry(output).items()
+              if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)}
+    if others:
+        shown = ", ".join(f"{name} ({other})" for name, other in sorted(others.items()))
+        raise ValueError(
+            f"{output} already holds results of another task suite: {shown}; this run is suite {suite!r}. "
+            f"Mixing suites in one output would count CQADupstack twice or mix mock and real tasks. "
+            f"Use another --output for this suite, or the same suite flags (--paper_tasks / --offline_suite) as before.")
+
+
 def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argparse.Namespace) -> ModelRun:
     """Evaluate one model on ``tasks``, reusing every finished result in ``output``."""
     import mteb
     from mteb.cache import ResultCache
 
     start = time.monotonic()
-    revision = weights_revision(spec.checkpoint)
+    weights = weights_revision(spec.checkpoint)
+    settings = settings_for(spec, args)
+    revision = result_revision(weights, settings)
     run = ModelRun(spec=spec, revision=revision)
     task_names = [t.metadata.name for t in tasks]
-    _, dtype = pick_device_and_dtype(args.device, args.precision)
-    entry = {**spec.metadata(revision), "dtype": str(dtype).removeprefix("torch."), "tasks": task_names}
+    entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names}
     update_registry(output, {spec.mteb_name: entry})
 
+    folder = result_folder(output, spec.mteb_name, revision)
+    result_names = {name: None for task in tasks for name in [task.metadata.name, *(p.metadata.name for p in _parts(task))]}
+    set_aside_corrupt(folder, list(result_names))
     cache = ResultCache(output)
     todo = pending_tasks(cache, spec.mteb_name, revision, tasks)
     run.cached = [t.metadata.name for t in tasks if t not in todo]
@@ -158,25 +206,36 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
         run.seconds = time.monotonic() - start
         return run
 
-    model = build_mteb_model(
-        spec,
-        revision=revision,
-        device=args.device,
-        precision=args.precision,
-        max_seq_length=args.max_seq_length,
-        embedding_cache=args.embedding_cache,
-    )
-    result = mteb.evaluate(
-        model,
-        todo,
-        cache=cache,
-        overwrite_strategy=OVERWRITE_STRATEGY,
-        encode_kwargs={"batch_size": args.batch_size},
-        co2_tracker=False,
-        raise_error=False,
-    )
-    run.evaluated = [r.task_name for r in result.task_results]
-    run.errors = {e.task_name: e.exception for e in result.exceptions}
+    model = build_mteb_model(spec, settings=settings, revision=revision, device=args.device, embedding_cache=args.embedding_cache)
+    for task in todo:
+        name = task.metadata.name
+        parts = _parts(task)
+        model.encode_meter.reset()
+        try:
+            for part in parts:
+                load_task_data(part)
+            with offline_config_names():
+                result = mteb.evaluate(
+                    model,
+                    task,
+                    cache=cache,
+                    overwrite_strategy=OVERWRITE_STRATEGY,
+                    encode_kwargs={"batch_size": args.batch_size},
+                    co2_tracker=False,
+                    raise_error=False,
+                )
+        except TaskDataError as err:
+            run.errors[name] = str(err)
+            continue
+        finally:
+            for part in parts:
+                part.unload_data()
+        run.evaluated += [r.task_name for r in result.task_results]
+        run.errors.update({e.task_name: e.exception for e in result.exceptions or []})
+        meter = model.encode_meter
+        run.throughput[name] = (meter.texts, meter.seconds)
+        if meter.texts:
+            print(f"  {name}: encoded {meter.texts} texts in {meter.seconds:.2f} s = {meter.per_second:.1f} sentences/s", flush=True)
     run.seconds = time.monotonic() - start
     return run
 
@@ -188,7 +247,11 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     if not args.slurm_out:
         parser.error("--emit slurm needs --slurm_out FILE")
     names = [t.metadata.name for t in tasks]
-    update_registry(args.output, {s.mteb_name: {**s.metadata(weights_revision(s.checkpoint)), "tasks": names} for s in specs})
+    entries = {}
+    for s in specs:
+        weights, settings = weights_revision(s.checkpoint), settings_for(s, args)
+        entries[s.mteb_name] = {**s.metadata(result_revision(weights, settings), settings), "weights_revision": weights, "tasks": names}
+    update_registry(args.output, entries)
     text, n = render_array_script(specs, names, args.output, extra_args=suite_flags(args), directives=args.slurm_directive)
     write_array_script(args.slurm_out, text)
     (args.output / "slurm_logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create it
@@ -196,18 +259,32 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     return 0
 
 
-def report(runs: Sequence[ModelRun]) -> int:
-    """Print a one-line summary per model; exit status 1 if any task failed."""
-    failed = False
+def report(runs: Sequence[ModelRun], bad_checkpoints: dict[str, str] | None = None) -> int:
+    """Print a one-line summary per model and what failed.
+
+    Exit status: 2 if a model could not be evaluated at all (bad checkpoint, load error),
+    1 if a task failed or was refused, else 0.
+    """
+    status = 0
     for run in runs:
+        if run.failure:
+            status = 2
+            print(f"{run.spec.mteb_name}: NOT EVALUATED: {run.failure}", file=sys.stderr)
+            continue
+        texts = sum(n for n, _ in run.throughput.values())
+        seconds = sum(t for _, t in run.throughput.values())
+        speed = f", {texts / seconds:.1f} sentences/s encoding" if seconds > 0 else ""
         print(
             f"{run.spec.mteb_name} (revision {run.revision}): {len(run.evaluated)} evaluated, "
-            f"{len(run.cached)} reused, {len(run.errors)} failed, {run.seconds:.1f}s"
+            f"{len(run.cached)} reused, {len(run.errors)} failed, {run.seconds:.1f}s{speed}"
         )
         for task, message in run.errors.items():
-            failed = True
+            status = max(status, 1)
             print(f"  FAILED {task}: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    for name, message in (bad_checkpoints or {}).items():
+        status = 2
+        print(f"{name}: NOT EVALUATED (checkpoint): {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,17 +293,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mteb").setLevel(logging.WARNING)
     try:
-        specs = specs_from_args(args, parser)
+        specs, bad = specs_from_args(args, parser)
         tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite)
-    except (CheckpointError, UnknownTaskError, ValueError) as err:
+        check_one_suite(args.output, specs, suite_name(args.paper_tasks, args.offline_suite))
+    except (CheckpointError, ManifestError, UnknownTaskError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for name, message in bad.items():  # up front, then again at the end
+        print(f"warning: {name} will not be evaluated: {message}", file=sys.stderr)
+    healthy = [spec for spec in specs if spec.name not in bad]
     if args.emit == "slurm":
+        if bad:
+            print(f"error: {len(bad)} checkpoint(s) cannot be used; fix them before writing the array script.", file=sys.stderr)
+            return 2
         return emit_slurm(specs, tasks, args, parser)
 
     args.output.mkdir(parents=True, exist_ok=True)
-    runs = [evaluate_model(spec, tasks, args.output, args) for spec in tqdm(specs, desc="Models", unit="model")]
-    return report(runs)
+    runs = []
+    for spec in tqdm(healthy, desc="Models", unit="model"):
+        try:
+            runs.append(evaluate_model(spec, tasks, args.output, args))
+        except Exception as err:  # one bad model must not stop the others; reported at the end
+            logger.exception("%s could not be evaluated", spec.mteb_name)
+            runs.append(ModelRun(spec=spec, failure=f"{type(err).__name__}: {err}"))
+    return report(runs, bad)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,14 @@ def offline_suite_tasks() -> list[AbsTask]:
     return mocks + [cls() for cls in LOCAL_TASK_CLASSES]
 
 
+SUITES = ("mteb_eng_v1", "paper", "offline")
+
+
+def suite_name(paper_tasks: bool = False, offline_suite: bool = False) -> str:
+    """The suite a run's flags select: ``offline``, ``paper`` or ``mteb_eng_v1`` (part of a result's identity)."""
+    return "offline" if offline_suite else "paper" if paper_tasks else "mteb_eng_v1"
+
+
 def suite_tasks(*, paper_tasks: bool = False, offline_suite: bool = False) -> list[AbsTask]:
     """The full task list of the chosen suite."""
     return offline_suite_tasks() if offline_suite else benchmark_tasks(paper_tasks)

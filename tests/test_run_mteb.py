@@ -79,7 +79,10 @@ def _manifest(path: Path, checkpoints: dict[str, Path], **overrides) -> Path:
 
 
 def _result_dir(out: Path, name: str, checkpoint: Path) -> Path:
-    return out / "results" / f"adatamw__{name}" / weights_revision(checkpoint)
+    """The revision folder of ``name``: ``<weights hash>-<settings hash>`` (models.json names it)."""
+    revision = read_registry(out)[f"adatamw/{name}"]["revision"]
+    assert revision.startswith(weights_revision(checkpoint) + "-")
+    return out / "results" / f"adatamw__{name}" / revision
 
 
 # --- tasks ---------------------------------------------------------------------------
@@ -174,7 +177,7 @@ def test_retrained_checkpoint_under_same_name_is_not_served_stale_scores(tmp_pat
     second = collect_scores(out)["score"].item()
     assert second != first  # evaluated afresh, not read from the first checkpoint's result
     assert len(list((out / "results" / "adatamw__same").iterdir())) == 2
-    assert read_registry(out)["adatamw/same"]["revision"] == weights_revision(checkpoints["b"])
+    assert read_registry(out)["adatamw/same"]["weights_revision"] == weights_revision(checkpoints["b"])
 
 
 # --- collect --------------------------------------------------------------------------
@@ -221,8 +224,12 @@ def test_manifest_errors(tmp_path, checkpoints, capsys):
     missing = _manifest(tmp_path / "sweep" / "m1.json", checkpoints, e1={"checkpoint": "no/such/ckpt"})
     with pytest.raises(CheckpointError, match=r"tiny-bert__adatamw__ep3: Checkpoint folder not found: .*no/such/ckpt"):
         read_manifest(missing)
-    assert run_mteb.main(["--manifest", str(missing), "--output", str(tmp_path / "o"), "--offline_suite"]) == 2
-    assert "Checkpoint folder not found" in capsys.readouterr().err
+    # The bad model is named up front and at the end (exit 2); the healthy one is still evaluated.
+    partial = tmp_path / "partial"
+    assert run_mteb.main(["--manifest", str(missing), "--output", str(partial), "--offline_suite", "--tasks", "TinyEnglishSTS"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("Checkpoint folder not found") == 2 and "tiny-bert__adatamw__ep3: NOT EVALUATED" in err
+    assert collect_scores(partial)[["optimizer", "task"]].values.tolist() == [["adamw", "TinyEnglishSTS"]]
 
     with pytest.raises(ManifestError, match="lacks epochs"):
         read_manifest(_manifest(tmp_path / "sweep" / "m2.json", checkpoints, e0={"epochs": None}))
