@@ -152,7 +152,8 @@ def time_reduction(repeats: int = 20) -> dict:
 
     ``step_s`` / ``step_unreduced_s``: seconds per optimizer step with the reductions and with
     them switched off (the difference is what they cost, waiting for the other rank included);
-    ``allreduce_s``: one all_reduce of the [N, 3] partial sums alone, after a barrier.
+    ``allreduce_s``: one all_reduce of the [N, 3] partial sums alone, after a barrier;
+    ``allreduce_numels``: the size of each all_reduce one step makes.
     """
     import adatamw
     from torch.distributed.device_mesh import init_device_mesh
@@ -180,6 +181,13 @@ def time_reduction(repeats: int = 20) -> dict:
         return (time.perf_counter() - t0) / repeats
 
     step = per_step()
+    calls = []  # the collectives one step makes: (op, numel) of each all_reduce
+    all_reduce = dist.all_reduce
+    dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), all_reduce(t, *a, **k))[1]
+    try:
+        opt.step()
+    finally:
+        dist.all_reduce = all_reduce
     restore = _no_reduction(True)
     try:
         unreduced = per_step()
@@ -192,7 +200,8 @@ def time_reduction(repeats: int = 20) -> dict:
         dist.all_reduce(sums)
     allreduce = (time.perf_counter() - t0) / repeats
     return {"params": sum(p.numel() for p in params), "tensors": len(params), "step_s": step,
-            "step_unreduced_s": unreduced, "allreduce_s": allreduce}
+            "step_unreduced_s": unreduced, "allreduce_s": allreduce,
+            "allreduce_numels": calls, "embedding_dim": params[0].shape[1]}
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:

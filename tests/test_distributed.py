@@ -118,7 +118,9 @@ def test_reduction_cost(results):
           f"embedding), 2 gloo CPU ranks: {m['step_s'] * 1e3:.2f} ms with the reductions, "
           f"{m['step_unreduced_s'] * 1e3:.2f} ms without; one [N, 3] all_reduce alone "
           f"{m['allreduce_s'] * 1e3:.3f} ms")
-    assert m["allreduce_s"] < m["step_s"]
+    # What docs/distributed.md promises: one all_reduce of the [N, 3] partial sums per step,
+    # plus one of H floats (the column sums) for the coupled Shard(0) embedding; nothing else.
+    assert sorted(m["allreduce_numels"]) == sorted([3 * m["tensors"], m["embedding_dim"]])
 
 
 # -- single process: no sharding machinery, DeepSpeed layouts refused -------------------------

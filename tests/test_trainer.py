@@ -169,8 +169,16 @@ def test_tensor_scope_logs_min_and_max(model_dir, tmp_path):
     )
     trainer.train()
     assert unwrap_optimizer(trainer.optimizer).param_groups[0]["gamma"] == 0.8
-    for entry in (e for e in trainer.state.log_history if "loss" in e):
-        assert entry["s_hat_min"] <= entry["s_hat"] <= entry["s_hat_max"]
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 2  # steps 5 and 10
+    for entry in logged:
+        # one s per tensor: they differ (a shared s would give min == max), all in (-1, 1)
+        assert -1 < entry["s_hat_min"] < entry["s_hat_max"] < 1
+        assert entry["damping"] == pytest.approx((1 + entry["s_hat"]) / 2)
+    # the last log is the optimizer's state after step 10, not an older value
+    final = unwrap_optimizer(trainer.optimizer).torque_stats()
+    assert {k: logged[-1][k] for k in ("s_hat", "s_hat_min", "s_hat_max")} == pytest.approx(
+        {k: final[k] for k in ("s_hat", "s_hat_min", "s_hat_max")})
 
 
 def test_adamw_builds_what_plain_trainer_builds(model_dir, tmp_path):
