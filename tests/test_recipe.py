@@ -22,18 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _has_optimizers() -> bool:
-    try:
-        import adatamw
-
-        return all(hasattr(adatamw, n) for n in ("AdaTAMW", "AdaTAM", "TAM", "CoupledAdamW"))
-    except ImportError:
-        return False
-
-
-needs_optimizers = pytest.mark.skipif(not _has_optimizers(), reason="adatamw optimizers not importable yet")
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
@@ -87,12 +75,12 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
     "family,optim",
     [
         ("bert", "adamw"),
-        pytest.param("bert", "adatamw", marks=needs_optimizers),
-        pytest.param("bert", "adatam", marks=needs_optimizers),
-        pytest.param("bert", "tam", marks=needs_optimizers),
-        pytest.param("bert", "coupled_adamw", marks=needs_optimizers),
+        ("bert", "adatamw"),
+        ("bert", "adatam"),
+        ("bert", "tam"),
+        ("bert", "coupled_adamw"),
         ("roberta", "adamw"),
-        pytest.param("deberta-v2", "adatamw", marks=needs_optimizers),
+        ("deberta-v2", "adatamw"),
     ],
 )
 def test_short_run_per_optimizer(tiny, text_files, tmp_path, family, optim):
@@ -153,7 +141,7 @@ class KillAtStep(TrainerCallback):
             raise _Kill(f"killed at step {self.step}")
 
 
-@pytest.mark.parametrize("optim", ["adamw", pytest.param("adatamw", marks=needs_optimizers)])
+@pytest.mark.parametrize("optim", ["adamw", "adatamw"])
 def test_killed_run_resumes_exactly(tiny, text_files, tmp_path, optim):
     # 16 blocks / batch 4 = 4 steps per epoch; kill in epoch 2 (after step 6), resume from checkpoint-4.
     extra = ("--num_train_epochs", "3", "--save_total_limit", "3", "--optim", optim)
@@ -175,7 +163,7 @@ def test_killed_run_resumes_exactly(tiny, text_files, tmp_path, optim):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("optim", ["adamw", pytest.param("adatamw", marks=needs_optimizers)])
+@pytest.mark.parametrize("optim", ["adamw", "adatamw"])
 def test_two_processes_match_one(tiny, text_files, tmp_path, optim):
     common = ("--num_train_epochs", "2", "--learning_rates", "3e-3", "--optim", optim)
     mlm_finetune.main(argv(tiny["bert"], tmp_path / "one", text_files, *common))
