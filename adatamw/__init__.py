@@ -2,13 +2,17 @@
 
 ``AdaTAMW`` (Adam + torque damping + decoupled weight decay), ``AdaTAM`` (L2 decay),
 ``TAM`` (SGD), ``CoupledAdamW`` (Coupled Adam, arXiv 2502.08441), the learning-rate
-transfer of Eq. 6 and the coupled embedding param groups.
+transfers (``transfer_lr``: Eq. 6, SGDM -> TAM; ``adamw_lr_to_adatamw``), the coupled
+embedding param groups and the registry of optimizer names (``OPTIMIZERS``).
 """
 
-from .adam import AdaTAM, AdaTAMW, CoupledAdamW
+from .adatamw import AdaTAM, AdaTAMW
+from .coupled import CoupledAdamW
 from .groups import embedding_param_groups
+from .lr import adamw_lr_to_adatamw, transfer_lr
+from .registry import OPTIM_NAMES, OPTIMIZERS
 from .tam import TAM
-from .transfer import transfer_lr
 
-__all__ = ["AdaTAM", "AdaTAMW", "CoupledAdamW", "TAM", "embedding_param_groups", "transfer_lr"]
+__all__ = ["AdaTAM", "AdaTAMW", "CoupledAdamW", "OPTIMIZERS", "OPTIM_NAMES", "TAM",
+           "adamw_lr_to_adatamw", "embedding_param_groups", "transfer_lr"]
 __version__ = "0.1.0"

@@ -1,9 +1,10 @@
-"""Shared machinery of the TAM optimizers: param groups, the torque scope, telemetry.
+"""Shared machinery of the TAM optimizers: param groups, the torque scope, state, telemetry.
 
-A subclass says how to gather one param group (``_gather``: the parameters with a
-gradient, their effective gradients and their momentum) and how to update it
-(``_update``); this class computes the damping of Eqs. 2-4 in between, over the whole
-optimizer (``cosine_scope="global"``) or per tensor (``"tensor"``), without host syncs.
+A subclass names its state (``_init_state``, ``momentum_key``) and how to update one group
+(``_update``, given the group's plan from :func:`adatamw.kernels.pick`); this class gathers the
+tensors with a gradient, picks the implementation, and computes the damping of Eqs. 2-4 in
+between, over the whole optimizer (``cosine_scope="global"``) or per tensor (``"tensor"``),
+without host syncs.
 """
 
 from __future__ import annotations
@@ -11,15 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import distributed, torque
+from . import distributed, kernels, torque
+from .kernels import cpu_fused
 
 #: State key of the smoothed cosine s (Eq. 3). In ``"global"`` scope it lives in the state of
 #: the first parameter of the first group; in ``"tensor"`` scope every parameter has one.
 TORQUE_STATE_KEY = "torque_s"
+#: State key (next to the global s) of the number of steps whose cosine was undefined: a sum of
+#: Eq. 2 was not finite (an inf or NaN in g, or a NaN already in m), so s was kept (torque.cosine).
+UNDEFINED_KEY = "torque_undefined_steps"
 
 
 @dataclass
@@ -34,6 +41,14 @@ class GroupBatch:
     coefs: list[Tensor] = field(default_factory=list)  # torque_eps + d_t per parameter
     #: Per parameter, the sharded row mean of a coupled 2-D tensor (None: local mean is exact).
     row_means: Optional[list] = None
+    plan: list = field(default_factory=list)  # kernels.Plan: (implementation, indices) pairs
+
+    def subset(self, idx: list[int], *lists: list) -> list[list]:
+        """The entries ``idx`` of each parallel per-parameter list (all of them when idx is
+        the whole range, without a copy)."""
+        if len(idx) == len(self.params):
+            return list(lists)
+        return [[seq[i] for i in idx] if seq else seq for seq in lists]
 
 
 def check_range(name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
@@ -77,16 +92,41 @@ class TorqueOptimizer(Optimizer):
         self.sharding = None
         self._layout_key: Optional[tuple] = None
         self._layout = None
+        self._plans: dict[tuple, Any] = {}
+        self._warned_undefined = False
         super().__init__(params, defaults)
 
     # -- param groups --------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
+        group = self.param_groups[-1]
+        self._check_group(group)
+        for p in group["params"]:
+            if torch.is_complex(p):
+                raise ValueError(
+                    f"{type(self).__name__} got a complex parameter of shape {tuple(p.shape)}: "
+                    "the torque cosine (Eq. 2) is defined for real vectors. Optimize "
+                    "torch.view_as_real(p) as a real parameter, or keep complex parameters in a "
+                    "separate torch.optim optimizer")
+        if group.get("fused") and group.get("foreach"):
+            raise ValueError("Invalid foreach/fused: `fused` and `foreach` cannot both be True; "
+                             "pick one implementation")
+        if group.get("fused"):
+            kernels.check_fused_supported(group["params"], type(self).__name__)
+        elif self._may_use_fused(group):
+            cpu_fused.available()  # build now, not inside the first (maybe compiled) step
         self._built_shapes.append([tuple(p.shape) for p in self.param_groups[-1]["params"]])
         distributed.refuse_deepspeed(self.param_groups[-1]["params"], type(self).__name__)
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
             self._check_global_scope_consistent()
+
+    def _may_use_fused(self, group: dict) -> bool:
+        """The default implementation would run the C++ kernels on some tensor of ``group``."""
+        return (self.has_fused and group.get("fused") is None and group.get("foreach") is None
+                and any(cpu_fused.fits(local_tensor(p)) for p in group["params"]))
+
+    #: The update has a fused C++ kernel (the Adam family; TAM's SGD update has none).
+    has_fused: bool = False
 
     def _check_group(self, group: dict) -> None:
         """Validate the hyperparameters of one group (subclasses extend)."""
@@ -142,7 +182,21 @@ class TorqueOptimizer(Optimizer):
             batch.momenta.append(local_tensor(state[self.momentum_key]))
             batch.states.append(state)
         batch.grads = self._effective_grads(group, batch.params, batch.grads)
+        batch.plan = self._plan(group, batch.params)
         return batch
+
+    def _plan(self, group: dict, params: list[Tensor]) -> "kernels.Plan":
+        """:func:`adatamw.kernels.pick` for this group's tensors, cached per layout."""
+        key = (id(group), group.get("foreach"), group.get("fused"), *map(id, params))
+        plan = self._plans.get(key)
+        if plan is None:
+            coupled = [bool(group.get("coupled")) and p.dim() == 2 for p in params]
+            plan = kernels.pick(params, foreach=group.get("foreach"), fused=group.get("fused"),
+                                coupled=coupled, sgd=not self.has_fused)
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def _update(self, group: dict, batch: GroupBatch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -201,33 +255,66 @@ class TorqueOptimizer(Optimizer):
 
     # -- torque (Eqs. 2-4) -----------------------------------------------------------------
     def _assign_torque_coefs(self, batches: list[GroupBatch], sharding=None) -> None:
+        """c_t = torque_eps + d_t for every tensor of the step, from each implementation's sums."""
         scope = self.param_groups[0]["cosine_scope"]
-        momenta = [m for b in batches for m in b.momenta]
-        grads = [g for b in batches for g in b.grads]
-        reduce = None
+        chunks, sources = [], []
+        for b in batches:  # per group and implementation: the sums of Eq. 2, in plan order
+            for impl, idx in b.plan:
+                momenta, grads, srcs = b.subset(idx, b.momenta, b.grads, b.sources)
+                chunks.append(impl.torque_sums(momenta, grads))
+                sources.extend(srcs)
+        sums = _concat(chunks)
         if sharding is not None:
-            sources = [p for b in batches for p in b.sources]
-            reduce = lambda sums: sharding.reduce_partials(sums, sources, scope)  # noqa: E731
+            sums = sharding.reduce_partials(sums, sources, scope)
+        holder = self._global_state()
         if scope == "global":
             group = self.param_groups[0]
-            holder = self._global_state()
-            s, coef = torque.global_damping(momenta, grads, holder.get(TORQUE_STATE_KEY),
-                                            group["gamma"], group["torque_eps"], reduce)
-            holder[TORQUE_STATE_KEY] = s
+            cos, defined = torque.cosine(sums.sum(0))
+            s_prev = holder.get(TORQUE_STATE_KEY)
+            if s_prev is None:
+                s_prev = torch.zeros((), dtype=_s_dtype(batches), device=sums.device)
+            s = torque.smooth(s_prev, cos, group["gamma"], defined)
+            holder[TORQUE_STATE_KEY] = s.to(s_prev.dtype)
+            coef = torque.damping(holder[TORQUE_STATE_KEY]) + group["torque_eps"]
             for b in batches:
                 b.coefs = [coef] * len(b.params)
+            self._count_undefined(holder, defined)
             return
-        sums = torque.partial_sums(momenta, grads)
-        cos = torque.cosine(reduce(sums) if reduce is not None else sums)
+        cos, defined = torque.cosine(sums)
         row = 0
         for group, b in zip(self.param_groups, batches):
-            n = len(b.params)
-            s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in b.states]) if n else None
-            if n:
-                s = torque.smooth(s_prev, cos[row:row + n], group["gamma"])
-                torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in b.states], list(s.unbind()))
-                b.coefs = list((torque.damping(s) + group["torque_eps"]).unbind())
+            order = [i for _, idx in b.plan for i in idx]
+            n = len(order)
+            if not n:
+                continue
+            states = [b.states[i] for i in order]
+            s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in states])
+            s = torque.smooth(s_prev, cos[row:row + n], group["gamma"], defined[row:row + n])
+            torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in states], list(s.unbind()))
+            b.coefs = [None] * n
+            for i, c in zip(order, (torque.damping(s) + group["torque_eps"]).unbind()):
+                b.coefs[i] = c
             row += n
+        self._count_undefined(holder, defined.all())
+
+    def _count_undefined(self, holder: dict, defined) -> None:
+        """Count (on the device) a step whose cosine was undefined; warn at the first one."""
+        undefined = torch.logical_not(defined).to(torch.int64)
+        count = holder.get(UNDEFINED_KEY)
+        holder[UNDEFINED_KEY] = undefined if count is None else count + undefined
+        if not torch.compiler.is_compiling() and holder[UNDEFINED_KEY].device.type == "cpu":
+            self._warn_undefined(holder[UNDEFINED_KEY])
+
+    def _warn_undefined(self, count: Tensor) -> None:
+        if self._warned_undefined or int(count) == 0:
+            return
+        self._warned_undefined = True
+        warnings.warn(
+            f"{type(self).__name__}: the torque cosine (Eq. 2) was undefined at a step: a "
+            "gradient (or the momentum) holds an inf or NaN. s was kept from the previous step "
+            "and only the non-finite elements are damaged, as in AdamW. torque_stats()"
+            "['undefined_steps'] counts such steps; check the loss scale / gradient clipping",
+            RuntimeWarning, stacklevel=3)
 
     def _global_state(self) -> dict:
         return self.state[self.param_groups[0]["params"][0]]
@@ -261,19 +348,41 @@ class TorqueOptimizer(Optimizer):
         """The smoothed cosine ``s_hat`` (Eq. 3) and the damping ``d = (1 + s) / 2`` (Eq. 4).
 
         In ``"tensor"`` scope ``s_hat``/``damping`` are means over tensors and
-        ``s_hat_min``/``s_hat_max`` are added. Reading them syncs with the device, so call
+        ``s_hat_min``/``s_hat_max`` are added; ``undefined_steps`` counts the steps whose
+        cosine was undefined (non-finite gradients: s kept, see :func:`torque.cosine`). Reading them syncs with the device, so call
         this at logging steps, not inside the training step. Empty without torque.
         """
         if not self.uses_torque:
             return {}
+        count = self._global_state().get(UNDEFINED_KEY) if self.param_groups[0]["params"] else None
+        undefined = {"undefined_steps": int(count) if count is not None else 0}
+        if count is not None:
+            self._warn_undefined(count)
         if self.param_groups[0]["cosine_scope"] == "global":
             s = self._global_state().get(TORQUE_STATE_KEY)
             s_val = float(s) if s is not None else 0.0
-            return {"s_hat": s_val, "damping": (1.0 + s_val) / 2.0}
+            return {"s_hat": s_val, "damping": (1.0 + s_val) / 2.0, **undefined}
         values = [st[TORQUE_STATE_KEY] for st in self.state.values() if TORQUE_STATE_KEY in st]
         if not values:
-            return {"s_hat": 0.0, "damping": 0.5, "s_hat_min": 0.0, "s_hat_max": 0.0}
+            return {"s_hat": 0.0, "damping": 0.5, "s_hat_min": 0.0, "s_hat_max": 0.0,
+                    **undefined}
         s = torch.stack([v.to(values[0].device) for v in values]).double()
         mean = float(s.mean())
         return {"s_hat": mean, "damping": (1.0 + mean) / 2.0,
-                "s_hat_min": float(s.min()), "s_hat_max": float(s.max())}
+                "s_hat_min": float(s.min()), "s_hat_max": float(s.max()), **undefined}
+
+
+def _concat(chunks: list[Tensor]) -> Tensor:
+    """The ``[N, 3]`` sums of every chunk, in one dtype (float64 if any is) and device."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        return torch.zeros(0, 3)
+    dtype = torch.float64 if any(c.dtype == torch.float64 for c in chunks) else torch.float32
+    return torch.cat([c.to(device=chunks[0].device, dtype=dtype) for c in chunks])
+
+
+def _s_dtype(batches: list[GroupBatch]) -> torch.dtype:
+    """s is float32 whatever the parameters' dtype, float64 when a parameter is float64."""
+    f64 = any(p.dtype == torch.float64 for b in batches for p in b.params)
+    return torch.float64 if f64 else torch.float32

@@ -6,7 +6,6 @@ from typing import Iterable, Optional
 
 import torch
 
-from . import functional as F
 from .base import GroupBatch, TorqueOptimizer, check_range
 
 
@@ -26,16 +25,17 @@ class TAM(TorqueOptimizer):
         params: iterable of parameters or dicts defining param groups.
         lr: learning rate (default 1e-3).
         momentum: beta (default 0.9).
+        weight_decay: L2 penalty (default 0).
         gamma: smoothing of the cosine (default 0.9).
         torque_eps: floor of the damping coefficient (default 1e-8).
-        weight_decay: L2 penalty (default 0).
         cosine_scope: ``"global"`` or ``"tensor"``.
-        foreach: ``None``/``True`` multi-tensor kernels, ``False`` per-tensor loop.
+        foreach: ``None``/``True`` multi-tensor kernels, ``False`` per-tensor loop (TAM has no
+            fused kernel).
         maximize: maximize the objective instead of minimizing.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.9,
-                 gamma: float = 0.9, torque_eps: float = 1e-8, weight_decay: float = 0.0,
+    def __init__(self, params: Iterable, lr: float | torch.Tensor = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 0.0, *, gamma: float = 0.9, torque_eps: float = 1e-8,
                  cosine_scope: str = "global", foreach: Optional[bool] = None,
                  maximize: bool = False) -> None:
         defaults = dict(lr=lr, momentum=momentum, gamma=gamma, torque_eps=torque_eps,
@@ -49,11 +49,15 @@ class TAM(TorqueOptimizer):
 
     momentum_key = "momentum_buffer"
     l2_weight_decay = True
+    state_keys = ("momentum_buffer",)
 
     def _init_state(self, state: dict, param: torch.Tensor) -> None:
         state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, batch: GroupBatch) -> None:
-        foreach = group["foreach"] if group["foreach"] is not None else True
-        F.tam_update(batch.params, batch.grads, batch.momenta, batch.coefs, foreach=foreach,
-                     lr=group["lr"], momentum=group["momentum"])
+        """adatamw.momentum.sgd_step on each implementation's share of the group."""
+        for impl, idx in batch.plan:
+            params, grads, buffers, coefs = batch.subset(idx, batch.params, batch.grads,
+                                                         batch.momenta, batch.coefs)
+            impl.sgd_update(params, grads, buffers, coefs, lr=group["lr"],
+                            momentum_beta=group["momentum"])

@@ -8,21 +8,20 @@ Given the previous momentum m_{t-1} and the (effective) gradient g_t:
 
 The cosine is reduced over a *scope*: ``"global"`` (Algorithm 1's theta as one vector: one
 cosine over every parameter of the optimizer) or ``"tensor"`` (one per parameter tensor).
-Everything here stays on the device: no ``.item()``, no Python branch on a tensor value.
+Everything here stays on the device: no ``.item()``, no Python branch on a tensor value. The
+sums themselves come from the step's implementation (:mod:`adatamw.kernels`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from . import cpu_kernels
-
 COSINE_SCOPES = ("global", "tensor")
 
-#: One row per parameter tensor: <m, g>, ||m||^2, ||g||^2 (float32, on the parameters' device).
+#: One row per parameter tensor: <m, g>, ||m||^2, ||g||^2.
 PartialSums = Tensor
 
 
@@ -33,17 +32,12 @@ def _accumulation_view(t: Tensor) -> Tensor:
 
 
 def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialSums:
-    """The three scalars of Eq. 2 for each tensor: a ``[N, 3]`` tensor.
+    """The three scalars of Eq. 2 for each tensor, ``(<m, g>, ||m||^2, ||g||^2)``: ``[N, 3]``.
 
-    float32 (bf16/fp16 are upcast), or float64 when any tensor is float64.
-
-    ``momenta[i]`` is m_{t-1} and ``grads[i]`` is g_t of the i-th parameter (same shape).
-    Each row is ``(<m, g>, ||m||^2, ||g||^2)``. float32 CPU tensors use the C++ kernel of
-    :mod:`adatamw.cpu_kernels` (one read of m and g, float64 accumulation); otherwise three
-    dot products per tensor.
+    ``momenta[i]`` is m_{t-1} and ``grads[i]`` g_t of the i-th parameter. Three dot products per
+    tensor, in float32 (bf16/fp16 upcast) or float64 when a tensor is float64. (The fused CPU
+    implementation computes the same in one read of m and g, :mod:`adatamw.kernels.cpu_fused`.)
     """
-    if momenta and all(cpu_kernels.fits(momenta, grads)):  # one read of m and g, in float64
-        return cpu_kernels.load().torque_sums_list(list(momenta), list(grads)).float()
     rows = []
     for m, g in zip(momenta, grads):
         mf, gf = _accumulation_view(m), _accumulation_view(g)
@@ -54,46 +48,28 @@ def partial_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> PartialS
     return torch.stack([r.to(dtype) for r in rows])
 
 
-def global_damping(momenta: Sequence[Tensor], grads: Sequence[Tensor], s_prev: Optional[Tensor],
-                   gamma: float, torque_eps: float,
-                   reduce: Optional[Callable[[Tensor], Tensor]] = None) -> tuple[Tensor, Tensor]:
-    """Eqs. 2-4 with one cosine over every tensor (``"global"`` scope): ``(s_t, c_t)`` where
-    c_t = torque_eps + d_t is the coefficient of g_t in the momentum.
+def cosine(sums: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 2 from ``(..., 3)`` sums ``(<m,g>, ||m||^2, ||g||^2)``: ``(S_t, defined)``.
 
-    ``s_prev`` is s_{t-1} (None: s_0 = 0). ``reduce`` maps the ``[N, 3]`` partial sums to the
-    sums over every process (sharded parameters). Unsharded float32 CPU tensors take one call to
-    the C++ kernels (sums in float64, s_prev updated in place and returned); the rest goes
-    through :func:`partial_sums`, :func:`cosine`, :func:`smooth` and :func:`damping`.
-    """
-    s_fits = s_prev is None or (s_prev.dtype == torch.float32 and s_prev.is_cpu)
-    if reduce is None and momenta and s_fits and all(cpu_kernels.fits(momenta, grads)):
-        s = torch.zeros(()) if s_prev is None else s_prev
-        coef = cpu_kernels.load().global_damping(list(momenta), list(grads), s, gamma,
-                                                 torque_eps)
-        return s, coef
-    sums = partial_sums(momenta, grads)
-    if reduce is not None:
-        sums = reduce(sums)
-    if s_prev is None:
-        s_prev = torch.zeros((), dtype=sums.dtype, device=sums.device)
-    s = smooth(s_prev, cosine(sums.sum(0)), gamma)
-    return s, damping(s) + torque_eps
-
-
-def cosine(sums: Tensor) -> Tensor:
-    """Eq. 2 from ``(..., 3)`` sums ``(<m,g>, ||m||^2, ||g||^2)``; 0 where a norm is 0.
-
-    The result is clamped to [-1, 1] so rounding can never push the damping out of [0, 1].
+    S_t is 0 where a norm is 0 (so the first step, with m_0 = 0, has S_1 = 0), and is clamped to
+    [-1, 1] so rounding never pushes the damping out of [0, 1]. ``defined`` is False where a sum
+    is not finite (an inf or NaN in g or m): S_t is undefined there, returned as 0, and
+    :func:`smooth` keeps the previous s (the rule of this package: a non-finite gradient
+    element damages only the elements it touches, as in AdamW, never s).
     """
     dot, m_sq, g_sq = sums.unbind(-1)
+    defined = torch.isfinite(sums).all(-1)
     denom = m_sq.sqrt() * g_sq.sqrt()
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return torch.where(denom > 0, dot / safe, torch.zeros_like(dot)).clamp(-1.0, 1.0)
+    usable = defined & (denom > 0)
+    safe = torch.where(usable, denom, torch.ones_like(denom))
+    cos = torch.where(usable, dot / safe, torch.zeros_like(dot)).clamp(-1.0, 1.0)
+    return cos, defined
 
 
-def smooth(s_prev: Tensor, cos: Tensor, gamma: float) -> Tensor:
-    """Eq. 3: s_t = gamma s_{t-1} + (1 - gamma) S_t."""
-    return s_prev * gamma + cos * (1.0 - gamma)
+def smooth(s_prev: Tensor, cos: Tensor, gamma: float, defined: Tensor | None = None) -> Tensor:
+    """Eq. 3: s_t = gamma s_{t-1} + (1 - gamma) S_t; s_t = s_{t-1} where S_t is undefined."""
+    s = s_prev * gamma + cos * (1.0 - gamma)
+    return s if defined is None else torch.where(defined, s, s_prev.to(s.dtype))
 
 
 def damping(s: Tensor) -> Tensor:

@@ -18,20 +18,11 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from . import registry
 from .callbacks import torque_log_values
+from .registry import OPTIM_NAMES
 
 __all__ = ["OPTIM_NAMES", "TAMTrainer"]
-
-#: Valid values of ``TAMTrainer(optim_name=...)``.
-OPTIM_NAMES = ("adamw", "adatamw", "adatam", "tam", "coupled_adamw")
-
-# optim_name -> (class name exported by `adatamw`, takes Adam betas/eps, has a coupled second moment)
-_OPTIMIZERS = {
-    "adatamw": ("AdaTAMW", True, True),
-    "adatam": ("AdaTAM", True, True),
-    "tam": ("TAM", False, False),
-    "coupled_adamw": ("CoupledAdamW", True, True),
-}
 
 
 class TAMTrainer(Trainer):
@@ -71,7 +62,7 @@ class TAMTrainer(Trainer):
                 "set its hyperparameters in TrainingArguments (learning_rate, adam_beta1/2, adam_epsilon, "
                 "weight_decay, optim, optim_args)"
             )
-        if coupled_embeddings and not _OPTIMIZERS.get(optim_name, (None, None, False))[2]:
+        if coupled_embeddings and not registry.get(optim_name).coupled:
             raise ValueError(
                 f"coupled_embeddings=True needs an optimizer with a coupled second moment; optim_name={optim_name!r} "
                 "has none: use 'adatamw', 'adatam' or 'coupled_adamw'"
@@ -92,7 +83,7 @@ class TAMTrainer(Trainer):
         """Build the optimizer named by ``optim_name`` (see the class docstring)."""
         if self.optimizer is None and self.optim_name != "adamw":
             opt_model = self.model if model is None else model
-            optimizer_cls = _optimizer_class(self.optim_name)
+            optimizer_cls = registry.get(self.optim_name).cls
             kwargs = self._optimizer_kwargs()
             groups = self._param_groups(opt_model, kwargs)
             try:
@@ -109,7 +100,7 @@ class TAMTrainer(Trainer):
     def _optimizer_kwargs(self) -> dict[str, Any]:
         args = self.args
         kwargs: dict[str, Any] = {"lr": args.learning_rate}
-        if _OPTIMIZERS[self.optim_name][1]:
+        if registry.get(self.optim_name).adam:
             kwargs.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         kwargs.update(self.optim_kwargs)
         return kwargs
@@ -143,16 +134,6 @@ class TAMTrainer(Trainer):
         if "loss" in logs:
             logs.update(torque_log_values(self.optimizer))
         super().log(logs, start_time)
-
-
-def _optimizer_class(optim_name: str) -> type[torch.optim.Optimizer]:
-    import adatamw  # late: adatamw/__init__ may import this module
-
-    class_name = _OPTIMIZERS[optim_name][0]
-    try:
-        return getattr(adatamw, class_name)
-    except AttributeError as err:
-        raise ImportError(f"adatamw does not export {class_name}, needed for optim_name={optim_name!r}") from err
 
 
 def _make_shard_aware_under_fsdp1(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:

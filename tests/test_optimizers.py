@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, cpu_kernels, embedding_param_groups, transfer_lr
-from adatamw import torque
+from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr
+from adatamw import momentum, torque
+from adatamw.kernels import cpu_fused
 from reference_tam import ReferenceOptimizer
 
 SHAPES = [(11, 6), (6,), (4, 6), (4,), (1, 4), (1,)]  # the first is the "embedding"
@@ -84,31 +85,21 @@ def max_rel_error(params, ref_params, scales=None):
                for p, r, s in zip(params, ref_params, scales))
 
 
-IMPLEMENTATIONS = ["loop", "foreach", "fused", "fused-torch-kernel"]
+IMPLEMENTATIONS = ["loop", "foreach", "fused"]
 COMBOS = list(itertools.product(["global", "tensor"], ["tam", "ema"], [False, True],
                                 [0.0, 0.1], IMPLEMENTATIONS))
 
 
 def impl_kwargs(impl):
-    fused = dict(foreach=False, fused=True)
-    return {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": fused,
-            "fused-torch-kernel": fused}[impl]
+    return {"loop": dict(foreach=False), "foreach": dict(foreach=True),
+            "fused": dict(fused=True)}[impl]
 
 
 @contextlib.contextmanager
 def kernels_for(impl):
-    """"fused" runs the project's C++ CPU kernels; "fused-torch-kernel" the fallback on
-    torch's fused AdamW kernel, as on a machine where the C++ kernels cannot be built."""
-    if impl != "fused-torch-kernel":
-        assert impl != "fused" or cpu_kernels.load() is not None, "C++ kernels did not build"
-        yield
-        return
-    saved = cpu_kernels._module, cpu_kernels._tried
-    cpu_kernels._module, cpu_kernels._tried = None, True
-    try:
-        yield
-    finally:
-        cpu_kernels._module, cpu_kernels._tried = saved
+    """"fused" must really run the project's C++ CPU kernels (no silent fallback)."""
+    assert impl != "fused" or cpu_fused.available(), "C++ kernels did not build"
+    yield
 
 
 @pytest.mark.parametrize("scope,momentum,coupled,weight_decay,impl", COMBOS)
@@ -146,7 +137,7 @@ def test_bf16_params_follow_reference(scope):
     assert max_rel_error(params, ref.p, ref.scale) <= 3e-2  # bf16 keeps ~3 significant digits
 
 
-@pytest.mark.parametrize("impl", ["foreach", "fused", "fused-torch-kernel"])
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
 def test_implementations_agree_with_loop(impl):
     a, _, _ = run_pair("adatamw", impl="loop", coupled=True, scope="tensor", momentum="ema")
     b, _, _ = run_pair("adatamw", impl=impl, coupled=True, scope="tensor", momentum="ema")
@@ -255,6 +246,10 @@ OPTIMIZERS = {
 def test_state_dict_round_trip_is_bit_exact(name, dtype):
     build = OPTIMIZERS[name]
     straight = tiny_model(dtype=dtype)
+    if name.endswith("_fused") and dtype != torch.float32:  # as torch.optim: refused up front
+        with pytest.raises(RuntimeError, match="float32 CPU tensors; got a torch.bfloat16"):
+            build(straight.parameters())
+        return
     opt = build(straight.parameters())
     train_steps(straight, opt, 10)
 
@@ -405,7 +400,7 @@ def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
     """Exact in double (sizes below, at and across the 16-lane and unit boundaries), and
     bit-identical on 1 and 2 threads: one parallel region cuts every tensor into fixed units
     summed in order, so a run resumed on another thread count keeps its cosines."""
-    kernels = cpu_kernels.load()
+    assert cpu_fused.available()
     gen = torch.Generator().manual_seed(6)
     sizes = (0, 3, 384, 40_000, 70_001, 300_000)
     ms = [torch.randn(n, generator=gen) for n in sizes]
@@ -413,9 +408,9 @@ def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernels.torque_sums_list(ms, gs)
+        one = cpu_fused.torque_sums(ms, gs)
         torch.set_num_threads(2)
-        two = kernels.torque_sums_list(ms, gs)
+        two = cpu_fused.torque_sums(ms, gs)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
@@ -424,40 +419,41 @@ def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
     torch.testing.assert_close(one, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", ["random", "zero-momentum", "parallel"])
-def test_cpu_global_damping_matches_the_equations(case):
-    """The C++ global step of Eqs. 2-4 against torque.cosine/smooth/damping in float64."""
-    kernels = cpu_kernels.load()
-    gen = torch.Generator().manual_seed(7)
-    gs = [torch.randn(n, generator=gen) for n in (5, 1000, 50_000)]
-    ms = {"random": [torch.randn(g.shape, generator=gen) for g in gs],
-          "zero-momentum": [torch.zeros_like(g) for g in gs],
-          "parallel": [3.0 * g for g in gs]}[case]
-    s = torch.tensor(0.3)
-    s_prev = s.double().clone()
-    coef = kernels.global_damping(ms, gs, s, 0.9, 1e-8)
-    sums = torch.stack([torch.stack([m.double() @ g.double(), m.double() @ m.double(),
-                                     g.double() @ g.double()]) for m, g in zip(ms, gs)]).sum(0)
-    want_s = torque.smooth(s_prev, torque.cosine(sums), 0.9)
-    assert abs(float(s) - float(want_s)) <= 1e-7
-    assert abs(float(coef) - float(torque.damping(want_s) + 1e-8)) <= 1e-7
-    assert coef.dtype == torch.float32 and coef.dim() == 0
-    if case == "zero-momentum":
-        assert float(s) == pytest.approx(0.27)  # S = 0: s = gamma s_prev
-    if case == "parallel":
-        assert float(s) == pytest.approx(0.9 * 0.3 + 0.1, abs=1e-7)  # S = 1
+@pytest.mark.parametrize("kind", ["tam", "ema", "adam"])
+@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
+def test_cpu_kernel_update_mirrors_momentum_adam_step(kind, lr_kind):
+    """The C++ update against adatamw.momentum.adam_step (the loop), several steps, with decay,
+    per-tensor damping coefficients, and tensors across the unit boundary."""
+    assert cpu_fused.available()
+    gen = torch.Generator().manual_seed(8)
+    sizes = (3, 40_000, 70_001)
+    ps = [torch.randn(n, generator=gen) for n in sizes]
+    mine = [[t.clone() for t in ps], [torch.zeros(n) for n in sizes], [torch.zeros(n) for n in sizes],
+            [torch.tensor(0.0) for _ in sizes]]
+    ref = [[t.clone() for t in x] for x in mine]
+    lr = 1e-2 if lr_kind == "float" else torch.tensor(1e-2)
+    hyper = dict(lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.1, kind=kind)
+    for _ in range(4):
+        gs = [torch.randn(n, generator=gen) for n in sizes]
+        coefs = [torch.tensor(0.3 + 0.1 * i) for i in range(len(sizes))] if kind != "adam" else None
+        cpu_fused.adam_update(mine[0], gs, mine[1], mine[2], mine[3], coefs, **hyper)
+        for i in range(len(sizes)):
+            momentum.adam_step(ref[0][i], gs[i], ref[1][i], ref[2][i], ref[3][i],
+                               coefs[i] if coefs else None, **hyper)
+    for a, b in zip(mine, ref):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)  # float32, other op order
 
 
-def test_cpu_kernel_fit_mask_and_refusals():
-    kernels = cpu_kernels.load()
-    ok = torch.zeros(4, 3)
-    assert cpu_kernels.fits([ok, ok.t(), ok.bfloat16(), ok.double()], [ok] * 4) == [
-        True, False, False, False]
+def test_cpu_kernel_refuses_before_any_counter_moves():
+    assert cpu_fused.available()
     p, g, m, v = (torch.zeros(6) for _ in range(4))
     steps = [torch.tensor(0.0), torch.tensor(0.0)]
     coefs = [torch.tensor(0.5)] * 2
     bad = torch.zeros(3, 2).t()  # not contiguous
     with pytest.raises(RuntimeError, match="contiguous float32 CPU"):
-        kernels.adatamw_update_list([p, bad], [g, g[:6]], [m, m], [v, v], steps, coefs,
-                                    1e-3, 0.0, 0.9, 0.999, 1e-8, False)
+        cpu_fused.adam_update([p, bad], [g, g], [m, m], [v, v], steps, coefs, lr=1e-3,
+                              beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.0, kind="tam")
     assert [float(t) for t in steps] == [0.0, 0.0]  # refused before any counter moved
+    assert [cpu_fused.fits(t) for t in (p, bad, p.double(), p.bfloat16())] == [True, False, False,
+                                                                                False]

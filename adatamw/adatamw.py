@@ -1,5 +1,5 @@
-"""AdaTAMW, AdaTAM and CoupledAdamW: the Adam family with torque damping (arXiv 2412.18790,
-Eq. 7, Eq. 8) and the coupled second moment of Coupled Adam (arXiv 2502.08441)."""
+"""AdaTAMW and AdaTAM: Adam with torque-aware momentum (arXiv 2412.18790, Eq. 7, Eq. 8), and
+the Adam-family base class they share with :class:`adatamw.coupled.CoupledAdamW`."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
-from . import functional as F
+from . import kernels
 from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor
 
 
 class _AdamFamily(TorqueOptimizer):
     """Adam-style optimizers of this package; subclasses fix the momentum and decay kinds."""
 
+    has_fused = True
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
                  weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
                  momentum: str, coupled: bool, coupled_scale: float, foreach: Optional[bool],
                  maximize: bool, fused: Optional[bool] = None) -> None:
-        if fused and foreach:
-            raise ValueError("Invalid foreach/fused: `fused` and `foreach` cannot both be True; "
-                             "pick one implementation")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         gamma=gamma, torque_eps=torque_eps, cosine_scope=cosine_scope,
                         momentum=momentum, coupled=coupled, coupled_scale=coupled_scale,
@@ -50,29 +50,34 @@ class _AdamFamily(TorqueOptimizer):
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    @staticmethod
-    def _implementation(group: dict, params: list[Tensor]) -> tuple[bool, bool]:
-        """(foreach, fused) for this group. Unset, both pick the fastest measured path: the
-        fused kernels for CPU tensors (1.3-1.4x torch's fused AdamW, the floor of an exact
-        step on this hardware, where foreach takes 7-8x: benchmarks/optimizer_step.py), the
-        sync-free foreach kernels on accelerators."""
-        foreach, fused = group["foreach"], group["fused"]
-        if fused is None and foreach is None:
-            fused = all(p.is_cpu for p in params)
-        return (foreach is not False and not fused), bool(fused)
-
     def _update(self, group: dict, batch: GroupBatch) -> None:
+        """adatamw.momentum.adam_step on each implementation's share of the group."""
         beta1, beta2 = group["betas"]
-        foreach, fused = self._implementation(group, batch.params)
-        F.adam_update(
-            batch.params, batch.grads, batch.momenta,
-            [local_tensor(st["exp_avg_sq"]) for st in batch.states], [st["step"] for st in batch.states],
-            batch.coefs if self.uses_torque else None,
-            foreach=foreach, fused=fused, lr=group["lr"], beta1=beta1, beta2=beta2,
-            eps=group["eps"],
-            decoupled_wd=0.0 if self.l2_weight_decay else group["weight_decay"],
-            momentum=group["momentum"], coupled=bool(group["coupled"]),
-            coupled_scale=group["coupled_scale"], row_means=batch.row_means)
+        exp_avg_sqs = [local_tensor(st["exp_avg_sq"]) for st in batch.states]
+        steps = [st["step"] for st in batch.states]
+        coefs = batch.coefs if self.uses_torque else None
+        for impl, idx in batch.plan:
+            lists = batch.subset(idx, batch.params, batch.grads, batch.momenta, exp_avg_sqs, steps,
+                                 coefs)
+            impl.adam_update(
+                *lists, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                decoupled_wd=0.0 if self.l2_weight_decay else group["weight_decay"],
+                kind=group["momentum"],
+                v_transforms=(self._coupled_means(group, batch, idx)
+                              if impl is kernels.LOOP and group["coupled"] else None))
+
+    @staticmethod
+    def _coupled_means(group: dict, batch: GroupBatch, idx: list[int]) -> list:
+        """Coupled Adam: v_t -> coupled_scale * mean(v_t, dim=0) for the group's 2-D tensors
+        (the mean over every shard's rows under FSDP2: ``batch.row_means``)."""
+        scale = group["coupled_scale"]
+
+        def transform(row_mean):
+            return lambda v: (row_mean(v) if row_mean is not None
+                              else v.mean(dim=0, keepdim=True)).mul_(scale)
+
+        return [transform(batch.row_means[i] if batch.row_means else None)
+                if batch.params[i].dim() == 2 else None for i in idx]
 
 
 class AdaTAMW(_AdamFamily):
@@ -101,16 +106,19 @@ class AdaTAMW(_AdamFamily):
         momentum: ``"tam"`` (Eq. 7) or ``"ema"`` (Eq. 8, "AdaTAM2").
         foreach: ``True`` the multi-tensor kernels, ``False`` the per-tensor loop.
         maximize: maximize the objective instead of minimizing.
-        fused: ``True`` runs the update as one kernel per step: the project's C++ kernels
-            for float32 CPU tensors (:mod:`adatamw.cpu_kernels`), torch's fused AdamW kernel
-            otherwise (reads the damping from the device once per step). With ``foreach``
-            and ``fused`` both ``None`` (default) the fastest path is picked: fused on CPU,
-            foreach on accelerators.
+        fused: ``True`` the C++ kernels (float32 CPU tensors only, refused otherwise). With
+            ``foreach`` and ``fused`` both ``None`` (default): fused for float32 CPU tensors,
+            foreach for the rest (:mod:`adatamw.kernels`).
+
+    ``lr`` may be a 0-d tensor (as in torch.optim): a scheduler then changes it without
+    recompiling a ``torch.compile``-d step. AdaTAMW's momentum is a sum, not an average, so at
+    the same lr its steps are larger than AdamW's: :func:`adatamw.adamw_lr_to_adatamw` gives the
+    lr of equal step size.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3,
+    def __init__(self, params: Iterable, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, gamma: float = 0.9, torque_eps: float = 1e-8,
+                 weight_decay: float = 1e-2, *, gamma: float = 0.9, torque_eps: float = 1e-8,
                  cosine_scope: str = "global", momentum: str = "tam",
                  foreach: Optional[bool] = None, maximize: bool = False,
                  coupled: bool = False, coupled_scale: float = 1.0,
@@ -124,27 +132,7 @@ class AdaTAM(AdaTAMW):
 
     l2_weight_decay = True
 
-    def __init__(self, params: Iterable, lr: float = 1e-3,
+    def __init__(self, params: Iterable, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **kwargs)
-
-
-class CoupledAdamW(_AdamFamily):
-    """AdamW whose coupled groups share the second moment across rows (arXiv 2502.08441).
-
-    Standard bias-corrected EMA momentum, no torque. Put the embedding matrices in a group
-    with ``coupled=True`` (see :func:`adatamw.embedding_param_groups`); other groups are AdamW.
-    """
-
-    uses_torque = False
-
-    def __init__(self, params: Iterable, lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, coupled_scale: float = 1.0,
-                 foreach: Optional[bool] = None, maximize: bool = False,
-                 coupled: bool = False, fused: Optional[bool] = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, gamma=0.0, torque_eps=0.0,
-                         cosine_scope="tensor", momentum="adam", coupled=coupled,
-                         coupled_scale=coupled_scale, foreach=foreach, maximize=maximize,
-                         fused=fused)
