@@ -5,9 +5,10 @@ Sources, in the order the recipe considers them:
 1. ``--train_file`` / ``--validation_file``: local ``.txt`` / ``.raw`` (one text per line),
    ``.csv`` or ``.json(l)`` with a ``text`` column;
 2. ``--offline_sample``: the bundled ``recipes/sample_data`` (WikiText layout);
-3. ``--dataset_name`` / ``--dataset_config_name`` from the hub (default
-   ``Salesforce/wikitext`` / ``wikitext-2-raw-v1``); when the hub is unreachable
-   the bundled sample is used instead, with a log line saying so.
+3. ``--dataset_name`` / ``--dataset_config_name`` from the hub or its local cache (default
+   ``Salesforce/wikitext`` / ``wikitext-2-raw-v1``). With the hub unreachable and the data set
+   not cached the run stops, naming it (``recipes.hub.missing_dataset``): the bundled sample
+   is never substituted on its own.
 
 Every block carries an ``idx`` column (its position in the split), which the masking
 collator uses to draw that block's mask independently of any global random stream.
@@ -15,6 +16,7 @@ collator uses to draw that block's mask independently of any global random strea
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 from itertools import chain
@@ -22,11 +24,12 @@ from pathlib import Path
 
 from datasets import DatasetDict, load_dataset
 
-from recipes.hub import SAMPLE_FILES, hub_reachable, is_connection_error, offline_env
+from recipes.hub import SAMPLE_FILES, cache_only_when_unreachable, is_connection_error, missing_dataset
 
 logger = logging.getLogger(__name__)
 
 INDEX_COLUMN = "idx"
+SAMPLE_SOURCE = "bundled-sample"
 _EXTENSIONS = {".txt": "text", ".raw": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -40,11 +43,37 @@ def _builder_for(path: str) -> str:
     return _EXTENSIONS[suffix]
 
 
+def _check_text(flag: str, path: str) -> None:
+    """One-line errors for a data file that is missing, empty or not UTF-8 (before any loading)."""
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"{flag} {path}: no such file; check the path")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, blank = 0, True
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                raise SystemExit(
+                    f"{flag} {path}: not valid UTF-8 (byte {chunk[err.start]:#04x} at offset {offset + err.start}); "
+                    "re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
+            blank = blank and not text.strip()
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise SystemExit(f"{flag} {path}: not valid UTF-8 (truncated character at the end)") from None
+    if blank:
+        raise SystemExit(f"{flag} {path}: the file is empty{' (whitespace only)' if offset else ''}; give a file with text")
+
+
 def check_files(train_file: str | None, validation_file: str | None) -> None:
-    """Fail fast on missing or inconsistent local data files."""
+    """Fail fast on missing, empty, non-UTF-8 or inconsistent local data files."""
     for flag, path in (("--train_file", train_file), ("--validation_file", validation_file)):
-        if path is not None and not Path(path).is_file():
-            raise SystemExit(f"{flag} {path}: no such file; check the path")
+        if path is not None:
+            _check_text(flag, path)
     if validation_file is not None and train_file is None:
         raise SystemExit("--validation_file needs --train_file too")
     if train_file and validation_file and _builder_for(train_file) != _builder_for(validation_file):
@@ -68,44 +97,45 @@ def _split_validation(raw: DatasetDict, percentage: int) -> DatasetDict:
     return DatasetDict(validation=train.select(range(n_valid)), train=train.select(range(n_valid, len(train))))
 
 
-def load_raw_datasets(data_args, cache_dir: str | None = None) -> tuple[DatasetDict, str]:
-    """Load train/validation text; returns the datasets and a short description of the source."""
+def load_raw_datasets(data_args, cache_dir: str | None = None) -> tuple[DatasetDict, dict]:
+    """Load train/validation text; returns the datasets and the source ``{"name": ..., "config": ...}``.
+
+    The source names what was loaded: the resolved paths of ``--train_file`` /
+    ``--validation_file``, ``bundled-sample``, or the hub data set and its config.
+    """
     if data_args.train_file is not None:
         check_files(data_args.train_file, data_args.validation_file)
         files = {"train": data_args.train_file}
         if data_args.validation_file:
             files["validation"] = data_args.validation_file
         raw = _split_validation(_load_files(files, cache_dir), data_args.validation_split_percentage)
-        return raw, f"files:{data_args.train_file},{data_args.validation_file}"
+        resolved = [str(Path(f).resolve()) if f else None for f in (data_args.train_file, data_args.validation_file)]
+        return raw, {"name": resolved[0], "config": resolved[1]}
     if data_args.offline_sample:
         logger.info("Using the bundled offline sample %s (--offline_sample).", SAMPLE_FILES["train"].parent)
-        return _load_files(SAMPLE_FILES, cache_dir), "bundled-sample"
+        return _load_files(SAMPLE_FILES, cache_dir), {"name": SAMPLE_SOURCE, "config": None}
 
     name, config = data_args.dataset_name, data_args.dataset_config_name
-    # Reachable hub: the real path. Offline mode: a cached copy still loads. No network and no
-    # offline variable: skip `datasets`' long retries and go straight to the sample.
-    reason = "no network"
-    if hub_reachable() or offline_env():
-        try:
-            raw = load_dataset(name, config, cache_dir=cache_dir)
-        except Exception as err:  # noqa: BLE001 - only connection failures fall back, others re-raise
-            if not is_connection_error(err):
-                raise
-            reason = str(err)
-            raw = None
-    else:
-        raw = None
-    if raw is None:
-        logger.warning(
-            "Hub unreachable and %s/%s not cached (%s): using the bundled offline sample %s "
-            "(the Jargon File in WikiText format; see recipes/sample_data/SOURCE.md).",
-            name,
-            config,
-            reason,
-            SAMPLE_FILES["train"].parent,
-        )
-        return _load_files(SAMPLE_FILES, cache_dir), "bundled-sample"
-    return _split_validation(raw, data_args.validation_split_percentage), f"hub:{name}/{config}"
+    cache_only_when_unreachable()
+    try:
+        raw = load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as err:  # noqa: BLE001 - "not reachable and not cached" becomes the stop message
+        if is_connection_error(err):
+            raise missing_dataset(name, config, cache_dir) from err
+        raise
+    return _split_validation(raw, data_args.validation_split_percentage), {"name": name, "config": config}
+
+
+def source_label(source: dict) -> str:
+    """Short description of a data source for logs and ``metrics.json``."""
+    if source["name"] == SAMPLE_SOURCE:
+        return SAMPLE_SOURCE
+    return f"{source['name']}" + (f" ({source['config']})" if source["config"] else "")
+
+
+def text_column(ds) -> str:
+    """The column holding the text (``text``, else the first one, as ``run_mlm.py``)."""
+    return "text" if "text" in ds.column_names else ds.column_names[0]
 
 
 def block_size_for(requested: int, tokenizer, config) -> int:
@@ -126,17 +156,18 @@ def block_size_for(requested: int, tokenizer, config) -> int:
     return min(requested, cap)
 
 
-def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_first=None, num_proc: int | None = None):
+def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_first=None, num_proc: int | None = None,
+                       source: str = "the data"):
     """Tokenize every line, concatenate, cut into ``block_size`` blocks, add the ``idx`` column.
 
     ``process_first`` is a context-manager factory (``TrainingArguments.main_process_first``)
     so that, under ``accelerate launch``, the main process builds the ``datasets`` cache first.
     """
     process_first = process_first or (lambda desc: contextlib.nullcontext())
-    text_column = "text" if "text" in raw["train"].column_names else raw["train"].column_names[0]
+    column = text_column(raw["train"])
 
     def tokenize(examples):
-        return tokenizer(examples[text_column], return_special_tokens_mask=True)
+        return tokenizer(examples[column], return_special_tokens_mask=True)
 
     def group_texts(examples):
         concatenated = {k: list(chain(*examples[k])) for k in examples.keys()}
@@ -156,7 +187,8 @@ def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_fir
     for split in grouped:
         if len(grouped[split]) == 0:
             raise SystemExit(
-                f"the {split} split gives no block of {block_size} tokens: provide more text or lower --max_seq_length"
+                f"{source}: the {split} split gives no block of {block_size} tokens "
+                f"({sum(map(len, tokenized[split]['input_ids']))} tokens in all): provide more text or lower --max_seq_length"
             )
     return DatasetDict({split: ds.add_column(INDEX_COLUMN, list(range(len(ds)))) for split, ds in grouped.items()})
 

