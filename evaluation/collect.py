@@ -10,9 +10,19 @@
 * score = the task's main score x 100, averaged over the splits and subsets of the
   task as the suite defines it (e.g. English-only subsets in MTEB(eng, v1)) with
   mteb's ``TaskResult.validate_and_filter_scores`` + ``get_score``, as the leaderboard does;
-* category = the task's ``metadata.type``.
+* category = the task's ``metadata.type``;
+* a truncated or corrupt result file is named in a warning and left out (``run_mteb``
+  moves it aside and re-runs the task);
+* a model with both CQADupstackRetrieval and CQADupstackTexRetrieval (two suites in one
+  folder) is refused rather than counted twice.
 
-CLI: ``python -m evaluation.collect DIR --out scores.csv``.
+With ``identity=True`` each row also carries what the score is a score of
+(:data:`IDENTITY_COLUMNS`): the evaluation settings (precision, max_seq_length, pooling,
+normalisation, suite) and the cell's provenance from the sweep manifest (base model and its
+weights hash, training data and its fingerprint); the report compares arms only when these
+agree.
+
+CLI: ``python -m evaluation.collect DIR --out scores.csv [--identity]``.
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ import pandas as pd
 
 from recipes.files import atomic_write
 from evaluation.registry import read_registry
-from evaluation.tasks import lookup_task
+from evaluation.result_files import CorruptResultError, read_result, result_files
+from evaluation.scores import IDENTITY_COLUMNS
+from evaluation.tasks import PAPER_SWAP, lookup_task
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["model", "optimizer", "epochs", "task", "category", "score"]
-_NOT_RESULTS = {"model_meta.json"}
 
 
 def task_score(result, task) -> float:
@@ -45,18 +56,42 @@ def task_score(result, task) -> float:
         return 100.0 * result.validate_and_filter_scores(task).get_score()
 
 
-def _result_files(results_dir: Path, mteb_name: str, revision: str) -> list[Path]:
-    folder = results_dir / "results" / mteb_name.replace("/", "__").replace(" ", "_") / revision
-    return sorted(p for p in folder.glob("*.json") if p.name not in _NOT_RESULTS)
+def identity(meta: dict) -> dict:
+    """The :data:`IDENTITY_COLUMNS` of one models.json entry ('' where not recorded)."""
+    settings = meta.get("settings") or {}
+    provenance = meta.get("provenance") or {}
+    base, data = provenance.get("model") or {}, provenance.get("data") or {}
+    data_name = "/".join(str(x) for x in (data.get("name"), data.get("config")) if x)
+    values = {
+        "base_model": base.get("resolved") or base.get("name"),
+        "base_weights": base.get("weights_sha256"),
+        "data": data_name,
+        "data_fingerprint": data.get("fingerprint"),
+        **{key: settings.get(key) for key in ("precision", "max_seq_length", "pooling", "normalize", "suite")},
+    }
+    return {key: "" if values.get(key) is None else str(values[key]) for key in IDENTITY_COLUMNS}
 
 
-def collect_scores(results_dir: str | Path) -> pd.DataFrame:
+def _refuse_two_cqadupstack(rows: list[dict]) -> None:
+    """One model with both the CQADupstack aggregate and the paper's TeX forum: two suites mixed."""
+    (aggregate, tex), = PAPER_SWAP.items()
+    tasks: dict[str, set[str]] = {}
+    for row in rows:
+        tasks.setdefault(row["_name"], set()).add(row["task"])
+    mixed = sorted(name for name, names in tasks.items() if {aggregate, tex} <= names)
+    if mixed:
+        raise ValueError(
+            f"{', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} results for both {aggregate} (MTEB(eng, v1)) and "
+            f"{tex} (--paper_tasks): two suites in one output, which would count CQADupstack twice. "
+            f"Evaluate each suite into its own --output folder.")
+
+
+def collect_scores(results_dir: str | Path, *, identity_columns: bool = False) -> pd.DataFrame:
     """The long score table of every model registered in ``results_dir/models.json``.
 
-    Tasks without a complete result (an interrupted run) are left out with a warning.
+    Tasks without a complete result (an interrupted run) or with an unreadable result file
+    are left out with a warning naming them. ``identity_columns`` adds :data:`IDENTITY_COLUMNS`.
     """
-    from mteb.results import TaskResult
-
     results_dir = Path(results_dir)
     registry = read_registry(results_dir)
     if not registry:
@@ -64,8 +99,12 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     rows = []
     for mteb_name, meta in sorted(registry.items()):
         wanted = set(meta.get("tasks") or [])
-        for path in _result_files(results_dir, mteb_name, meta["revision"]):
-            result = TaskResult.from_disk(path)
+        for path in result_files(results_dir, mteb_name, meta["revision"]):
+            try:
+                result = read_result(path)
+            except CorruptResultError as err:
+                logger.warning("%s Left out; re-run python -m evaluation.run_mteb with the same flags to redo it.", err)
+                continue
             if wanted and result.task_name not in wanted:
                 continue
             task = lookup_task(result.task_name)
@@ -75,15 +114,19 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
                 continue
             rows.append(
                 {
+                    "_name": mteb_name,
                     "model": meta.get("model") or mteb_name,
                     "optimizer": meta.get("optimizer"),
                     "epochs": meta.get("epochs"),
                     "task": result.task_name,
                     "category": task.metadata.type if task is not None else None,
                     "score": score,
+                    **identity(meta),
                 }
             )
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    _refuse_two_cqadupstack(rows)
+    columns = COLUMNS + (IDENTITY_COLUMNS if identity_columns else [])
+    table = pd.DataFrame(rows, columns=columns)
     table["epochs"] = table["epochs"].astype("Int64")
     return table.sort_values(["model", "optimizer", "epochs", "category", "task"], ignore_index=True)
 
@@ -92,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.collect", description="Long score table of a run_mteb output folder.")
     parser.add_argument("results", type=Path, help="the --output folder of evaluation.run_mteb")
     parser.add_argument("--out", type=Path, help="CSV to write (default: print to stdout)")
+    parser.add_argument("--identity", action="store_true", help="add the evaluation settings and provenance columns: " + ",".join(IDENTITY_COLUMNS))
     args = parser.parse_args(argv)
     try:
-        table = collect_scores(args.results)
+        table = collect_scores(args.results, identity_columns=args.identity)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

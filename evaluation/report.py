@@ -37,8 +37,9 @@ from recipes.files import atomic_write, atomic_write_text
 from evaluation import paper
 from evaluation.categories import category_improvement, category_order
 from evaluation.figures import category_figure, geometry_figure, win_rate_figure
-from evaluation.scores import (ScoreTableError, load_geometry_csv, load_scores_csv,
-                               validate_geometry, validate_scores)
+from evaluation.scores import (IDENTITY_COLUMNS, IDENTITY_LABELS, ScoreTableError,
+                               load_geometry_csv, load_scores_csv, validate_geometry,
+                               validate_scores)
 from evaluation.tables import per_dataset_tables
 from evaluation.win_rates import THRESHOLDS, paired_scores, win_rate_stats, win_rates
 
@@ -136,6 +137,28 @@ def _paper_comparison(cells: pd.DataFrame, out: Path, files: dict) -> str:
     return paper.comparison_section(comparison)
 
 
+def _sources_section(source: str, scores: pd.DataFrame) -> str:
+    """Where every compared cell comes from: base weights, training data, evaluation settings."""
+    columns = [c for c in IDENTITY_COLUMNS if c in scores.columns]
+    cells = scores.drop_duplicates(["model", "optimizer", "epochs"]).sort_values(
+        ["model", "epochs", "optimizer"])
+    if not columns:
+        return (f"## Sources of the cells\n\nEvery cell is read from `{source}`, which records no "
+                f"provenance (base weights, training data) or evaluation settings.\n")
+
+    def short(column: str, value: str) -> str:
+        return value[:12] if column in ("base_weights", "data_fingerprint") and value else value or "-"
+
+    rows = [[r["model"], r["optimizer"], r["epochs"]] + [short(c, r[c]) for c in columns]
+            for _, r in cells.iterrows()]
+    return (f"## Sources of the cells\n\nScores: `{source}`. Each cell's base model and weights "
+            f"(sha256, first 12 hex digits), training data and fingerprint, and evaluation settings; "
+            f"'-' where the input does not record it. The two arms of each comparison agree on every "
+            f"recorded value (checked).\n\n"
+            + _md_table(["Model", "Optimizer", "Epochs"] + [IDENTITY_LABELS[c] for c in columns], rows)
+            + "\n")
+
+
 def _list_section(title: str, items: list[str]) -> str:
     return f"## {title}\n\n" + "\n".join(f"- {i}" for i in items) + "\n" if items else ""
 
@@ -202,6 +225,7 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
         "Reproduces the layout of Torque-Aware Momentum (arXiv 2412.18790): Figure 3, "
         "Figure 4, Figure 10 and the per-dataset Tables 11-16.\n",
         _inputs_section(source, checked.scores, expected_tasks),
+        _sources_section(source, checked.scores),
         _list_section("Dropped by --allow_missing (the report covers the rest)", checked.dropped),
         _list_section("Notes", checked.notes),
         *(_win_rate_section(stats, label) for label in THRESHOLDS),
@@ -250,7 +274,7 @@ def _load_results(results: Path) -> pd.DataFrame:
         raise ScoreTableError(f"--results needs evaluation.collect.collect_scores ({err}); "
                               f"pass the long CSV with --scores_csv instead") from err
     try:
-        scores = collect_scores(results)
+        scores = collect_scores(results, identity_columns=True)
     except (FileNotFoundError, ValueError) as err:
         raise ScoreTableError(f"--results {results}: {err}") from err
     if not isinstance(scores, pd.DataFrame):

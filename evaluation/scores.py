@@ -25,6 +25,14 @@ import pandas as pd
 
 COLUMNS = ["model", "optimizer", "epochs", "task", "category", "score"]
 KEY = ["model", "optimizer", "epochs", "task"]
+# Optional columns (evaluation.collect with identity_columns=True; a CSV may carry them too):
+# what a score is a score of. The two arms of a comparison must agree on every one recorded.
+IDENTITY_COLUMNS = ["base_model", "base_weights", "data", "data_fingerprint", "precision",
+                    "max_seq_length", "pooling", "normalize", "suite"]
+IDENTITY_LABELS = {"base_model": "base model", "base_weights": "base weights (sha256)",
+                   "data": "training data", "data_fingerprint": "data fingerprint",
+                   "precision": "evaluation precision", "max_seq_length": "max_seq_length",
+                   "pooling": "pooling", "normalize": "normalisation", "suite": "task suite"}
 BASELINE, CANDIDATE = "AdamW", "AdaTAMW"
 COMPARED = (BASELINE, CANDIDATE)
 
@@ -265,8 +273,11 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
                          f"or one of {sorted(TASK_SETS)}")
     table = "score table"
     _require_columns(df, COLUMNS, table)
-    df = _clean_keys(df[COLUMNS].reset_index(drop=True), ["model", "optimizer", "epochs",
-                                                          "task", "category"], table)
+    identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
+    df = _clean_keys(df[COLUMNS + identity].reset_index(drop=True),
+                     ["model", "optimizer", "epochs", "task", "category"], table)
+    for c in identity:
+        df[c] = df[c].fillna("").astype(str).str.strip().replace({"nan": "", "None": "", "<NA>": ""})
     df["optimizer"] = normalise_optimizers(df, table)
     df["score"] = _numeric(df, "score", table)
     _refuse_duplicates(df, KEY, table)
@@ -280,6 +291,8 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
     df = df[df["optimizer"].isin(COMPARED)]
     if df.empty:
         raise ScoreTableError(f"score table: no AdamW or AdaTAMW rows (optimizers found: {others})")
+    _refuse_two_cqadupstack(df)
+    notes.extend(check_arms_agree(df))
     df = _check_pairs(df, allow_missing, dropped)
     df = _check_task_sets(df, expected_tasks, allow_missing, dropped)
     negative = df[df["score"] < 0]
@@ -289,6 +302,51 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
                      f"max(|a|, |b|) and Figure 3 divides by |mean(AdamW)|.")
     notes.extend(_coverage_notes(df, expected_tasks))
     return ValidatedScores(df.reset_index(drop=True), dropped, notes)
+
+
+def _refuse_two_cqadupstack(df: pd.DataFrame) -> None:
+    """A cell holding both CQADupstack variants mixes two suites and would count it twice."""
+    both = {"CQADupstackRetrieval", "CQADupstackTexRetrieval"}
+    cells = df.groupby(["model", "optimizer", "epochs"])["task"].apply(set)
+    mixed = [f"{m}/{o}/{e} epochs" for (m, o, e), tasks in cells.items() if both <= tasks]
+    if mixed:
+        raise ScoreTableError(
+            f"score table: {', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} both CQADupstackRetrieval "
+            f"(MTEB(eng, v1)) and CQADupstackTexRetrieval (the paper's tables): two suites mixed, CQADupstack "
+            f"would count twice. Keep the rows of one suite (evaluate each suite into its own folder).")
+
+
+def check_arms_agree(df: pd.DataFrame) -> list[str]:
+    """Refuse a (model, epochs) whose AdamW and AdaTAMW arms differ in what they are.
+
+    Compared on every :data:`IDENTITY_COLUMNS` column present: different base weights or
+    training data (a stand-in model or text for one arm), or different evaluation settings
+    (precision, sequence length, pooling, normalisation, suite) make the score gap mean
+    something else than the optimizer. Returns notes for values recorded for one arm only.
+    """
+    problems, notes = [], []
+    columns = [c for c in IDENTITY_COLUMNS if c in df.columns]
+    for (model, epochs), cell in df.groupby(["model", "epochs"], sort=True):
+        for column in columns:
+            values = {opt: sorted(set(g[column]) - {""}) for opt, g in cell.groupby("optimizer")}
+            label = IDENTITY_LABELS[column]
+            for opt, vals in values.items():
+                if len(vals) > 1:
+                    problems.append(f"{model} {epochs} epochs {opt} has more than one {label}: {vals}")
+            base, cand = values.get(BASELINE, []), values.get(CANDIDATE, [])
+            if base and cand and base != cand:
+                problems.append(f"{model} {epochs} epochs: {label} differs between the arms: "
+                                f"AdamW {', '.join(base)} vs AdaTAMW {', '.join(cand)}")
+            elif bool(base) != bool(cand) and (base or cand):
+                notes.append(f"{model} {epochs} epochs: {label} is recorded for one arm only "
+                             f"({BASELINE if base else CANDIDATE}: {', '.join(base or cand)}).")
+    if problems:
+        raise ScoreTableError(
+            "score table: the AdamW and AdaTAMW arms of a comparison must come from the same base "
+            "weights and training data and be evaluated under the same settings; "
+            + "; ".join(problems) + ". Retrain or re-evaluate the differing arm (same --model / data "
+            "for the sweep, same --precision / --max_seq_length / suite flags for run_mteb).")
+    return notes
 
 
 def _coverage_notes(df: pd.DataFrame, expected) -> list[str]:
