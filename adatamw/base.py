@@ -327,12 +327,19 @@ class TorqueOptimizer(Optimizer):
             dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
             state[TORQUE_STATE_KEY] = torch.zeros((), dtype=dtype, device=param.device)
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """As ``torch.optim.Optimizer``, but the smoothed cosines keep their saved dtype.
+    #: Per-parameter state keys of this optimizer (besides the torque keys).
+    state_keys: tuple[str, ...] = ()
 
-        torch casts every floating state tensor to its parameter's dtype on load; for bf16
-        parameters that would round s, and a resumed run would no longer be bit-exact.
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As ``torch.optim.Optimizer``, with two differences.
+
+        The state is checked first: another optimizer's state (``torch.optim.AdamW``'s, or TAM's
+        into AdaTAMW) raises ``ValueError`` naming the missing and foreign keys, instead of a
+        ``KeyError`` at the next ``step()``. The smoothed cosines keep their saved dtype: torch
+        casts every floating state tensor to its parameter's dtype, which would round s for bf16
+        parameters, and a resumed run would no longer be bit-exact.
         """
+        self._check_loadable(state_dict)
         super().load_state_dict(state_dict)
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
@@ -341,6 +348,34 @@ class TorqueOptimizer(Optimizer):
             if TORQUE_STATE_KEY in saved:
                 self.state[p][TORQUE_STATE_KEY] = saved[TORQUE_STATE_KEY].to(
                     device=p.device, copy=True)
+
+    def _check_loadable(self, state_dict: dict) -> None:
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(f"{name}.load_state_dict: expected an optimizer state dict with "
+                             "'state' and 'param_groups'")
+        for i, group in enumerate(state_dict["param_groups"]):
+            missing = sorted(set(self.defaults) - set(group))
+            if missing:
+                raise ValueError(
+                    f"{name}.load_state_dict: param_groups[{i}] lacks {missing}: this state dict "
+                    f"was saved by another optimizer (its group keys: "
+                    f"{sorted(k for k in group if k != 'params')}). Load it into the optimizer that "
+                    f"saved it, or start {name} from fresh state")
+        torque_keys = {TORQUE_STATE_KEY, UNDEFINED_KEY} if self.uses_torque else set()
+        own = set(self.state_keys)
+        for key, state in state_dict["state"].items():
+            keys = set(state)
+            foreign = sorted(keys - own - torque_keys)
+            missing = sorted(own - keys) if keys - torque_keys else []
+            if foreign or missing:
+                raise ValueError(
+                    f"{name}.load_state_dict: the state of parameter {key} has "
+                    f"{'foreign keys ' + str(foreign) if foreign else ''}"
+                    f"{' and ' if foreign and missing else ''}"
+                    f"{'no ' + str(missing) if missing else ''}; {name} keeps {sorted(own)}"
+                    f"{' and ' + str(sorted(torque_keys)) if torque_keys else ''}. This state dict "
+                    "was saved by another optimizer: load it into that one, or start fresh")
 
     # -- telemetry (the paper's Figure 8) --------------------------------------------------
     @torch.no_grad()
