@@ -276,17 +276,19 @@ def detect(optimizer: Any) -> Optional[ZeroSharding]:
 def zero_aware_callback():
     """A ``transformers.TrainerCallback`` that calls :func:`zero_aware` on the Trainer's
     optimizer at ``on_train_begin`` (after ``accelerator.prepare``, before the first step)
-    when DeepSpeed is enabled; a no-op otherwise."""
+    when DeepSpeed wraps an adatamw optimizer (``TrainingArguments(deepspeed=...)`` or an
+    ``accelerate launch`` DeepSpeed config); a no-op otherwise."""
     from transformers import TrainerCallback
 
     class ZeroAwareCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
-            if getattr(args, "deepspeed", None) and optimizer is not None:
-                try:
-                    _, inner = _unwrap(optimizer)
-                except TypeError:  # not an adatamw optimizer: nothing to do
-                    return
-                if not isinstance(inner.sharding, ZeroSharding):
-                    zero_aware(optimizer)
+            if optimizer is None or "deepspeed" not in sys.modules:
+                return
+            try:
+                wrapper, inner = _unwrap(optimizer)
+            except TypeError:  # not an adatamw optimizer: nothing to do
+                return
+            if wrapper is not None and not isinstance(inner.sharding, ZeroSharding):
+                zero_aware(optimizer)
 
     return ZeroAwareCallback()

@@ -134,17 +134,19 @@ def ds_run(case: dict, rank: int) -> dict:
             "skipped": int(getattr(engine, "skipped_steps", 0))}
 
 
-def _no_reduction(on: bool):
-    """The negative control: each rank's own sums, not reduced over the ranks."""
-    from adatamw.zero import ZeroSharding
+def _switch_off(case: dict):
+    """The negative controls: ``no_reduction``, each rank's own sums, not reduced over the
+    ranks; ``no_deferral``, DeepSpeed's one inner step per param group left as it is."""
+    import adatamw.zero as Z
 
-    if not on:
-        return lambda: None
-    saved = ZeroSharding.reduce_partials
-    ZeroSharding.reduce_partials = lambda self, sums, sources, scope: sums.sum(0, keepdim=True)
+    saved = (Z.ZeroSharding.reduce_partials, Z._step_all_groups_at_once)
+    if case.get("no_reduction"):
+        Z.ZeroSharding.reduce_partials = lambda self, sums, sources, scope: sums.sum(0, keepdim=True)
+    if case.get("no_deferral"):
+        Z._step_all_groups_at_once = lambda wrapper, optimizer: None
 
     def restore() -> None:
-        ZeroSharding.reduce_partials = saved
+        Z.ZeroSharding.reduce_partials, Z._step_all_groups_at_once = saved
     return restore
 
 
@@ -159,7 +161,7 @@ def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> Non
     results = {}
     try:
         for case in cases:
-            restore = _no_reduction(case.get("no_reduction", False))
+            restore = _switch_off(case)
             try:
                 results[case["name"]] = ds_run(case, rank)
             except Exception as err:  # refusals are results too

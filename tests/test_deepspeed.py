@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +47,7 @@ RESUMED = [_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
 OVERFLOW = _case("adatamw-zero2-overflow-skipped", optim="adatamw", overflow_at=2)
 BF16 = _case("adatamw-zero2-bf16", optim="adatamw", bf16=True)
 UNREDUCED = _case("adatamw-zero2-unreduced", optim="adatamw", no_reduction=True)
+UNDEFERRED = _case("adatamw-zero2-one-step-per-group", optim="adatamw", no_deferral=True)
 REFUSED = {
     "tensor-scope": _case("refused-tensor-scope", optim="adatamw", scope="tensor"),
     "coupled": _case("refused-coupled", optim="adatamw", coupled=True),
@@ -64,7 +68,7 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deepspeed")
     out = str(tmp / "results.pt")
     cases = (EXACT + [dict(c, ckpt_dir=str(tmp / c["name"])) for c in RESUMED]
-             + [OVERFLOW, BF16, UNREDUCED] + list(REFUSED.values()))
+             + [OVERFLOW, BF16, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
     for attempt in range(2):  # a second try on a fresh port: another job may take the first
         try:
             torch.multiprocessing.start_processes(W.worker, args=(W.WORLD, _free_port(), cases, out),
@@ -138,6 +142,14 @@ def test_without_reduction_the_zero_run_differs(results):
     assert diff > 100 * TOL and res["s"][0] != res["s"][1]
 
 
+def test_with_deepspeeds_step_per_group_the_run_differs(results):
+    """Without the deferral each param group gets its own cosine (and its own s)."""
+    res = _ran(results, UNDEFERRED)
+    diff = max_rel_diff(res["params"], W.reference(UNDEFERRED))
+    print(f"\none step per group: max relative difference {diff:.2e}")
+    assert diff > 100 * TOL
+
+
 @pytest.mark.parametrize("kind,words", [
     ("tensor-scope", ("cosine_scope='tensor'", "flat partition")),
     ("coupled", ("coupled", "rows")),
@@ -147,3 +159,42 @@ def test_without_reduction_the_zero_run_differs(results):
 def test_refused_with_the_reason(results, kind, words):
     err = results[REFUSED[kind]["name"]].get("error", "")
     assert err and all(w in err for w in words), err
+
+
+# -- the Trainer end to end: TrainingArguments(deepspeed=ds_zero2.json) under torchrun ---------
+REPO = Path(__file__).resolve().parent.parent
+DS_ZERO2 = REPO / "recipes" / "accelerate" / "ds_zero2.json"
+
+
+@pytest.mark.slow
+def test_trainer_with_zero2_config_resumes_exactly(tmp_path):
+    """The project's ZeRO-2 config through ``TrainingArguments(deepspeed=...)`` on 2 CPU ranks
+    (tests/ds_trainer_script.py): AdaTAMW made exact by ``zero_aware_callback``, a checkpoint at
+    step 4, ``resume_from_checkpoint`` equals the uninterrupted run, and ``s`` equals plain data
+    parallel's (the parameters of this BERT differ from DDP's by float noise with torch's AdamW
+    too: its attention key biases get a zero gradient up to rounding, which Adam normalizes)."""
+    from tiny_models import save_tiny_model
+
+    model = save_tiny_model("bert", tmp_path / "model")
+    out = tmp_path / "out"
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    for attempt in range(2):  # a second try on a fresh port: another job may take the first
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+             "--master_port", str(_free_port()), str(REPO / "tests" / "ds_trainer_script.py"),
+             str(model), str(out), str(DS_ZERO2)],
+            env=env, capture_output=True, text=True, timeout=600)
+        if proc.returncode == 0 or attempt:
+            break
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    runs = {m: torch.load(out / f"{m}.pt", weights_only=False) for m in ("full", "resumed", "ddp")}
+    full, resumed, ddp = runs["full"], runs["resumed"], runs["ddp"]
+    assert full["sharding"] == resumed["sharding"] == "ZeroSharding"
+    assert full["step"] == resumed["step"] == 8
+    diff = max_rel_diff(resumed["params"], full["params"])
+    s_diff = abs(full["s"][0] - ddp["s"][0]) / abs(ddp["s"][0])
+    print(f"\nTrainer ZeRO-2: resumed vs uninterrupted {diff:.2e}; s {full['s']} vs DDP "
+          f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})")
+    assert diff < TOL and resumed["s"] == full["s"]
+    assert full["s"][0] == full["s"][1] and s_diff < 1e-5
