@@ -16,13 +16,13 @@
 * a model with both CQADupstackRetrieval and CQADupstackTexRetrieval (two suites in one
   folder) is refused rather than counted twice.
 
-With ``identity=True`` each row also carries what the score is a score of
+Each row also carries what the score is a score of
 (:data:`IDENTITY_COLUMNS`): the evaluation settings (precision, max_seq_length, pooling,
 normalisation, suite) and the cell's provenance from the sweep manifest (base model and its
 weights hash, training data and its fingerprint); the report compares arms only when these
 agree.
 
-CLI: ``python -m evaluation.collect DIR --out scores.csv [--identity]``.
+CLI: ``python -m evaluation.collect DIR --out scores.csv`` (the long CSV; ``--identity`` adds the identity columns).
 """
 
 from __future__ import annotations
@@ -86,11 +86,11 @@ def _refuse_two_cqadupstack(rows: list[dict]) -> None:
             f"Evaluate each suite into its own --output folder.")
 
 
-def collect_scores(results_dir: str | Path, *, identity_columns: bool = False) -> pd.DataFrame:
+def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     """The long score table of every model registered in ``results_dir/models.json``.
 
     Tasks without a complete result (an interrupted run) or with an unreadable result file
-    are left out with a warning naming them. ``identity_columns`` adds :data:`IDENTITY_COLUMNS`.
+    are left out with a warning naming them. Columns: :data:`COLUMNS` + :data:`IDENTITY_COLUMNS`.
     """
     results_dir = Path(results_dir)
     registry = read_registry(results_dir)
@@ -125,8 +125,7 @@ def collect_scores(results_dir: str | Path, *, identity_columns: bool = False) -
                 }
             )
     _refuse_two_cqadupstack(rows)
-    columns = COLUMNS + (IDENTITY_COLUMNS if identity_columns else [])
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=COLUMNS + IDENTITY_COLUMNS)
     table["epochs"] = table["epochs"].astype("Int64")
     return table.sort_values(["model", "optimizer", "epochs", "category", "task"], ignore_index=True)
 
@@ -138,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identity", action="store_true", help="add the evaluation settings and provenance columns: " + ",".join(IDENTITY_COLUMNS))
     args = parser.parse_args(argv)
     try:
-        table = collect_scores(args.results, identity_columns=args.identity)
+        table = collect_scores(args.results)
+        if not args.identity:
+            table = table[COLUMNS]
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -274,7 +274,7 @@ def _load_results(results: Path) -> pd.DataFrame:
         raise ScoreTableError(f"--results needs evaluation.collect.collect_scores ({err}); "
                               f"pass the long CSV with --scores_csv instead") from err
     try:
-        scores = collect_scores(results, identity_columns=True)
+        scores = collect_scores(results)
     except (FileNotFoundError, ValueError) as err:
         raise ScoreTableError(f"--results {results}: {err}") from err
     if not isinstance(scores, pd.DataFrame):

@@ -107,7 +107,7 @@ def test_real_tasks_run_collect_report_offline(tmp_path, checkpoints, full_cache
     assert entry["provenance"] == PROVENANCE
     assert entry["settings"] == {"precision": "fp32", "max_seq_length": 128, "pooling": "mean", "normalize": False, "suite": "mteb_eng_v1"}
 
-    scores = collect_scores(out, identity_columns=True)
+    scores = collect_scores(out)
     assert set(scores["task"]) == set(STANDARD_TASKS) and set(scores["category"]) == CATEGORIES
     assert len(scores) == 2 * len(STANDARD_TASKS) and scores["score"].between(-100, 100).all()
     assert set(scores["data_fingerprint"]) == {"cd" * 32} and set(scores["precision"]) == {"fp32"}

