@@ -1,11 +1,33 @@
-"""Shared test set-up: offline hub, the tests folder importable (reference_tam, tiny_models)."""
+"""Shared test set-up: the one offline environment (no Hugging Face Hub: every test and every
+subprocess it starts inherits it), the tests folder importable (reference_tam, tiny_models),
+and one tiny-model factory as a fixture."""
 
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import pytest
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+for _name, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """``tiny_model_dir(family="bert", seed=0) -> Path``: a tiny random masked-LM folder
+    (``tests/tiny_models.py``: bert / roberta / deberta-v2, 2 layers, hidden 32, MiniLM's
+    tokenizer), saved once per session and shared by every test that asks for the same one."""
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(family: str = "bert", seed: int = 0) -> Path:
+        if (family, seed) not in made:
+            from tiny_models import save_tiny_model  # transformers only for tests that use it
+
+            folder = tmp_path_factory.mktemp(f"tiny-{family}-{seed}")
+            made[family, seed] = save_tiny_model(family, folder, seed=seed)
+        return made[family, seed]
+
+    return make

@@ -189,6 +189,7 @@ def corpus() -> list[str]:
     return english_lines(400)
 
 
+@pytest.mark.slow
 def test_agrees_with_numpy_on_minilm(corpus):
     """The real all-MiniLM-L6-v2 embedding (30522 x 384, float32 weights), read directly
     from its safetensors file for the reference, through from_pretrained for the module."""
@@ -296,6 +297,7 @@ def _finetune(model, optimizer, corpus, tok, steps=3, batch=4, seq=64):
     return losses
 
 
+@pytest.mark.slow
 def test_minilm_finetuned_with_adamw_and_coupled_adamw(corpus):
     """all-MiniLM-L6-v2 as BertForMaskedLM (its MLM head is newly initialised: the
     checkpoint is a sentence encoder), 3 steps of masked LM with torch AdamW and with the

@@ -241,3 +241,24 @@ def test_warmup_switch_to_sgdm_keeps_tam_momentum_buffer(tmp_path):
     assert new_opt.param_groups[0]["lr"] == pytest.approx(0.5e-2)  # lr_factor 0.5 (§4.4)
     for key in old:
         assert torch.equal(new[key]["momentum_buffer"], old[key]["momentum_buffer"])
+
+
+def test_adatamw_trains_a_tiny_masked_lm(tiny_model_dir):
+    """A real transformers model (the conftest factory's tiny BERT, tied embeddings): the MLM
+    loss on a fixed batch falls and the damping stays in (0, 1)."""
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(tiny_model_dir("bert"))
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    opt = AdaTAMW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (4, 16), generator=gen)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert 0 < opt.torque_stats()["damping"] < 1
+    assert tiny_model_dir("bert") == tiny_model_dir("bert")  # built once per session

@@ -19,7 +19,6 @@ from recipes.results import read_json
 from tests.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +70,7 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 # ---- one short run per optimizer and per model family -------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "family,optim",
     [
@@ -96,6 +96,7 @@ def test_short_run_per_optimizer(tiny, text_files, tmp_path, family, optim):
 # ---- selection ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grid_selects_lowest_perplexity(tiny, text_files, tmp_path):
     selection = mlm_finetune.main(
         argv(tiny["bert"], tmp_path, text_files, "--learning_rates", "1e-5", "3e-3", "--num_train_epochs", "2")
@@ -115,6 +116,7 @@ def test_grid_selects_lowest_perplexity(tiny, text_files, tmp_path):
         assert (tmp_path / "selected").resolve() == (tmp_path / selection["checkpoint"]).resolve()
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped_and_mismatches_refused(tiny, text_files, tmp_path, monkeypatch):
     first = mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files))
     monkeypatch.setattr(mlm_finetune, "train_one_lr", lambda *a, **k: pytest.fail("a finished run was retrained"))
@@ -141,6 +143,7 @@ class KillAtStep(TrainerCallback):
             raise _Kill(f"killed at step {self.step}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optim", ["adamw", "adatamw"])
 def test_killed_run_resumes_exactly(tiny, text_files, tmp_path, optim):
     # 16 blocks / batch 4 = 4 steps per epoch; kill in epoch 2 (after step 6), resume from checkpoint-4.

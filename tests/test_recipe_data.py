@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ from recipes import data, hub, masking
 from recipes.results import select_best
 from tests.tiny_models import minilm_tokenizer_path, save_tiny_model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 

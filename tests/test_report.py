@@ -232,6 +232,7 @@ def test_per_dataset_table_bolds_the_better_score(paper_report):
     assert "| NQ | **0.29** | **0.29** |" in md
 
 
+@pytest.mark.slow
 def test_cli_subprocess(tmp_path, paper_report, paper_scores_csv):
     out = tmp_path / "cli"
     proc = subprocess.run([sys.executable, "-m", "evaluation.report", "--scores_csv",
@@ -242,6 +243,7 @@ def test_cli_subprocess(tmp_path, paper_report, paper_scores_csv):
         (paper_report["out_dir"] / "win_rates.csv").read_text()
 
 
+@pytest.mark.slow
 def test_task_list_matches_mteb():
     mteb = pytest.importorskip("mteb")
     tasks = {t.metadata.name: t.metadata.type
@@ -328,7 +330,7 @@ def test_results_dir_goes_through_evaluation_collect(tmp_path, monkeypatch):
                  ).to_csv(results / "geometry.csv", index=False)
     seen = []
     fake = types.ModuleType("evaluation.collect")
-    fake.collect_scores = lambda d: seen.append(Path(d)) or _suite()
+    fake.collect_scores = lambda d, **kwargs: seen.append(Path(d)) or _suite()
     monkeypatch.setitem(sys.modules, "evaluation.collect", fake)
     out = tmp_path / "out"
     assert report.main(["--results", str(results), "--out", str(out)]) == 0

@@ -118,6 +118,7 @@ def test_unknown_task_names_are_refused_with_hints():
 # --- run, resume, identity ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_offline_suite_writes_one_result_per_task_and_resumes(tmp_path, checkpoints, encode_log):
     out = tmp_path / "out"
     args = ["--model", str(checkpoints["a"]), "--name", "tiny-a", "--optimizer", "adamw", "--epochs", "3", "--output", str(out), "--offline_suite", "--batch_size", "8"]
@@ -148,6 +149,7 @@ def test_offline_suite_writes_one_result_per_task_and_resumes(tmp_path, checkpoi
     assert set(json.loads(retrieval.read_text())["scores"]) == {"val", "test"}
 
 
+@pytest.mark.slow
 def test_two_models_in_one_output_keep_their_own_scores(tmp_path, checkpoints):
     out = tmp_path / "out"
     (tmp_path / "sweep").mkdir()
@@ -168,6 +170,7 @@ def test_two_models_in_one_output_keep_their_own_scores(tmp_path, checkpoints):
     assert wide.loc["TinyEnglishSTS", "adamw"] != wide.loc["TinyEnglishSTS", "adatamw"]
 
 
+@pytest.mark.slow
 def test_retrained_checkpoint_under_same_name_is_not_served_stale_scores(tmp_path, checkpoints):
     out = tmp_path / "out"
     base = ["--name", "same", "--base_model", "tiny-bert", "--optimizer", "adamw", "--epochs", "1", "--output", str(out), "--offline_suite", "--tasks", "TinyEnglishSTS"]
@@ -183,6 +186,7 @@ def test_retrained_checkpoint_under_same_name_is_not_served_stale_scores(tmp_pat
 # --- collect --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_collect_scores_table_and_cli(tmp_path, checkpoints):
     from mteb.results import TaskResult
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import pytest
 from recipes import mlm_finetune, sweep
 from recipes.hub import SAMPLE_FILES
 from tests.tiny_models import save_tiny_model
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +70,7 @@ def test_slurm_script_has_one_task_per_cell(tmp_path):
     assert 'eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"' in script and "sweep.py --collect" in script
 
 
+@pytest.mark.slow
 def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra, tmp_path, monkeypatch, capsys):
     root = tmp_path / "runs"
     common = ["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "2", "--learning_rates", "1e-3",
@@ -102,6 +100,7 @@ def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra,
     assert capsys.readouterr().out.count("[todo]") == 2
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tmp_path):
     root = tmp_path / "runs"
     sweep.main(["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "--learning_rates", "1e-3",

@@ -133,6 +133,7 @@ def params_by_group(optimizer):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optim_name,family",
     [("adamw", "bert"), ("adatamw", "bert"), ("adatamw", "roberta"), ("adatam", "roberta"), ("tam", "bert"),
@@ -355,6 +356,7 @@ def plain_trainer(path, out, callbacks=(), **overrides):
     )
 
 
+@pytest.mark.slow
 def test_dropin_trainer_resume_is_bit_identical(model_dir, tmp_path):
     path = model_dir("roberta")
     full = plain_trainer(path, tmp_path / "full", callbacks=[TorqueLoggingCallback()])
@@ -374,6 +376,7 @@ def test_dropin_trainer_resume_is_bit_identical(model_dir, tmp_path):
     assert s_full == s_resumed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch_step", [4, 8], ids=["checkpoint-after-switch", "checkpoint-at-switch"])
 def test_warmup_resume_equals_uninterrupted(switch_step, model_dir, tmp_path):
     path = model_dir("bert")
