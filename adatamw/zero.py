@@ -1,4 +1,4 @@
-"""Exact torque under DeepSpeed ZeRO stages 1 and 2 (SPEC §3).
+"""Exact torque under DeepSpeed ZeRO stages 1 and 2 (docs/distributed.md).
 
 DeepSpeed's ZeRO-1/2 optimizer (``DeepSpeedZeroOptimizer``) replaces each param group's tensors
 by one flat fp32 partition per rank: the group's parameters concatenated, zero padded to a
