@@ -94,6 +94,8 @@ class TorqueOptimizer(Optimizer):
         self._layout = None
         self._plans: dict[tuple, Any] = {}
         self._warned_undefined = False
+        #: The hyperparameters this optimizer defines (torch may add generic keys to defaults).
+        self._hyper_keys = frozenset(defaults)
         super().__init__(params, defaults)
 
     # -- param groups --------------------------------------------------------------------
@@ -355,7 +357,7 @@ class TorqueOptimizer(Optimizer):
             raise ValueError(f"{name}.load_state_dict: expected an optimizer state dict with "
                              "'state' and 'param_groups'")
         for i, group in enumerate(state_dict["param_groups"]):
-            missing = sorted(set(self.defaults) - set(group))
+            missing = sorted(self._hyper_keys - set(group))
             if missing:
                 raise ValueError(
                     f"{name}.load_state_dict: param_groups[{i}] lacks {missing}: this state dict "

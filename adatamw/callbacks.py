@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -175,9 +177,23 @@ class TAMWarmupCallback(TrainerCallback):
 
     # -- callback events ---------------------------------------------------
 
+    def prepare_resume(self, optimizer, lr_scheduler, checkpoint: str) -> None:
+        """Switch before a checkpoint written after the switch is loaded: it holds the switched
+        optimizer's state, which the TAM optimizer refuses to load. :class:`adatamw.trainer.
+        TAMTrainer` calls this; with a plain ``Trainer``, resuming past the switch is refused at
+        load (the state belongs to SGD / AdamW), so use TAMTrainer for warm-up runs you resume."""
+        trainer_state = Path(checkpoint) / "trainer_state.json"
+        step = json.loads(trainer_state.read_text(encoding="utf-8"))["global_step"]
+        if step > self.switch_step:
+            self._switch(optimizer, lr_scheduler, step, lr_factor=1.0)
+            self._switched_for_resume = True
+
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         self.switched_at = None
-        if state.global_step > self.switch_step:
+        if getattr(self, "_switched_for_resume", False):
+            self._switched_for_resume = False
+            self.switched_at = state.global_step
+        elif state.global_step > self.switch_step:
             # Resumed from a checkpoint written after the switch: the loaded groups and scheduler
             # already carry the switched learning rate, so rebuild without rescaling.
             self._switch(optimizer, lr_scheduler, state.global_step, lr_factor=1.0)

@@ -126,6 +126,17 @@ class TAMTrainer(Trainer):
             ]
         return [group for group in groups if group["params"]]
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """A TAM warm-up that switched before ``checkpoint`` was written switches first, so the
+        switched optimizer's state is loaded into the switched optimizer."""
+        if checkpoint is not None:
+            from .callbacks import TAMWarmupCallback
+
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, TAMWarmupCallback):
+                    callback.prepare_resume(self.optimizer, self.lr_scheduler, checkpoint)
+        super()._load_optimizer_and_scheduler(checkpoint)
+
     # ---- logging -------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
