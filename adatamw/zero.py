@@ -50,7 +50,6 @@ import gc
 import sys
 from typing import Any, Optional, Sequence
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -155,8 +154,14 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
                "emptied, so one cosine over all parameters (Eq. 2) is not available to any "
                "call" if stage3 else ", which replaces the param groups by flat tensors "
                "outside ZeRO-1/2") +
-            f". Use ZeRO stage 1 or 2 (zero_optimization.stage), or FSDP2; see "
+            ". Use ZeRO stage 1 or 2 (zero_optimization.stage), or FSDP2; see "
             "docs/distributed.md")
+    missing = [a for a in _ZERO12_INTERNALS if not hasattr(wrapper, a)]
+    if missing:
+        raise RuntimeError(
+            f"{name} under a DeepSpeed whose ZeRO-1/2 optimizer lacks {missing}, which "
+            "adatamw.zero uses to step all param groups at once; it is tested with DeepSpeed "
+            "0.19 (pip install 'adatamw[deepspeed]')")
     if optimizer.uses_torque and optimizer.param_groups[0]["cosine_scope"] != "global":
         raise RuntimeError(_tensor_scope_message(name))
     for i, group in enumerate(optimizer.param_groups):
@@ -176,6 +181,12 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
                 f"{name} under DeepSpeed ZeRO with {what}: DeepSpeed copies each group back "
                 "differently there, which the one-step-for-all-groups deferral of "
                 "adatamw.zero does not replicate; drop it from the ds_config")
+
+
+#: What :func:`_step_all_groups_at_once` reads of DeepSpeed's ZeRO-1/2 optimizer.
+_ZERO12_INTERNALS = ("bit16_groups", "single_partition_of_fp32_groups",
+                     "parallel_partitioned_bit16_groups", "real_dp_process_group",
+                     "_optimizer_step", "_lazy_init_hp_params_optimizer_state")
 
 
 def _step_all_groups_at_once(wrapper: Any, optimizer: Any) -> None:
