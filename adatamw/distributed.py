@@ -12,9 +12,11 @@ when nothing is sharded):
 - **DDP / one process**: parameters are whole on every rank (DDP averages the gradients):
   nothing to do.
 - **FSDP2** (``torch.distributed.fsdp.fully_shard``, DTensor parameters): detected
-  automatically. One ``all_reduce`` (SUM) of the ``[N, 3]`` partial sums per step over the
-  DTensor mesh dims that shard a tensor; rows of tensors that are replicated on a mesh dim are
-  kept only on coordinate 0 of that dim, so they are not double counted. The coupled row mean
+  automatically; the parameters must share one device mesh, compared by equality (a
+  ``fully_shard`` call without ``mesh=`` makes a new but equal mesh object each time). One
+  ``all_reduce`` (SUM) of the ``[N, 3]`` partial sums per step over the DTensor mesh dims that
+  shard a tensor; rows of tensors that are replicated on a mesh dim are kept only on
+  coordinate 0 of that dim, so they are not double counted. The coupled row mean
   of a ``Shard(0)`` embedding all-reduces the local column sums (``H`` floats per tensor) and
   divides by the global ``V``.
 - **FSDP1** with ``use_orig_params=True`` (1-D flat views, size 0 where a rank holds nothing):
@@ -36,8 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DTensorSharding", "FlatShardSharding", "Sharding", "is_dtensor", "refuse_deepspeed",
-           "resolve", "shard_aware"]
+__all__ = ["DTensorSharding", "FlatShardSharding", "Sharding", "describe_mesh", "is_dtensor",
+           "refuse_deepspeed", "resolve", "shard_aware"]
 
 #: Maps the local second moment ``v`` ([V_local, H]) of a coupled tensor to ``mean(v, dim=0)``
 #: over the whole (unsharded) tensor, shape [1, H].
@@ -215,6 +217,35 @@ def _check_not_flattened(optimizer: Any) -> None:
             "parameters of an optimizer, build a new one or use add_param_group")
 
 
+def describe_mesh(mesh: Any) -> str:
+    """A mesh in words: device type, shape with dim names, and the global ranks it spans."""
+    names = mesh.mesh_dim_names
+    shape = tuple(mesh.mesh.shape)
+    dims = (", ".join(f"{n}={k}" for n, k in zip(names, shape)) if names
+            else "x".join(map(str, shape)))
+    return f"DeviceMesh({mesh.device_type!r}, {dims}, ranks {mesh.mesh.flatten().tolist()})"
+
+
+def _one_mesh(dtensors: Sequence[Tensor], optimizer_name: str) -> Any:
+    """The one device mesh of ``dtensors``, compared by equality (``DeviceMesh.__eq__``).
+
+    ``fully_shard(module)`` without ``mesh=`` (what accelerate does without a parallelism
+    config) builds a new, equal ``DeviceMesh`` object per call; those are one mesh. Meshes that
+    differ (other ranks, shape, dim names or device type) are refused, naming each."""
+    meshes: dict[Any, list[int]] = {}
+    for i, p in enumerate(dtensors):
+        meshes.setdefault(p.device_mesh, []).append(i)
+    if len(meshes) == 1:
+        return next(iter(meshes))
+    listed = "; ".join(f"{describe_mesh(m)} holds {len(idx)} parameter(s), e.g. one of shape "
+                       f"{tuple(dtensors[idx[0]].shape)}" for m, idx in meshes.items())
+    raise RuntimeError(
+        f"{optimizer_name}: the DTensor parameters live on {len(meshes)} different device meshes "
+        f"({listed}); the torque cosine (Eq. 2) and the coupled row mean reduce over one mesh. "
+        "Shard every module over the same mesh (fully_shard(..., mesh=mesh)), or give each mesh "
+        "its own optimizer")
+
+
 def resolve(optimizer: Any) -> Optional[Sharding]:
     """The :class:`Sharding` of the optimizer's current param groups (``None``: nothing sharded).
 
@@ -234,12 +265,7 @@ def resolve(optimizer: Any) -> Optional[Sharding]:
         return explicit
     dtensors = [p for p in params if is_dtensor(p)]
     if dtensors:
-        meshes = {id(p.device_mesh): p.device_mesh for p in dtensors}
-        if len(meshes) > 1:
-            raise RuntimeError(
-                f"{name}: the DTensor parameters live on {len(meshes)} device meshes; the torque "
-                "cosine reduces over one. Give one optimizer the parameters of one mesh")
-        return DTensorSharding(next(iter(meshes.values())))
+        return DTensorSharding(_one_mesh(dtensors, name))
     flat = [p for p in params if _is_fsdp1_flat(p)]
     if flat and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         raise RuntimeError(
