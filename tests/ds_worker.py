@@ -37,6 +37,8 @@ def make_optimizer(model: nn.Module, case: dict):
     groups = (list(model.parameters()) if case.get("one_group")
               else D.param_groups(model, case.get("coupled", False)))
     scope = case.get("scope", "global")
+    if case["optim"] == "coupled_adamw":  # no coupled group: AdamW, nothing to reduce
+        return adatamw.CoupledAdamW(groups, lr=1e-2)
     if case["optim"] == "tam":
         return adatamw.TAM(groups, lr=5e-2, momentum=0.9, cosine_scope=scope)
     cls = {"adatamw": adatamw.AdaTAMW, "adatam": adatamw.AdaTAM}[case["optim"]]
