@@ -193,8 +193,8 @@ def refuse_deepspeed(params: Sequence[Tensor], optimizer_name: str) -> None:
             raise RuntimeError(
                 f"{optimizer_name} got a DeepSpeed ZeRO-3 partitioned parameter: the torque "
                 "cosine (Eq. 2) and the coupled row mean need whole tensors or DTensor "
-                f"shards. Use {_FSDP_WORKS}; with DeepSpeed, only ZeRO stage 0 in fp32 keeps "
-                "the parameters whole (see docs/distributed.md)")
+                f"shards. Use {_FSDP_WORKS}; with DeepSpeed, ZeRO stage 1 or 2 "
+                "(adatamw.zero.zero_aware) or stage 0 in fp32 (see docs/distributed.md)")
 
 
 def _check_not_flattened(optimizer: Any) -> None:
@@ -213,7 +213,8 @@ def _check_not_flattened(optimizer: Any) -> None:
             f"{'...' if len(now) > 3 else ''}). DeepSpeed ZeRO stages 1-3 and its fp16/bf16 "
             "optimizers do this with flat partitions of a whole group, over which neither the "
             "per-tensor cosine (Eq. 2) nor the coupled row mean is exact. Use "
-            f"{_FSDP_WORKS}; with DeepSpeed only ZeRO stage 0 in fp32 works. To change the "
+            f"{_FSDP_WORKS}; under DeepSpeed ZeRO-1/2, adatamw.zero.zero_aware(engine) after "
+            "deepspeed.initialize makes the global scope exact. To change the "
             "parameters of an optimizer, build a new one or use add_param_group")
 
 
