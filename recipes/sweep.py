@@ -277,30 +277,37 @@ def run_child(cmd: list[str]) -> int:
     group, and the child gets SIGTERM if the sweep dies. Returns the exit status; a forwarded
     signal ends the sweep too (exit 128 + signal) once the child has stopped."""
     parent = os.getpid()
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
     received: list[int] = []
+    group: list[int] = []  # the child's process group, once started
 
     def forward(signum, frame):
         received.append(signum)
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        for pgid in group:
+            try:
+                os.killpg(pgid, signum)
+            except ProcessLookupError:
+                pass
 
     previous = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before the child starts: no signal is lost
             try:
                 previous[sig] = signal.signal(sig, forward)
             except ValueError:  # not the main thread: the child still dies with this process
                 break
-        rc = proc.wait()
+        proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+        group.append(proc.pid)
+        if received:  # arrived while the child was starting
+            forward(received.pop(), None)
+        try:
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:  # the sweep is leaving through an exception: take the child along
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if proc.poll() is None:  # the sweep is leaving through an exception: take the child along
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
     if received:
         name = signal.Signals(received[0]).name
         print(f"sweep: {name} received and forwarded to the running cell (PID {proc.pid}), which stopped "
