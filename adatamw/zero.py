@@ -26,11 +26,16 @@ Two things make this more than one ``all_reduce``:
   already started) and names :func:`zero_aware`.
 
 Exact: AdaTAMW / AdaTAM / TAM with ``cosine_scope="global"`` (and CoupledAdamW without coupled
-groups, which has no cross-element term) under ZeRO-1 and ZeRO-2, fp32 or bf16, with DeepSpeed's
-gradient clipping (applied to the partitions before the step), gradient accumulation and
-skipped overflow steps (DeepSpeed returns before calling the optimizer, so ``s`` and the step
-counters do not move), and ``save_checkpoint`` / ``load_checkpoint`` (``s`` is a 0-dim entry of
-each rank's optimizer state, the same on every rank).
+groups, which has no cross-element term) under ZeRO-1 and ZeRO-2, fp32 or bf16, with or
+without ``offload_optimizer`` (a client optimizer there needs
+``"zero_force_ds_cpu_optimizer": false``), DeepSpeed's gradient clipping (applied to the
+partitions before the step), gradient accumulation and skipped overflow steps (DeepSpeed
+returns before calling the optimizer, so ``s`` and the step counters do not move), and
+``save_checkpoint`` / ``load_checkpoint`` (``s`` is a 0-dim entry of each rank's optimizer
+state, the same on every rank). DeepSpeed's universal checkpoint (``ds_to_universal``) does not
+apply: it cuts every optimizer state tensor but ``step`` per parameter and stops at the 0-dim
+``s`` ("narrow() cannot be applied to a 0-dim tensor"); it also needs client-written
+``universal_checkpoint_info``, which the Trainer does not write.
 
 Refused, with the reason:
 
@@ -39,8 +44,8 @@ Refused, with the reason:
 - ZeRO-3 (``DeepSpeedZeroOptimizer_Stage3``): it calls the optimizer once per *sub-group*
   (``sub_group_size``) with every other group emptied, interleaved with its own
   parameter swapping and offload; the deferral above is not implemented for it.
-- ZeRO-1/2 with ``offload_optimizer`` or ``torch_autocast`` / ZenFlow: other copy-back paths
-  after each group's step that the deferral does not replicate.
+- ZeRO-1/2 with ``torch_autocast`` or ZenFlow: other step paths that the deferral does not
+  replicate (``offload_optimizer`` is handled: its weights go back through DeepSpeed's buffer).
 - MoE groups (expert-parallel groups reduce over different process groups).
 """
 
@@ -174,8 +179,7 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
             raise RuntimeError(f"param_groups[{i}] of {name} is a DeepSpeed MoE group (its own "
                                "expert-parallel process group): not supported with the torque "
                                "cosine")
-    for flag, what in (("cpu_offload", "offload_optimizer"),
-                       ("torch_autocast_gradscaler", "torch_autocast"), ("zenflow", "ZenFlow")):
+    for flag, what in (("torch_autocast_gradscaler", "torch_autocast"), ("zenflow", "ZenFlow")):
         if getattr(wrapper, flag, None):
             raise RuntimeError(
                 f"{name} under DeepSpeed ZeRO with {what}: DeepSpeed copies each group back "
@@ -185,7 +189,7 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
 
 #: What :func:`_step_all_groups_at_once` reads of DeepSpeed's ZeRO-1/2 optimizer.
 _ZERO12_INTERNALS = ("bit16_groups", "single_partition_of_fp32_groups",
-                     "parallel_partitioned_bit16_groups", "real_dp_process_group",
+                     "parallel_partitioned_bit16_groups", "real_dp_process_group", "cpu_offload",
                      "_optimizer_step", "_lazy_init_hp_params_optimizer_state")
 
 
@@ -208,10 +212,16 @@ def _step_all_groups_at_once(wrapper: Any, optimizer: Any) -> None:
         for j, grad in pending.items():
             partitions[j].grad = grad
         optimizer.step()  # all groups: one reduction, one s_t (Eqs. 2-4)
-        for j in pending:
-            partitions[j].grad = None
+        for j in pending:  # what DeepSpeed does after each group's step, for the deferred ones
             rank = dist.get_rank(group=wrapper.real_dp_process_group[j])
-            wrapper.parallel_partitioned_bit16_groups[j][rank].data.copy_(partitions[j].data)
+            bit16 = wrapper.parallel_partitioned_bit16_groups[j][rank]
+            if wrapper.cpu_offload:  # the gradient buffer persists; weights go through a buffer
+                buffer = wrapper.param_buffer_of_bit16_for_cpu_offload_groups[j]
+                buffer.data.copy_(partitions[j].data)
+                bit16.data.copy_(buffer.data)
+            else:
+                partitions[j].grad = None
+                bit16.data.copy_(partitions[j].data)
         pending.clear()
         wrapper._lazy_init_hp_params_optimizer_state()
 
@@ -234,7 +244,7 @@ def zero_aware(optimizer: Any, group: Any = None) -> Any:
             data-parallel group of the param groups).
 
     Raises ``RuntimeError`` for what cannot be exact: ``cosine_scope="tensor"``, coupled
-    groups, ZeRO-3, optimizer offload (module docstring).
+    groups, ZeRO-3, ``torch_autocast`` / ZenFlow (module docstring).
     """
     wrapper, inner = _unwrap(optimizer)
     if wrapper is None:

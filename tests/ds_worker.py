@@ -79,6 +79,9 @@ def ds_config(case: dict) -> dict:
            "zero_optimization": {"stage": case.get("stage", 2)},
            "zero_allow_untested_optimizer": True,
            "steps_per_print": 10 ** 6, "wall_clock_breakdown": False}
+    if case.get("offload"):  # a client optimizer on the offloaded fp32 partitions
+        cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+        cfg["zero_force_ds_cpu_optimizer"] = False
     if case.get("bf16"):
         cfg["bf16"] = {"enabled": True}
     return cfg

@@ -43,7 +43,10 @@ EXACT = ([_case(f"{o}-zero{st}", optim=o, stage=st) for o in OPTIMS for st in (1
                   accumulation=2),
             _case("adatamw-zero1-one-group-detected", optim="adatamw", stage=1, one_group=True,
                   zero_aware=False),
-            _case("coupled_adamw-zero2", optim="coupled_adamw")])
+            _case("coupled_adamw-zero2", optim="coupled_adamw"),
+            _case("adatamw-zero2-offload-optimizer", optim="adatamw", offload=True),
+            _case("adatamw-zero1-offload-optimizer-clip", optim="adatamw", stage=1, offload=True,
+                  clip=0.05)])
 RESUMED = [_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
 OVERFLOW = _case("adatamw-zero2-overflow-skipped", optim="adatamw", overflow_at=2)
 BF16 = _case("adatamw-zero2-bf16", optim="adatamw", bf16=True)
