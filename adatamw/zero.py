@@ -289,7 +289,7 @@ def detect(optimizer: Any) -> Optional[ZeroSharding]:
             f"{len(wrapper.bit16_groups)} param groups, which DeepSpeed steps one at a time; "
             "one cosine over all of them (Eq. 2) needs adatamw.zero.zero_aware(engine) after "
             "deepspeed.initialize (with the Trainer: callbacks=[adatamw.zero."
-            "zero_aware_callback()], or TAMTrainer)")
+            "zero_aware_callback()])")
     zero_aware(wrapper)
     return optimizer.sharding
 
