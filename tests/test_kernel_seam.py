@@ -31,6 +31,7 @@ def set_grads(params, t):
         p.grad = torch.randn(p.shape, generator=gen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("scope", ["global", "tensor"])
 def test_step_traces_as_one_graph(path, scope):
@@ -42,6 +43,7 @@ def test_step_traces_as_one_graph(path, scope):
     assert explained.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", list(PATHS))
 def test_compiled_step_equals_eager_and_tensor_lr_does_not_recompile(path):
     """fullgraph compile (aot_eager: the functionalised graph, custom ops included) gives the eager
@@ -133,6 +135,7 @@ _NO_BUILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_no_compiler_is_invoked_for_loop_foreach_or_other_dtypes(tmp_path):
     """With the extension made unbuildable (no compiler, an empty extension folder), loop,
     foreach, TAM and bf16 never try to build it; the float32 default tries once, warns, and

@@ -94,6 +94,7 @@ def _task(name: str):
 # --- the real task classes end to end ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_tasks_run_collect_report_offline(tmp_path, checkpoints, full_cache, datasets_cache, capsys):
     datasets_cache(full_cache)
     manifest = _manifest(tmp_path / "sweep", checkpoints)
