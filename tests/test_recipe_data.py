@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,19 +212,5 @@ def test_minilm_head_is_reported_as_new(caplog):
 # ---- the bundled sample ---------------------------------------------------------------------
 
 
-def test_bundled_sample_is_small_wikitext_with_a_source_note():
-    train, valid = (hub.SAMPLE_FILES[s].read_text(encoding="utf-8") for s in ("train", "validation"))
-    assert 500_000 < len(train.encode()) <= 1_000_000 and 50_000 < len(valid.encode()) <= 100_000
-    headings = [line for line in train.splitlines() if line.startswith(" = ") and not line.startswith(" = = ")]
-    assert len(headings) > 500 and headings[0] == " = Hacker Slang and Hacker Culture = "
-    assert not set(headings) & {line for line in valid.splitlines() if line.startswith(" = ")} - {" = = "}
-    note = (hub.SAMPLE_DIR / "SOURCE.md").read_text()
-    assert "public domain" in note.lower() and "jargon-text" in note
-
-
-@pytest.mark.skipif(not Path("/usr/share/doc/jargon-text/jargon.txt.gz").exists(), reason="jargon-text not installed")
-def test_make_sample_reproduces_the_bundled_files(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "recipes" / "make_sample.py"), "--out", str(tmp_path)], check=True,
-                   capture_output=True)  # fmt: skip
-    for name in ("wiki.train.raw", "wiki.valid.raw"):
-        assert (tmp_path / name).read_bytes() == (hub.SAMPLE_DIR / name).read_bytes()
+# The sample's content, its extraction from Wikipedia and its source note:
+# tests/test_offline_real_tasks.py (recipes/wiki_sample.py).
