@@ -105,6 +105,8 @@ class Cell:
         selection = results.read_json(self.output_dir / results.SELECTION_FILE)
         if not selection:
             return False
+        if parsed_cell(self, extra)[2].overwrite_runs:
+            return False  # the recipe deletes and retrains its lr runs
         expected = expected_identity(self, extra, world_size)
         ignore = (run_id.GRID_KEY,) + (() if world_size else ("global_batch_size",))
         recorded = selection.get("identity")
@@ -187,7 +189,9 @@ def collect_manifest(output_root: Path) -> dict:
         for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
             selection = results.read_json(path)
             if not selection or any(k not in selection for k in MANIFEST_KEYS if k != "checkpoint"):
-                continue  # unfinished, or written before provenance was recorded
+                print(f"manifest: {path} left out: {'unreadable' if not selection else 'no provenance recorded'}",
+                      file=sys.stderr)  # fmt: skip
+                continue
             checkpoint = (path.parent / selection["checkpoint"]).relative_to(output_root)
             entries.append(
                 {
