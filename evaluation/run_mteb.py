@@ -160,6 +160,22 @@ def _parts(task) -> list:
     return list(task.metadata.tasks) if isinstance(task, AbsTaskAggregate) else [task]
 
 
+def _load(parts: list) -> str | None:
+    """Load the data of ``parts`` (guarded: evaluation.task_data); the error text if one fails (all unloaded then)."""
+    try:
+        for part in parts:
+            load_task_data(part)
+    except TaskDataError as err:
+        error = str(err)
+    except Exception as err:  # noqa: BLE001 - a task whose data cannot be read fails alone
+        error = f"its data could not be loaded: {type(err).__name__}: {err}"
+    else:
+        return None
+    for part in parts:
+        part.unload_data()
+    return error
+
+
 def settings_for(spec: ModelSpec, args: argparse.Namespace) -> EvalSettings:
     """The evaluation settings of ``spec`` under this run's flags."""
     return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=suite_name(args.paper_tasks, args.offline_suite))
@@ -211,9 +227,11 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
         name = task.metadata.name
         parts = _parts(task)
         model.encode_meter.reset()
+        error = _load(parts)
+        if error:
+            run.errors[name] = error
+            continue
         try:
-            for part in parts:
-                load_task_data(part)
             with offline_config_names():
                 result = mteb.evaluate(
                     model,
@@ -224,9 +242,6 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
                     co2_tracker=False,
                     raise_error=False,
                 )
-        except TaskDataError as err:
-            run.errors[name] = str(err)
-            continue
         finally:
             for part in parts:
                 part.unload_data()

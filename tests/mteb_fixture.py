@@ -17,6 +17,9 @@ columns its loader reads (learned from mteb 2.x's task classes and loaders):
   mteb's retrieval layout: configs ``corpus`` (``_id``, ``title``, ``text``), ``queries``
   (``_id``, ``text``), ``default`` (qrels ``query-id``, ``corpus-id``, ``score``) and, for
   reranking, ``top_ranked`` (``query-id``, ``corpus-ids``: the candidates of each query);
+* multilingual tasks: ``AmazonCounterfactualClassification`` the same columns in one config per
+  language subset (``en``); ``STS17`` (fast loading) one ``default`` config with a ``lang`` column
+  (``en-en``); ``MSMARCO`` its qrels in the ``dev`` split;
 * Summarization (``SummEval``): ``default`` / ``test``: ``text``, ``human_summaries``,
   ``machine_summaries``, ``relevance`` (one list entry per machine summary).
 
@@ -65,7 +68,7 @@ def _topic_texts(n_per_topic: int, seed: int) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-def _sts(seed: int = 0) -> Configs:
+def _sts(seed: int = 0, lang: str | None = None) -> Configs:
     rng = random.Random(seed)
     topics = list(TOPICS)
     s1, s2, score = [], [], []
@@ -75,13 +78,16 @@ def _sts(seed: int = 0) -> Configs:
         s1 += _sentences(a, 1, rng)
         s2 += _sentences(b, 1, rng)
         score.append(round(rng.uniform(3.0, 5.0) if a == b else rng.uniform(0.0, 2.0), 2))
-    return {"default": {"test": {"sentence1": s1, "sentence2": s2, "score": score}}}
+    columns = {"sentence1": s1, "sentence2": s2, "score": score}
+    if lang:  # a multilingual task that fast-loads one "default" config and groups it by "lang"
+        columns["lang"] = [lang] * len(s1)
+    return {"default": {"test": columns}}
 
 
-def _classification(seed: int = 1) -> Configs:
+def _classification(seed: int = 1, config: str = "default") -> Configs:
     train, train_labels = _topic_texts(10, seed)
     test, test_labels = _topic_texts(6, seed + 100)
-    return {"default": {"train": {"text": train, "label": train_labels},
+    return {config: {"train": {"text": train, "label": train_labels},
                         "test": {"text": test, "label": test_labels}}}
 
 
@@ -170,6 +176,10 @@ BUILDERS: dict[str, Callable[[], Configs]] = {
     "SciFact": lambda: _retrieval(7),
     "SummEval": _summarization,
     "CQADupstackTexRetrieval": lambda: _retrieval(8),
+    # multilingual tasks read one config per language subset; MSMARCO evaluates its dev split
+    "STS17": lambda: _sts(9, lang="en-en"),
+    "AmazonCounterfactualClassification": lambda: _classification(10, config="en"),
+    "MSMARCO": lambda: _retrieval(11, split="dev"),
 }
 REAL_TASKS = tuple(BUILDERS)
 # The tasks of the standard suite (MTEB(eng, v1) has the CQADupstack aggregate instead).
