@@ -52,7 +52,8 @@ def benchmark_tasks(paper_tasks: bool = False) -> list[AbsTask]:
 
 
 def offline_suite_tasks() -> list[AbsTask]:
-    """mteb's mock tasks for all 7 categories plus the project's local English tasks."""
+    """mteb's mock tasks for all 7 categories, the project's tiny local English tasks (these ten are
+    code-path checks, ``evaluation.code_path``) and the human-judged word-similarity and polarity tasks."""
     from mteb.mocks.mock_tasks import (
         classification,
         clustering,
@@ -64,6 +65,7 @@ def offline_suite_tasks() -> list[AbsTask]:
     )
 
     from evaluation.offline_tasks import LOCAL_TASK_CLASSES
+    from evaluation.offline_tasks.human_judged import HUMAN_JUDGED_TASK_CLASSES
 
     modules = (classification, clustering, pair_classification, reranking, retrieval, sts, summarization)
     mocks = []
@@ -72,7 +74,7 @@ def offline_suite_tasks() -> list[AbsTask]:
         if cls is None:
             raise ImportError(f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) differs from the one this suite was written for (2.x).")
         mocks.append(cls())
-    return mocks + [cls() for cls in LOCAL_TASK_CLASSES]
+    return mocks + [cls() for cls in (*LOCAL_TASK_CLASSES, *HUMAN_JUDGED_TASK_CLASSES)]
 
 
 SUITES = ("mteb_eng_v1", "paper", "offline")

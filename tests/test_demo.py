@@ -2,7 +2,8 @@
 
 The quick demo is the real pipeline (sweep of AdamW and AdaTAMW over 2 lrs x epochs {1, 2},
 selection by validation perplexity, offline MTEB tasks, geometry, report) on 16 blocks of
-32 tokens and three offline tasks: about 1 minute on 2 idle CPU cores (75 s at load 3).
+32 tokens and three offline tasks (WordSim353, PangLeePolarityClassification and the code-path
+check MockRetrievalTask): about 1 minute on 2 idle CPU cores (75 s at load 3).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def test_quick_demo_outputs_and_reuse(tmp_path):
     for row in win:
         assert 0 <= float(row["better_pct"]) <= float(row["similar_or_better_pct"]) <= 100
     categories = _csv(out / "category_improvement.csv")
-    assert {r["category"] for r in categories} == {"STS", "Classification", "Retrieval"}
+    # the human-judged tasks carry the comparison; MockRetrievalTask is a code-path check, outside it
+    assert {r["category"] for r in categories} == {"STS", "Classification"}
+    assert "## Code-path checks" in report and "MockRetrievalTask" in report
     geometry = _csv(out / "geometry.csv")
     assert len(geometry) == 4
     for row in geometry:
