@@ -170,6 +170,7 @@ def finished_sweep(tiny, text_files, tmp_path_factory):
     return args, cell
 
 
+@pytest.mark.slow
 def test_changed_setting_is_refused_by_the_recipe(finished_sweep, text_files, monkeypatch):
     args, cell = finished_sweep
     monkeypatch.setattr(mlm_finetune, "train_one_lr", lambda *a, **k: pytest.fail("a run was retrained"))
@@ -183,6 +184,7 @@ def test_changed_setting_is_refused_by_the_recipe(finished_sweep, text_files, mo
         assert part in message, message
 
 
+@pytest.mark.slow
 def test_changed_setting_is_refused_by_the_sweep(finished_sweep, monkeypatch, capsys):
     args, cell = finished_sweep
     manifest = (cell.output_dir.parents[2] / sweep.MANIFEST).read_bytes()
@@ -213,6 +215,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_concurrent_recipe_run_is_refused(finished_sweep, text_files):
     _, cell = finished_sweep
     holder = _holder(cell.output_dir / ".lr_0.001.lock")
@@ -223,6 +226,7 @@ def test_concurrent_recipe_run_is_refused(finished_sweep, text_files):
         _stop(holder)
 
 
+@pytest.mark.slow
 def test_concurrent_sweep_cell_is_refused(finished_sweep):
     args, cell = finished_sweep
     holder = _holder(cell.output_dir.parent / f".{cell.output_dir.name}.lock")
