@@ -259,8 +259,8 @@ def resolve(optimizer: Any) -> Optional[Sharding]:
         explicit = detect(optimizer)
     params = _params(optimizer)
     name = type(optimizer).__name__
-    refuse_deepspeed(params, name)
-    if not getattr(explicit, "flat_partitions", False):
+    if not getattr(explicit, "flat_partitions", False):  # DeepSpeed layouts, handled there
+        refuse_deepspeed(params, name)
         _check_not_flattened(optimizer)
     if explicit is not None:
         return explicit

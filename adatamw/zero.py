@@ -1,8 +1,10 @@
-"""Exact torque under DeepSpeed ZeRO stages 1 and 2 (docs/distributed.md).
+"""Exact torque under DeepSpeed ZeRO stages 1, 2 and 3 (docs/distributed.md).
 
-DeepSpeed's ZeRO-1/2 optimizer (``DeepSpeedZeroOptimizer``) replaces each param group's tensors
-by one flat fp32 partition per rank: the group's parameters concatenated, zero padded to a
-multiple of the data-parallel size and cut into disjoint equal pieces. The global cosine of
+DeepSpeed's ZeRO optimizers replace each param group's tensors by flat fp32 partitions, one set
+per rank: ZeRO-1/2 (``DeepSpeedZeroOptimizer``) concatenate a group's parameters, pad with zeros
+to a multiple of the data-parallel size and cut the whole into disjoint equal pieces; ZeRO-3
+(``DeepSpeedZeroOptimizer_Stage3``) cuts every parameter (zero padded) and concatenates this
+rank's pieces into one flat tensor per sub-group (``sub_group_size``). The global cosine of
 Eq. 2 needs only three sums over every element, ``<m, g>``, ``||m||^2`` and ``||g||^2``; the
 pieces are disjoint and the padding is zero in ``m``, ``g`` and ``p`` (so it adds nothing, also
 with L2 decay ``g + wd p``), hence summing each rank's partial sums over DeepSpeed's
@@ -11,24 +13,26 @@ data-parallel group gives exactly the unsharded cosine, and every rank computes 
 
 Two things make this more than one ``all_reduce``:
 
-- DeepSpeed steps the wrapped optimizer **once per param group** (``_optimizer_step(i)``
-  shows it only ``param_groups[i]``), and builds group ``i + 1``'s gradient only after group
-  ``i`` has stepped. One cosine over all groups (Algorithm 1) needs every group's gradient
-  before the first update, so :func:`zero_aware` defers the inner step: the calls for groups
-  ``0 .. n-2`` keep their gradient partition, the call for the last group steps all groups at
-  once (one reduction, one ``s_t``), then copies the earlier groups' updated fp32 partitions
-  into DeepSpeed's bit16 partitions as DeepSpeed does after each group (the last group's copy
-  and the all-gather are DeepSpeed's own, after the call).
+- DeepSpeed steps the wrapped optimizer **once per param group** (ZeRO-1/2:
+  ``_optimizer_step(i)`` shows it only ``param_groups[i]``) or **once per sub-group** (ZeRO-3:
+  every other group emptied), and builds the next one's gradient only after the previous one
+  has stepped. One cosine over all groups (Algorithm 1) needs every gradient before the first
+  update, so :func:`zero_aware` defers the inner step: the calls for the first ``n - 1``
+  keep their gradient partition, the last call steps everything at once (one reduction, one
+  ``s_t``), then copies the earlier partitions' new weights where DeepSpeed copies them after
+  each call (ZeRO-1/2: the bit16 partitions, through the offload buffer under
+  ``offload_optimizer``; ZeRO-3: ``_reassign_or_swap_out_partitioned_parameters``). The last
+  one's copy and the all-gather are DeepSpeed's own, after the call.
 - The optimizer cannot tell by itself that the flat tensors are ZeRO partitions, nor over
   which group; :func:`zero_aware` says it. When the optimizer finds its groups flattened
-  without it, :func:`detect` looks for the ZeRO optimizer that wraps it: with one param group
-  it makes the optimizer exact itself; with several it refuses (the first per-group call has
+  without it, :func:`detect` looks for the ZeRO optimizer that wraps it: with one inner step
+  per step it makes the optimizer exact itself; with several it refuses (the first call has
   already started) and names :func:`zero_aware`.
 
 Exact: AdaTAMW / AdaTAM / TAM with ``cosine_scope="global"`` (and CoupledAdamW without coupled
-groups, which has no cross-element term) under ZeRO-1 and ZeRO-2, fp32 or bf16, with or
-without ``offload_optimizer`` (a client optimizer there needs
-``"zero_force_ds_cpu_optimizer": false``), DeepSpeed's gradient clipping (applied to the
+groups, which has no cross-element term) under ZeRO-1, 2 and 3, fp32 or bf16; ZeRO-1/2 also
+with ``offload_optimizer`` (a client optimizer there needs
+``"zero_force_ds_cpu_optimizer": false``); DeepSpeed's gradient clipping (applied to the
 partitions before the step), gradient accumulation and skipped overflow steps (DeepSpeed
 returns before calling the optimizer, so ``s`` and the step counters do not move), and
 ``save_checkpoint`` / ``load_checkpoint`` (``s`` is a 0-dim entry of each rank's optimizer
@@ -41,11 +45,9 @@ Refused, with the reason:
 
 - ``cosine_scope="tensor"`` and coupled groups: the flat partition has lost the tensor
   boundaries and the ``[V, H]`` rows (use FSDP2, see :mod:`adatamw.distributed`).
-- ZeRO-3 (``DeepSpeedZeroOptimizer_Stage3``): it calls the optimizer once per *sub-group*
-  (``sub_group_size``) with every other group emptied, interleaved with its own
-  parameter swapping and offload; the deferral above is not implemented for it.
-- ZeRO-1/2 with ``torch_autocast`` or ZenFlow: other step paths that the deferral does not
-  replicate (``offload_optimizer`` is handled: its weights go back through DeepSpeed's buffer).
+- ZeRO-3 with ``offload_optimizer`` (or NVMe swapping) or Muon, ZeRO-1/2/3 with
+  ``torch_autocast`` or ZenFlow: other step paths (state swapped in and out around each inner
+  step) that the deferral does not replicate.
 - MoE groups (expert-parallel groups reduce over different process groups).
 """
 
@@ -62,12 +64,12 @@ from .distributed import Sharding
 
 __all__ = ["ZeroSharding", "detect", "zero_aware", "zero_aware_callback"]
 
-_WORKS = ("cosine_scope='global' under DeepSpeed ZeRO-1/2, or FSDP2 "
+_WORKS = ("cosine_scope='global' under DeepSpeed ZeRO, or FSDP2 "
           "(torch.distributed.fsdp.fully_shard; see docs/distributed.md)")
 
 
 class ZeroSharding(Sharding):
-    """The partial sums of ZeRO-1/2 flat partitions, completed over the data-parallel group.
+    """The partial sums of ZeRO flat partitions, completed over the data-parallel group.
 
     ``flat_partitions`` tells :func:`adatamw.distributed.resolve` that the param groups were
     replaced by flat partitions on purpose.
@@ -95,15 +97,19 @@ def _tensor_scope_message(name: str) -> str:
             f"cosine (Eq. 2) cannot be computed. Use {_WORKS}")
 
 
-def _zero_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(ZeRO-1/2 optimizer classes, other DeepSpeed optimizers that flatten the groups)."""
-    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
-    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+def _zero_classes() -> tuple[type, type, tuple[type, ...]]:
+    """(ZeRO-1/2 optimizer, ZeRO-3 optimizer, other DeepSpeed optimizers that flatten groups)."""
     from deepspeed.runtime.bf16_optimizer import BF16_Optimizer
     from deepspeed.runtime.fp16.fused_optimizer import FP16_Optimizer
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
-    return (DeepSpeedZeroOptimizer,), (DeepSpeedZeroOptimizer_Stage3, BF16_Optimizer,
-                                       FP16_Optimizer)
+    return DeepSpeedZeroOptimizer, DeepSpeedZeroOptimizer_Stage3, (BF16_Optimizer, FP16_Optimizer)
+
+
+def _deepspeed_optimizer(obj: Any) -> bool:
+    zero12, zero3, others = _zero_classes()
+    return isinstance(obj, (zero12, zero3, *others))
 
 
 def _unwrap(obj: Any) -> tuple[Any, Any]:
@@ -114,8 +120,7 @@ def _unwrap(obj: Any) -> tuple[Any, Any]:
     outer = None
     seen = 0
     while not isinstance(obj, TorqueOptimizer):
-        zero12, others = _zero_classes()
-        if isinstance(obj, zero12 + others):
+        if _deepspeed_optimizer(obj):
             outer = obj
         inner = getattr(obj, "optimizer", None)
         seen += 1
@@ -136,13 +141,13 @@ def _find_wrapper(optimizer: Any) -> Optional[Any]:
     if "deepspeed" not in sys.modules:
         return None
     try:
-        zero12, others = _zero_classes()
+        _zero_classes()
     except ImportError:
         return None
     for ref in gc.get_referrers(optimizer):
         owners = gc.get_referrers(ref) if isinstance(ref, dict) else [ref]
         for owner in owners:
-            if isinstance(owner, zero12 + others) and getattr(owner, "optimizer", None) is optimizer:
+            if _deepspeed_optimizer(owner) and getattr(owner, "optimizer", None) is optimizer:
                 return owner
     return None
 
@@ -150,23 +155,27 @@ def _find_wrapper(optimizer: Any) -> Optional[Any]:
 def _check_supported(wrapper: Any, optimizer: Any) -> None:
     """Refuse what cannot be exact (module docstring), naming the reason and the fix."""
     name = type(optimizer).__name__
-    zero12, _ = _zero_classes()
-    if not isinstance(wrapper, zero12):
-        stage3 = type(wrapper).__name__ == "DeepSpeedZeroOptimizer_Stage3"
+    zero12, zero3, _ = _zero_classes()
+    if not isinstance(wrapper, (zero12, zero3)):
         raise RuntimeError(
-            f"{name} is wrapped by DeepSpeed's {type(wrapper).__name__}"
-            + (" (ZeRO-3), which steps it once per parameter sub-group with every other group "
-               "emptied, so one cosine over all parameters (Eq. 2) is not available to any "
-               "call" if stage3 else ", which replaces the param groups by flat tensors "
-               "outside ZeRO-1/2") +
-            ". Use ZeRO stage 1 or 2 (zero_optimization.stage), or FSDP2; see "
-            "docs/distributed.md")
-    missing = [a for a in _ZERO12_INTERNALS if not hasattr(wrapper, a)]
+            f"{name} is wrapped by DeepSpeed's {type(wrapper).__name__}, which replaces the "
+            "param groups by flat tensors outside ZeRO; use ZeRO stage 1, 2 or 3 "
+            "(zero_optimization.stage), or FSDP2; see docs/distributed.md")
+    internals = _ZERO12_INTERNALS if isinstance(wrapper, zero12) else _ZERO3_INTERNALS
+    missing = [a for a in internals if not hasattr(wrapper, a)]
     if missing:
         raise RuntimeError(
-            f"{name} under a DeepSpeed whose ZeRO-1/2 optimizer lacks {missing}, which "
+            f"{name} under a DeepSpeed whose {type(wrapper).__name__} lacks {missing}, which "
             "adatamw.zero uses to step all param groups at once; it is tested with DeepSpeed "
             "0.19 (pip install 'adatamw[deepspeed]')")
+    if isinstance(wrapper, zero3):
+        for flag, what in (("offload_optimizer", "offload_optimizer"), ("use_muon", "Muon")):
+            if getattr(wrapper, flag, None):
+                raise RuntimeError(
+                    f"{name} under DeepSpeed ZeRO-3 with {what}: DeepSpeed swaps each "
+                    "sub-group's state in and out around its own step, which the "
+                    "one-step-for-all-groups deferral of adatamw.zero does not replicate; "
+                    "drop it from the ds_config or use ZeRO-2 (offload_optimizer works there)")
     if optimizer.uses_torque and optimizer.param_groups[0]["cosine_scope"] != "global":
         raise RuntimeError(_tensor_scope_message(name))
     for i, group in enumerate(optimizer.param_groups):
@@ -193,13 +202,52 @@ _ZERO12_INTERNALS = ("bit16_groups", "single_partition_of_fp32_groups",
                      "_optimizer_step", "_lazy_init_hp_params_optimizer_state")
 
 
+#: What :func:`_defer_zero3` reads of DeepSpeed's ZeRO-3 optimizer.
+_ZERO3_INTERNALS = ("fp16_groups", "fp32_partitioned_groups_flat", "dp_process_group",
+                    "offload_optimizer", "_set_fp32_optimizer_param_groups",
+                    "_clear_fp32_optimizer_param_groups",
+                    "_reassign_or_swap_out_partitioned_parameters", "_optimizer_step")
+
+
+def _fill_stage3_padding(wrapper: Any, value: float = 0.0) -> None:
+    """Set the padding of ZeRO-3's fp32 partitions to ``value`` (0: what :func:`zero_aware` does).
+
+    ZeRO-3 cuts each parameter into equal pieces of ``ceil(numel / ranks)`` elements; the tail
+    of the last piece is padding, which DeepSpeed allocates with ``torch.empty`` and never
+    writes. Its gradient is zero, but with L2 decay (AdaTAM, TAM) ``g + wd p`` would carry the
+    uninitialised ``p`` into the three sums of Eq. 2 and into ``m``. Zeroed once, it stays zero
+    (zero gradient, zero momentum, zero update, decay of zero)."""
+    for flat, params in zip(wrapper.fp32_partitioned_groups_flat, wrapper.fp16_groups):
+        offset = 0
+        for p in params:
+            piece = p.ds_tensor.ds_numel
+            rank = dist.get_rank(group=getattr(p, "ds_process_group", wrapper.dp_process_group))
+            valid = max(0, min(piece, p.ds_numel - rank * piece))
+            flat.data[offset + valid:offset + piece].fill_(value)
+            offset += piece
+
+
+def _n_steps(wrapper: Any) -> int:
+    """How many inner steps DeepSpeed makes per step: one per param group (ZeRO-1/2) or per
+    sub-group (ZeRO-3)."""
+    return len(wrapper.bit16_groups if hasattr(wrapper, "bit16_groups") else wrapper.fp16_groups)
+
+
 def _step_all_groups_at_once(wrapper: Any, optimizer: Any) -> None:
     """Make ``wrapper._optimizer_step(i)`` defer the step to the last group (module docstring).
 
     Installed on the instance once; a no-op for a single group."""
-    n = len(wrapper.bit16_groups)
-    if n < 2 or getattr(wrapper, "_adatamw_deferred", False):
+    if _n_steps(wrapper) < 2 or getattr(wrapper, "_adatamw_deferred", False):
         return
+    zero12, _, _ = _zero_classes()
+    defer = _defer_zero12 if isinstance(wrapper, zero12) else _defer_zero3
+    wrapper._optimizer_step = defer(wrapper, optimizer)
+    wrapper._adatamw_deferred = True
+
+
+def _defer_zero12(wrapper: Any, optimizer: Any):
+    """ZeRO-1/2's ``_optimizer_step(group_no)``, deferred to the last group."""
+    n = len(wrapper.bit16_groups)
     pending: dict[int, Tensor] = {}
     partitions = wrapper.single_partition_of_fp32_groups
 
@@ -225,12 +273,41 @@ def _step_all_groups_at_once(wrapper: Any, optimizer: Any) -> None:
         pending.clear()
         wrapper._lazy_init_hp_params_optimizer_state()
 
-    wrapper._optimizer_step = _optimizer_step
-    wrapper._adatamw_deferred = True
+    return _optimizer_step
+
+
+def _defer_zero3(wrapper: Any, optimizer: Any):
+    """ZeRO-3's ``_optimizer_step(sub_group_id)``, deferred to the last sub-group: DeepSpeed
+    shows the optimizer one sub-group's flat partition at a time (every other group emptied)
+    and prepares a sub-group's gradient only just before its step."""
+    n = len(wrapper.fp16_groups)
+    pending: dict[int, Tensor] = {}
+    flats = wrapper.fp32_partitioned_groups_flat
+
+    def _optimizer_step(sub_group_id: int) -> None:
+        if sub_group_id == 0:
+            pending.clear()
+        if sub_group_id < n - 1:  # DeepSpeed sets .grad = None after the call: keep it
+            pending[sub_group_id] = flats[sub_group_id].grad
+            return
+        for j, grad in pending.items():
+            flats[j].grad = grad
+        wrapper._clear_fp32_optimizer_param_groups()
+        wrapper._set_fp32_optimizer_param_groups()  # every sub-group in its param group
+        try:
+            optimizer.step()  # one reduction, one s_t (Eqs. 2-4)
+        finally:
+            wrapper._clear_fp32_optimizer_param_groups()  # as DeepSpeed leaves them
+        for j in pending:  # DeepSpeed's copy to the partitioned parameters, now with the update
+            flats[j].grad = None
+            wrapper._reassign_or_swap_out_partitioned_parameters(j)
+        pending.clear()
+
+    return _optimizer_step
 
 
 def zero_aware(optimizer: Any, group: Any = None) -> Any:
-    """Make an optimizer of this package exact under DeepSpeed ZeRO-1/2; returns its argument.
+    """Make an optimizer of this package exact under DeepSpeed ZeRO; returns its argument.
 
     Call it after ``deepspeed.initialize`` (or ``accelerator.prepare``) and before the first
     step. The global cosine (Eq. 2) then sums the three partial sums of every rank's flat
@@ -244,7 +321,7 @@ def zero_aware(optimizer: Any, group: Any = None) -> Any:
             data-parallel group of the param groups).
 
     Raises ``RuntimeError`` for what cannot be exact: ``cosine_scope="tensor"``, coupled
-    groups, ZeRO-3, ``torch_autocast`` / ZenFlow (module docstring).
+    groups, ZeRO-3 with ``offload_optimizer``, ``torch_autocast`` / ZenFlow (module docstring).
     """
     wrapper, inner = _unwrap(optimizer)
     if wrapper is None:
@@ -255,19 +332,23 @@ def zero_aware(optimizer: Any, group: Any = None) -> Any:
             "optimizer; call it after deepspeed.initialize(..., optimizer=...) / "
             "accelerator.prepare")
     _check_supported(wrapper, inner)
+    if group is None and not hasattr(wrapper, "real_dp_process_group"):  # ZeRO-3
+        group = wrapper.dp_process_group
     if group is None:
         groups = {id(g): g for g in wrapper.real_dp_process_group}
         if len(groups) != 1:
             raise RuntimeError(f"zero_aware: the param groups of {type(inner).__name__} are "
                                f"partitioned over {len(groups)} process groups; pass group=")
         group = next(iter(groups.values()))
+    if not hasattr(wrapper, "bit16_groups"):  # ZeRO-3
+        _fill_stage3_padding(wrapper)
     _step_all_groups_at_once(wrapper, inner)
     inner.sharding = ZeroSharding(group)
     return optimizer
 
 
 def detect(optimizer: Any) -> Optional[ZeroSharding]:
-    """The :class:`ZeroSharding` of an optimizer whose groups DeepSpeed ZeRO-1/2 flattened
+    """The :class:`ZeroSharding` of an optimizer whose groups DeepSpeed ZeRO flattened
     without :func:`zero_aware` (None: not under DeepSpeed, or groups not replaced).
 
     Called by :func:`adatamw.distributed.resolve` inside DeepSpeed's call for the first group.
@@ -283,10 +364,11 @@ def detect(optimizer: Any) -> Optional[ZeroSharding]:
     if wrapper is None:
         return None
     _check_supported(wrapper, optimizer)
-    if len(wrapper.bit16_groups) > 1:
+    if _n_steps(wrapper) > 1:
         raise RuntimeError(
             f"{type(optimizer).__name__} runs under DeepSpeed ZeRO with "
-            f"{len(wrapper.bit16_groups)} param groups, which DeepSpeed steps one at a time; "
+            f"{_n_steps(wrapper)} param groups (ZeRO-3: sub-groups), which DeepSpeed steps one "
+            "at a time; "
             "one cosine over all of them (Eq. 2) needs adatamw.zero.zero_aware(engine) after "
             "deepspeed.initialize (with the Trainer: callbacks=[adatamw.zero."
             "zero_aware_callback()])")

@@ -76,7 +76,7 @@ def ds_config(case: dict) -> dict:
     cfg = {"train_micro_batch_size_per_gpu": 4,
            "gradient_accumulation_steps": case.get("accumulation", 1),
            "gradient_clipping": case.get("clip", 0.0),
-           "zero_optimization": {"stage": case.get("stage", 2)},
+           "zero_optimization": {"stage": case.get("stage", 2), **case.get("zero", {})},
            "zero_allow_untested_optimizer": True,
            "steps_per_print": 10 ** 6, "wall_clock_breakdown": False}
     if case.get("offload"):  # a client optimizer on the offloaded fp32 partitions
@@ -95,9 +95,24 @@ def _engine(case: dict):
     model = D.make_model()
     opt = make_optimizer(model, case)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(case))
+    if case.get("dirty_padding"):  # what DeepSpeed's torch.empty may leave there, made sure
+        from adatamw.zero import _fill_stage3_padding
+
+        _fill_stage3_padding(engine.optimizer, 7.0)
     if case.get("zero_aware", True):
         zero_aware(engine)
+    if case.get("stage") == 3:
+        _check_partitions_hold_the_parameters(engine)
     return engine, opt
+
+
+def _check_partitions_hold_the_parameters(engine) -> None:
+    """sum over ranks of ||fp32 partitions||^2 == ||parameters||^2: nothing but zeros beyond them."""
+    flats = engine.optimizer.fp32_partitioned_groups_flat
+    local = torch.stack([f.detach().double().square().sum() for f in flats]).sum()
+    dist.all_reduce(local)
+    whole = sum(p.double().square().sum() for p in _full_params(engine.module).values())
+    assert torch.allclose(local, whole, rtol=1e-12, atol=0), (float(local), float(whole))
 
 
 def _train(engine, case: dict, rank: int, steps: range) -> None:
@@ -112,14 +127,23 @@ def _train(engine, case: dict, rank: int, steps: range) -> None:
             engine.step()
 
 
-def _torque_state(opt) -> tuple[list, list]:
+def _torque_state(engine, opt) -> tuple[list, list]:
     """(s of every rank, step counters of every rank) after the run."""
-    first = opt.state[opt.param_groups[0]["params"][0]]
+    holders = opt.param_groups[0]["params"]  # ZeRO-3 empties them between steps
+    first = opt.state[holders[0] if holders else engine.optimizer.fp32_partitioned_groups_flat[0]]
     s = float(first[TORQUE_KEY]) if TORQUE_KEY in first else None
     steps = [float(st["step"]) for st in opt.state.values() if "step" in st]
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, (s, steps))
     return [g[0] for g in gathered], [g[1] for g in gathered]
+
+
+def _full_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole parameters (ZeRO-3 keeps only partitions outside forward/backward)."""
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        return {n: p.detach().float().clone() for n, p in model.named_parameters()}
 
 
 def ds_run(case: dict, rank: int) -> dict:
@@ -133,8 +157,8 @@ def ds_run(case: dict, rank: int) -> dict:
         _train(engine, case, rank, range(3, STEPS))
     else:
         _train(engine, case, rank, range(STEPS))
-    s, steps = _torque_state(opt)
-    params = {n: p.detach().float().clone() for n, p in engine.module.named_parameters()}
+    s, steps = _torque_state(engine, opt)
+    params = _full_params(engine.module)
     return {"params": params, "s": s, "steps": steps,
             "skipped": int(getattr(engine, "skipped_steps", 0))}
 

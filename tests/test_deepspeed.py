@@ -1,5 +1,5 @@
-"""DeepSpeed ZeRO-1/2 (adatamw/zero.py) is exact on 2 gloo CPU ranks; ZeRO-3 and the scopes
-that cannot be exact are refused.
+"""DeepSpeed ZeRO-1, 2 and 3 (adatamw/zero.py) are exact on 2 gloo CPU ranks; what cannot be
+exact is refused.
 
 One spawned 2-process run covers every case (process start-up and DeepSpeed's import dominate
 the time). Each exact case trains 5 steps of tests/dist_worker.py's model (two param groups,
@@ -12,6 +12,7 @@ without the reduction over the ranks the run differs. Run
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.distributed
 
 TOL = 1e-6
 OPTIMS = ("adatamw", "adatam", "tam")
+ZERO3_SMALL = {"sub_group_size": 10, "stage3_param_persistence_threshold": 0}
 
 
 def _case(name: str, **kw) -> dict:
@@ -46,16 +48,24 @@ EXACT = ([_case(f"{o}-zero{st}", optim=o, stage=st) for o in OPTIMS for st in (1
             _case("coupled_adamw-zero2", optim="coupled_adamw"),
             _case("adatamw-zero2-offload-optimizer", optim="adatamw", offload=True),
             _case("adatamw-zero1-offload-optimizer-clip", optim="adatamw", stage=1, offload=True,
-                  clip=0.05)])
-RESUMED = [_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
+                  clip=0.05)]
+         # ZeRO-3: 4 sub-groups (sub_group_size 10), parameters partitioned outside forward
+         + [_case(f"{o}-zero3", optim=o, stage=3, zero=ZERO3_SMALL) for o in OPTIMS]
+         # the padding of ZeRO-3's pieces filled with 7 (uninitialised memory): zeroed, exact
+         + [_case("tam-zero3-dirty-padding", optim="tam", stage=3, zero=ZERO3_SMALL,
+                  dirty_padding=True)])
+RESUMED = ([_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
+           + [_case("adatamw-zero3-resumed", optim="adatamw", stage=3, zero=ZERO3_SMALL,
+                    resume=True)])
 OVERFLOW = _case("adatamw-zero2-overflow-skipped", optim="adatamw", overflow_at=2)
-BF16 = _case("adatamw-zero2-bf16", optim="adatamw", bf16=True)
+BF16 = [_case("adatamw-zero2-bf16", optim="adatamw", bf16=True),
+        _case("adatamw-zero3-bf16", optim="adatamw", stage=3, zero=ZERO3_SMALL, bf16=True)]
 UNREDUCED = _case("adatamw-zero2-unreduced", optim="adatamw", no_reduction=True)
 UNDEFERRED = _case("adatamw-zero2-one-step-per-group", optim="adatamw", no_deferral=True)
 REFUSED = {
     "tensor-scope": _case("refused-tensor-scope", optim="adatamw", scope="tensor"),
     "coupled": _case("refused-coupled", optim="adatamw", coupled=True),
-    "zero3": _case("refused-zero3", optim="adatamw", stage=3, zero_aware=False),
+    "zero3-offload": _case("refused-zero3-offload", optim="adatamw", stage=3, offload=True),
     "undeclared-groups": _case("refused-two-groups-without-zero-aware", optim="adatamw",
                                zero_aware=False),
 }
@@ -72,7 +82,7 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deepspeed")
     out = str(tmp / "results.pt")
     cases = (EXACT + [dict(c, ckpt_dir=str(tmp / c["name"])) for c in RESUMED]
-             + [OVERFLOW, BF16, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
+             + [OVERFLOW, *BF16, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
     for attempt in range(2):  # a second try on a fresh port: another job may take the first
         try:
             torch.multiprocessing.start_processes(W.worker, args=(W.WORLD, _free_port(), cases, out),
@@ -113,9 +123,9 @@ def test_zero_matches_plain_data_parallel(results, case):
 
 
 @pytest.mark.parametrize("case", RESUMED, ids=[c["name"] for c in RESUMED])
-def test_zero2_resumed_from_checkpoint_matches_uninterrupted(results, case):
+def test_resumed_from_checkpoint_matches_uninterrupted(results, case):
     res = _ran(results, case)
-    uninterrupted = _ran(results, _case(f"{case['optim']}-zero2", optim=case["optim"]))
+    uninterrupted = _ran(results, {"name": case["name"].replace("-resumed", "")})
     diff = max_rel_diff(res["params"], uninterrupted["params"])
     print(f"\n{case['name']}: max relative difference to the uninterrupted run {diff:.2e}")
     assert diff < TOL
@@ -132,11 +142,12 @@ def test_overflow_step_is_skipped_without_touching_s_or_step(results):
     _check_exact(res, OVERFLOW)
 
 
-def test_bf16_runs_with_one_s_on_every_rank(results):
-    res = _ran(results, BF16)
+@pytest.mark.parametrize("case", BF16, ids=[c["name"] for c in BF16])
+def test_bf16_runs_with_one_s_on_every_rank(results, case):
+    res = _ran(results, case)
     assert res["s"][0] is not None and res["s"][0] == res["s"][1]
-    diff = max_rel_diff(res["params"], W.reference(BF16))
-    print(f"\nbf16 ZeRO-2: max relative difference to the fp32 reference {diff:.2e}")
+    diff = max_rel_diff(res["params"], W.reference(case))
+    print(f"\n{case['name']}: max relative difference to the fp32 reference {diff:.2e}")
     assert diff < 5e-2  # bf16 forward/backward: close, not exact
 
 
@@ -158,7 +169,7 @@ def test_with_deepspeeds_step_per_group_the_run_differs(results):
 @pytest.mark.parametrize("kind,words", [
     ("tensor-scope", ("cosine_scope='tensor'", "flat partition")),
     ("coupled", ("coupled", "rows")),
-    ("zero3", ("ZeRO-3", "stage 1 or 2")),
+    ("zero3-offload", ("ZeRO-3", "offload_optimizer")),
     ("undeclared-groups", ("zero_aware", "2 param groups")),
 ])
 def test_refused_with_the_reason(results, kind, words):
@@ -172,15 +183,19 @@ DS_ZERO2 = REPO / "recipes" / "accelerate" / "ds_zero2.json"
 
 
 @pytest.mark.slow
-def test_trainer_with_zero2_config_resumes_exactly(tmp_path):
-    """The project's ZeRO-2 config through ``TrainingArguments(deepspeed=...)`` on 2 CPU ranks
-    (tests/ds_trainer_script.py): AdaTAMW made exact by ``zero_aware_callback``, a checkpoint at
-    step 4, ``resume_from_checkpoint`` equals the uninterrupted run, and ``s`` equals plain data
-    parallel's (the parameters of this BERT differ from DDP's by float noise with torch's AdamW
-    too: its attention key biases get a zero gradient up to rounding, which Adam normalizes)."""
+def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
+    """The project's ZeRO-2 config, and the same at stage 3, through
+    ``TrainingArguments(deepspeed=...)`` on 2 CPU ranks (tests/ds_trainer_script.py): AdaTAMW made
+    exact by ``zero_aware_callback``, a checkpoint at step 4, ``resume_from_checkpoint`` equals
+    the uninterrupted run, and ``s`` equals plain data parallel's (the parameters of this BERT
+    differ from DDP's by float noise with torch's AdamW too: its attention key biases get a zero
+    gradient up to rounding, which Adam normalizes)."""
     from tiny_models import save_tiny_model
 
     model = save_tiny_model("bert", tmp_path / "model")
+    zero3 = json.loads(DS_ZERO2.read_text())
+    zero3["zero_optimization"] = {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    (tmp_path / "ds_zero3.json").write_text(json.dumps(zero3))
     out = tmp_path / "out"
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -188,18 +203,20 @@ def test_trainer_with_zero2_config_resumes_exactly(tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
              "--master_port", str(_free_port()), str(REPO / "tests" / "ds_trainer_script.py"),
-             str(model), str(out), str(DS_ZERO2)],
-            env=env, capture_output=True, text=True, timeout=600)
+             str(model), str(out), str(DS_ZERO2), str(tmp_path / "ds_zero3.json")],
+            env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode == 0 or attempt:
             break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    runs = {m: torch.load(out / f"{m}.pt", weights_only=False) for m in ("full", "resumed", "ddp")}
-    full, resumed, ddp = runs["full"], runs["resumed"], runs["ddp"]
-    assert full["sharding"] == resumed["sharding"] == "ZeroSharding"
-    assert full["step"] == resumed["step"] == 8
-    diff = max_rel_diff(resumed["params"], full["params"])
-    s_diff = abs(full["s"][0] - ddp["s"][0]) / abs(ddp["s"][0])
-    print(f"\nTrainer ZeRO-2: resumed vs uninterrupted {diff:.2e}; s {full['s']} vs DDP "
-          f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})")
-    assert diff < TOL and resumed["s"] == full["s"]
-    assert full["s"][0] == full["s"][1] and s_diff < 1e-5
+    ddp = torch.load(out / "ddp.pt", weights_only=False)
+    for stage in ("zero2", "zero3"):
+        full = torch.load(out / f"{stage}.pt", weights_only=False)
+        resumed = torch.load(out / f"{stage}-resumed.pt", weights_only=False)
+        assert full["sharding"] == resumed["sharding"] == "ZeroSharding"
+        assert full["step"] == resumed["step"] == 8
+        diff = max_rel_diff(resumed["params"], full["params"])
+        s_diff = abs(full["s"][0] - ddp["s"][0]) / abs(ddp["s"][0])
+        print(f"\nTrainer {stage}: resumed vs uninterrupted {diff:.2e}; s {full['s']} vs DDP "
+              f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})")
+        assert diff < TOL and resumed["s"] == full["s"]
+        assert full["s"][0] == full["s"][1] and s_diff < 1e-5
