@@ -63,7 +63,8 @@ def identity(meta: dict) -> dict:
     base, data = provenance.get("model") or {}, provenance.get("data") or {}
     data_name = "/".join(str(x) for x in (data.get("name"), data.get("config")) if x)
     values = {
-        "base_model": base.get("resolved") or base.get("name"),
+        # the requested name: the resolved folder is machine-specific, the weights hash is what must match
+        "base_model": base.get("name") or base.get("resolved"),
         "base_weights": base.get("weights_sha256"),
         "data": data_name,
         "data_fingerprint": data.get("fingerprint"),

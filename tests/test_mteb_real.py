@@ -116,7 +116,7 @@ def test_real_tasks_run_collect_report_offline(tmp_path, checkpoints, full_cache
     report_out = tmp_path / "report"
     assert report_main(["--results", str(out), "--out", str(report_out)]) == 0
     text = (report_out / "report.md").read_text()
-    assert "## Sources of the cells" in text and "tiny-bert-local" in text and "cdcdcdcdcdcd" in text
+    assert "## Sources of the cells" in text and "| tiny-bert | abababababab |" in text and "cdcdcdcdcdcd" in text
     assert "Salesforce/wikitext/wikitext-103-raw-v1" in text and "| fp32 |" in text
 
     # The paper suite into its own folder: CQADupstackTexRetrieval, a real retrieval task.
