@@ -224,9 +224,18 @@ def summary(out: Path, manifest: dict) -> str:
             f"{sum(s) / len(s):.2f}" if s else "n/a", len(s),
         ])  # fmt: skip
     parts = [
-        "Selected checkpoints (best validation perplexity over the lr grid):",
+        "Selected checkpoints (best validation perplexity over the lr grid; mean over the compared tasks):",
         _table(["optimizer", "epochs", "lr", "val ppl", "mean score", "tasks"], rows),
     ]
+    if compared.is_file():  # per task: the human-judged tasks (code-path checks are listed in report.md only)
+        per_task: dict[str, dict[tuple[int, str], str]] = {}
+        for row in _read_csv(compared):
+            key = (int(float(row["epochs"])), row["optimizer"])
+            per_task.setdefault(row["task"], {})[key] = f"{float(row['score']):.2f}"
+        arms = sorted({k for cells in per_task.values() for k in cells}, key=lambda k: (k[0], k[1].lower() != "adamw"))
+        parts += ["", "Scores of the compared tasks (code-path checks, not compared: report.md):",
+                  _table(["task", *(f"{o} {e}ep" for e, o in arms)],
+                         [[t, *(cells.get(k, "n/a") for k in arms)] for t, cells in sorted(per_task.items())])]  # fmt: skip
     stats = out / "win_rates_stats.csv"
     if stats.is_file():
         wrows = _read_csv(stats)
