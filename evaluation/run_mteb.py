@@ -181,7 +181,7 @@ def settings_for(spec: ModelSpec, args: argparse.Namespace) -> EvalSettings:
     return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=suite_name(args.paper_tasks, args.offline_suite))
 
 
-def check_one_suite(output: Path, specs: Sequence[ModelSpec], suite: str) -> None:
+def check_one_suite(output: Path, suite: str) -> None:
     """Refuse to add results of ``suite`` to an output folder that holds another suite's.
 
     One folder = one suite, so collect and the report never mix (and double-count)
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         specs, bad = specs_from_args(args, parser)
         tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite)
-        check_one_suite(args.output, specs, suite_name(args.paper_tasks, args.offline_suite))
+        check_one_suite(args.output, suite_name(args.paper_tasks, args.offline_suite))
     except (CheckpointError, ManifestError, UnknownTaskError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
