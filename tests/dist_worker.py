@@ -89,11 +89,13 @@ def sharded_run(case: dict) -> dict[str, torch.Tensor]:
 
     model = make_model()
     kind = case["sharding"]
-    if kind == "fsdp2":
+    if kind in ("fsdp2", "fsdp2-default"):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        # fsdp2-default: no mesh, as accelerate without a parallelism config: each call makes
+        # its own (equal) DeviceMesh object
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),)) if kind == "fsdp2" else None
         fully_shard(model.lin1, mesh=mesh)
         fully_shard(model.lin2, mesh=mesh)
         fully_shard(model, mesh=mesh)
@@ -202,6 +204,30 @@ def time_reduction(repeats: int = 20) -> dict:
     return {"params": sum(p.numel() for p in params), "tensors": len(params), "step_s": step,
             "step_unreduced_s": unreduced, "allreduce_s": allreduce,
             "allreduce_numels": calls, "embedding_dim": params[0].shape[1]}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, *args, nprocs: int = 2) -> None:
+    """Run ``fn(rank, nprocs, port, *args)`` in ``nprocs`` fresh processes (spawn, not fork);
+    a second try on a fresh port if the first start fails (another job may take the port)."""
+    from torch.multiprocessing.spawn import ProcessException
+
+    for attempt in range(2):
+        try:
+            torch.multiprocessing.start_processes(fn, args=(nprocs, free_port(), *args),
+                                                  nprocs=nprocs, join=True,
+                                                  start_method="spawn")
+            return
+        except ProcessException:
+            if attempt:
+                raise
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:

@@ -9,11 +9,8 @@ Run ``pytest -s -m distributed tests/test_distributed.py`` to see the measured d
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
-from torch.multiprocessing.spawn import ProcessException
 
 import adatamw
 import dist_worker as W
@@ -37,7 +34,9 @@ EXACT = ([_case(s, sc, mo) for s in ("fsdp2", "ddp") for sc in SCOPES for mo in 
          + [_case("fsdp2", "tensor", "ema", foreach=False),
             _case("fsdp2", "global", "tam", fused=True),
             _case("fsdp2", "tensor", "ema", fused=True),
-            _case("fsdp2", optim="coupled_adamw")])
+            _case("fsdp2", optim="coupled_adamw")]
+         + [_case("fsdp2-default", "global", "tam"), _case("fsdp2-default", "tensor", "ema"),
+            _case("fsdp2-default", optim="coupled_adamw")])
 UNREDUCED = [_case("fsdp2", "global", "tam", no_reduction=True),
              _case("fsdp2", "tensor", "ema", no_reduction=True),
              _case("fsdp2", optim="coupled_adamw", no_reduction=True),
@@ -48,25 +47,11 @@ REFUSED = {"fsdp1-no-shard-aware": _case("fsdp1", coupled=False, shard_aware=Fal
 MEASURE = {"name": "measure", "measure": True}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """All cases in one 2-process gloo group (process start-up dominates the time)."""
     out = str(tmp_path_factory.mktemp("dist") / "results.pt")
-    cases = EXACT + UNREDUCED + list(REFUSED.values()) + [MEASURE]
-    for attempt in range(2):  # a second try on a fresh port: another job may take the first
-        try:
-            torch.multiprocessing.start_processes(W.worker, args=(2, _free_port(), cases, out),
-                                                  nprocs=2, join=True, start_method="spawn")
-            break
-        except ProcessException:
-            if attempt:
-                raise
+    W.spawn(W.worker, EXACT + UNREDUCED + list(REFUSED.values()) + [MEASURE], out)
     return torch.load(out, weights_only=False)
 
 
