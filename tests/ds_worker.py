@@ -92,7 +92,11 @@ def _engine(case: dict):
 
     from adatamw.zero import zero_aware
 
-    model = D.make_model()
+    if case.get("zero_init"):  # ZeRO-3 partitions the parameters as they are created
+        with deepspeed.zero.Init(config_dict_or_path=ds_config(case)):
+            model = D.make_model()
+    else:
+        model = D.make_model()
     opt = make_optimizer(model, case)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(case))
     if case.get("dirty_padding"):  # what DeepSpeed's torch.empty may leave there, made sure
@@ -159,7 +163,11 @@ def ds_run(case: dict, rank: int) -> dict:
         _train(engine, case, rank, range(STEPS))
     s, steps = _torque_state(engine, opt)
     params = _full_params(engine.module)
-    return {"params": params, "s": s, "steps": steps,
+    try:  # what the Trainer's torque logging calls between steps
+        stats = opt.torque_stats()
+    except Exception as err:
+        stats = {"error": f"{type(err).__name__}: {err}"}
+    return {"params": params, "s": s, "steps": steps, "torque_stats": stats,
             "skipped": int(getattr(engine, "skipped_steps", 0))}
 
 

@@ -60,6 +60,8 @@ RESUMED = ([_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
 OVERFLOW = _case("adatamw-zero2-overflow-skipped", optim="adatamw", overflow_at=2)
 BF16 = [_case("adatamw-zero2-bf16", optim="adatamw", bf16=True),
         _case("adatamw-zero3-bf16", optim="adatamw", stage=3, zero=ZERO3_SMALL, bf16=True)]
+ZERO_INIT = _case("adatamw-zero3-zero-init", optim="adatamw", stage=3, zero=ZERO3_SMALL,
+                  zero_init=True)
 UNREDUCED = _case("adatamw-zero2-unreduced", optim="adatamw", no_reduction=True)
 UNDEFERRED = _case("adatamw-zero2-one-step-per-group", optim="adatamw", no_deferral=True)
 REFUSED = {
@@ -82,7 +84,7 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deepspeed")
     out = str(tmp / "results.pt")
     cases = (EXACT + [dict(c, ckpt_dir=str(tmp / c["name"])) for c in RESUMED]
-             + [OVERFLOW, *BF16, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
+             + [OVERFLOW, *BF16, ZERO_INIT, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
     for attempt in range(2):  # a second try on a fresh port: another job may take the first
         try:
             torch.multiprocessing.start_processes(W.worker, args=(W.WORLD, _free_port(), cases, out),
@@ -149,6 +151,34 @@ def test_bf16_runs_with_one_s_on_every_rank(results, case):
     diff = max_rel_diff(res["params"], W.reference(case))
     print(f"\n{case['name']}: max relative difference to the fp32 reference {diff:.2e}")
     assert diff < 5e-2  # bf16 forward/backward: close, not exact
+
+
+# -- what needs a change of the optimizer core (adatamw/base.py) ---------------------------------
+# Each test checks the known failure precisely, then marks itself xfail; once the core changes, it
+# checks the behaviour instead.
+def test_zero3_model_built_under_zero_init(results):
+    res = results[ZERO_INIT["name"]]
+    if "error" in res:
+        assert "ZeRO-3 partitioned parameter" in res["error"], res["trace"]
+        pytest.xfail("core: TorqueOptimizer.add_param_group refuses ZeRO-3's ds_id parameters at "
+                     "construction (distributed.refuse_deepspeed), before zero_aware can say they "
+                     "are handled; the refusal belongs in resolve (the first step) only")
+    _check_exact(res, ZERO_INIT)
+
+
+def test_torque_stats_between_zero3_steps(results):
+    case = next(c for c in EXACT if c["name"] == "adatamw-zero3")
+    stats = _ran(results, case)["torque_stats"]
+    if "error" in stats:
+        assert stats["error"].startswith("IndexError"), stats
+        pytest.xfail("core: torque_stats() reads s from param_groups[0]['params'][0], which "
+                     "ZeRO-3 empties between steps; it should find the state holding s")
+    assert stats["s_hat"] == pytest.approx(_ran(results, case)["s"][0])
+
+
+def test_torque_stats_after_zero2_steps(results):
+    res = _ran(results, _case("adatamw-zero2"))
+    assert res["torque_stats"]["s_hat"] == pytest.approx(res["s"][0])
 
 
 def test_without_reduction_the_zero_run_differs(results):
@@ -220,3 +250,15 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
               f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})")
         assert diff < TOL and resumed["s"] == full["s"]
         assert full["s"][0] == full["s"][1] and s_diff < 1e-5
+
+
+# -- single process: bad input to zero_aware ------------------------------------------------------
+def test_zero_aware_names_what_it_needs():
+    import adatamw
+    from adatamw.zero import zero_aware
+
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(TypeError, match="holds no adatamw optimizer"):
+        zero_aware(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match="not wrapped by a DeepSpeed ZeRO optimizer"):
+        zero_aware(adatamw.AdaTAMW(model.parameters()))
