@@ -245,65 +245,70 @@ def _step_all_groups_at_once(wrapper: Any, optimizer: Any) -> None:
     wrapper._adatamw_deferred = True
 
 
-def _defer_zero12(wrapper: Any, optimizer: Any):
-    """ZeRO-1/2's ``_optimizer_step(group_no)``, deferred to the last group."""
-    n = len(wrapper.bit16_groups)
+def _deferred(n: int, partitions: Sequence[Tensor], step_all, copy_back):
+    """An ``_optimizer_step(i)`` for ``n`` inner steps: the first ``n - 1`` calls keep partition
+    ``i``'s gradient (DeepSpeed sets ``.grad = None`` after each call), the last restores them,
+    runs ``step_all()`` (one reduction, one ``s_t``: Eqs. 2-4) and ``copy_back(j)`` for every
+    deferred ``j``."""
     pending: dict[int, Tensor] = {}
-    partitions = wrapper.single_partition_of_fp32_groups
 
-    def _optimizer_step(group_no: int) -> None:
-        if group_no == 0:
+    def _optimizer_step(i: int) -> None:
+        if i == 0:
             pending.clear()  # a step interrupted by an exception leaves nothing behind
-        if group_no < n - 1:  # DeepSpeed sets .grad = None after the call: keep it
-            pending[group_no] = partitions[group_no].grad
+        if i < n - 1:
+            pending[i] = partitions[i].grad
             return
         for j, grad in pending.items():
             partitions[j].grad = grad
-        optimizer.step()  # all groups: one reduction, one s_t (Eqs. 2-4)
-        for j in pending:  # what DeepSpeed does after each group's step, for the deferred ones
-            rank = dist.get_rank(group=wrapper.real_dp_process_group[j])
-            bit16 = wrapper.parallel_partitioned_bit16_groups[j][rank]
-            if wrapper.cpu_offload:  # the gradient buffer persists; weights go through a buffer
-                buffer = wrapper.param_buffer_of_bit16_for_cpu_offload_groups[j]
-                buffer.data.copy_(partitions[j].data)
-                bit16.data.copy_(buffer.data)
-            else:
-                partitions[j].grad = None
-                bit16.data.copy_(partitions[j].data)
+        step_all()
+        for j in pending:
+            copy_back(j)
         pending.clear()
-        wrapper._lazy_init_hp_params_optimizer_state()
 
     return _optimizer_step
+
+
+def _defer_zero12(wrapper: Any, optimizer: Any):
+    """ZeRO-1/2's ``_optimizer_step(group_no)``, deferred to the last group."""
+    partitions = wrapper.single_partition_of_fp32_groups
+
+    def step_all() -> None:
+        optimizer.step()  # every group: DeepSpeed swapped none out
+        wrapper._lazy_init_hp_params_optimizer_state()
+
+    def copy_back(j: int) -> None:  # what DeepSpeed does after group j's step
+        rank = dist.get_rank(group=wrapper.real_dp_process_group[j])
+        bit16 = wrapper.parallel_partitioned_bit16_groups[j][rank]
+        if wrapper.cpu_offload:  # the gradient buffer persists; weights go through a buffer
+            buffer = wrapper.param_buffer_of_bit16_for_cpu_offload_groups[j]
+            buffer.data.copy_(partitions[j].data)
+            bit16.data.copy_(buffer.data)
+        else:
+            partitions[j].grad = None
+            bit16.data.copy_(partitions[j].data)
+
+    return _deferred(len(wrapper.bit16_groups), partitions, step_all, copy_back)
 
 
 def _defer_zero3(wrapper: Any, optimizer: Any):
     """ZeRO-3's ``_optimizer_step(sub_group_id)``, deferred to the last sub-group: DeepSpeed
     shows the optimizer one sub-group's flat partition at a time (every other group emptied)
     and prepares a sub-group's gradient only just before its step."""
-    n = len(wrapper.fp16_groups)
-    pending: dict[int, Tensor] = {}
     flats = wrapper.fp32_partitioned_groups_flat
 
-    def _optimizer_step(sub_group_id: int) -> None:
-        if sub_group_id == 0:
-            pending.clear()
-        if sub_group_id < n - 1:  # DeepSpeed sets .grad = None after the call: keep it
-            pending[sub_group_id] = flats[sub_group_id].grad
-            return
-        for j, grad in pending.items():
-            flats[j].grad = grad
+    def step_all() -> None:
         wrapper._clear_fp32_optimizer_param_groups()
         wrapper._set_fp32_optimizer_param_groups()  # every sub-group in its param group
         try:
-            optimizer.step()  # one reduction, one s_t (Eqs. 2-4)
+            optimizer.step()
         finally:
             wrapper._clear_fp32_optimizer_param_groups()  # as DeepSpeed leaves them
-        for j in pending:  # DeepSpeed's copy to the partitioned parameters, now with the update
-            flats[j].grad = None
-            wrapper._reassign_or_swap_out_partitioned_parameters(j)
-        pending.clear()
 
-    return _optimizer_step
+    def copy_back(j: int) -> None:  # DeepSpeed's copy to the partitioned parameters
+        flats[j].grad = None
+        wrapper._reassign_or_swap_out_partitioned_parameters(j)
+
+    return _deferred(len(wrapper.fp16_groups), flats, step_all, copy_back)
 
 
 def zero_aware(optimizer: Any, group: Any = None) -> Any:
