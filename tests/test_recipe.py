@@ -256,3 +256,15 @@ def test_accelerate_launch_on_bundled_sample_with_embedded_minilm(tmp_path):
     provenance = read_json(tmp_path / "selection.json")["provenance"]
     assert provenance["model"]["name"] == "minilm-offline" and provenance["data"]["name"] == "bundled-sample"
     assert len(provenance["model"]["weights_sha256"]) == 64 and len(provenance["data"]["fingerprint"]) == 64
+
+
+def test_offline_defaults_replace_only_what_is_not_given():
+    """--offline_defaults asks for the stand-ins where no model / data is named; a named one is kept."""
+    model_args, data_args, *_ = mlm_finetune.parse_args(["--offline_defaults", "--output_dir", "x"])
+    assert model_args.model_name_or_path == "minilm-offline" and data_args.offline_sample
+    model_args, data_args, *_ = mlm_finetune.parse_args(
+        ["--offline_defaults", "--model_name_or_path", "roberta-base", "--dataset_name", "x/y", "--output_dir", "x"]
+    )
+    assert model_args.model_name_or_path == "roberta-base" and not data_args.offline_sample
+    model_args, data_args, *_ = mlm_finetune.parse_args(["--output_dir", "x"])
+    assert model_args.model_name_or_path == "bert-base-uncased" and not data_args.offline_sample
