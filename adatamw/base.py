@@ -118,7 +118,6 @@ class TorqueOptimizer(Optimizer):
         elif self._may_use_fused(group):
             cpu_fused.available()  # build now, not inside the first (maybe compiled) step
         self._built_shapes.append([tuple(p.shape) for p in self.param_groups[-1]["params"]])
-        distributed.refuse_deepspeed(self.param_groups[-1]["params"], type(self).__name__)
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
             self._check_global_scope_consistent()
 
@@ -319,7 +318,12 @@ class TorqueOptimizer(Optimizer):
             RuntimeWarning, stacklevel=3)
 
     def _global_state(self) -> dict:
-        return self.state[self.param_groups[0]["params"][0]]
+        """The state holding the global s and the undefined-step count: the first parameter's
+        (DeepSpeed ZeRO-3 empties the param groups between steps: then the entry holding s)."""
+        params = self.param_groups[0]["params"]
+        if params:
+            return self.state[params[0]]
+        return next((st for st in self.state.values() if TORQUE_STATE_KEY in st), {})
 
     def _new_torque_state(self, state: dict, param: Tensor) -> None:
         """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use).
@@ -391,7 +395,7 @@ class TorqueOptimizer(Optimizer):
         """
         if not self.uses_torque:
             return {}
-        count = self._global_state().get(UNDEFINED_KEY) if self.param_groups[0]["params"] else None
+        count = self._global_state().get(UNDEFINED_KEY)
         undefined = {"undefined_steps": int(count) if count is not None else 0}
         if count is not None:
             self._warn_undefined(count)

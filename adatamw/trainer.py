@@ -76,6 +76,9 @@ class TAMTrainer(Trainer):
         self.optim_kwargs = dict(optim_kwargs or {})
         self.coupled_embeddings = coupled_embeddings
         super().__init__(*args, **kwargs)
+        from .zero import zero_aware_callback
+
+        self.add_callback(zero_aware_callback())  # exact torque under DeepSpeed ZeRO; else a no-op
 
     # ---- optimizer ---------------------------------------------------------
 

@@ -154,25 +154,16 @@ def test_bf16_runs_with_one_s_on_every_rank(results, case):
 
 
 # -- what needs a change of the optimizer core (adatamw/base.py) ---------------------------------
-# Each test checks the known failure precisely, then marks itself xfail; once the core changes, it
-# checks the behaviour instead.
 def test_zero3_model_built_under_zero_init(results):
     res = results[ZERO_INIT["name"]]
-    if "error" in res:
-        assert "ZeRO-3 partitioned parameter" in res["error"], res["trace"]
-        pytest.xfail("core: TorqueOptimizer.add_param_group refuses ZeRO-3's ds_id parameters at "
-                     "construction (distributed.refuse_deepspeed), before zero_aware can say they "
-                     "are handled; the refusal belongs in resolve (the first step) only")
+    assert "error" not in res, res.get("trace")
     _check_exact(res, ZERO_INIT)
 
 
 def test_torque_stats_between_zero3_steps(results):
     case = next(c for c in EXACT if c["name"] == "adatamw-zero3")
     stats = _ran(results, case)["torque_stats"]
-    if "error" in stats:
-        assert stats["error"].startswith("IndexError"), stats
-        pytest.xfail("core: torque_stats() reads s from param_groups[0]['params'][0], which "
-                     "ZeRO-3 empties between steps; it should find the state holding s")
+    assert "error" not in stats, stats
     assert stats["s_hat"] == pytest.approx(_ran(results, case)["s"][0])
 
 
