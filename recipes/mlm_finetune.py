@@ -59,6 +59,7 @@ from recipes import identity as run_id
 from recipes import results
 from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
 from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, cache_only_when_unreachable, resolve_model
+from recipes.launch_checks import warn_if_fsdp_downgraded
 from recipes.locks import hold
 from recipes.masking import (
     IndexedMLMCollator,
@@ -558,6 +559,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> dict:
     """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``; returns the selection."""
     model_args, data_args, recipe, training_args = parse_args(argv)
     setup_logging(training_args)
+    warn_if_fsdp_downgraded(training_args)
     return run(model_args, data_args, recipe, training_args, callbacks)
 
 

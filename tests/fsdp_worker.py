@@ -277,6 +277,20 @@ def different_meshes() -> str:
     return ""
 
 
+def fsdp_launch_check(rank: int, world: int, root: str) -> str:
+    """What ``accelerate launch`` with an FSDP config exports, then TrainingArguments on CPU as
+    the recipe builds them: accelerate sets up MULTI_CPU (DDP), and the recipe's check says so."""
+    from transformers import TrainingArguments
+
+    from recipes.launch_checks import warn_if_fsdp_downgraded
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), ACCELERATE_USE_FSDP="true", FSDP_VERSION="2",
+                      OMP_NUM_THREADS="1")
+    args = TrainingArguments(output_dir=str(Path(root) / "trainer"), use_cpu=True, report_to=[])
+    return warn_if_fsdp_downgraded(args) or ""
+
+
 def run_case(phase: str, case: dict, root: Path) -> dict:
     folder = root / case["name"]
     model, handle, opt = build(case)
@@ -314,6 +328,7 @@ def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root
             dist.barrier()
         if phase == "first":
             results["different-meshes"] = different_meshes()
+            results["fsdp-launch-check"] = fsdp_launch_check(rank, world, root)
     finally:
         if rank == 0:
             torch.save(results, out)

@@ -116,11 +116,15 @@ def test_unsharded_path_resolves_to_nothing():
     assert opt._sharding() is None and opt.sharding is None
 
 
-def test_deepspeed_zero3_parameters_are_refused():
-    p = torch.nn.Parameter(torch.zeros(0))
+def test_deepspeed_zero3_parameters_are_refused_at_the_first_step():
+    """Construction accepts them (adatamw.zero.zero_aware may follow); without it the first
+    step refuses."""
+    p = torch.nn.Parameter(torch.zeros(3))
     p.ds_id = 0  # what ZeRO-3 puts on its partitioned parameters
+    p.grad = torch.ones(3)
+    opt = adatamw.AdaTAMW([p])
     with pytest.raises(RuntimeError, match="ZeRO-3.*FSDP2"):
-        adatamw.AdaTAMW([p])
+        opt.step()
 
 
 def test_layout_is_resolved_again_when_a_parameter_is_swapped_in_place():

@@ -120,3 +120,10 @@ def test_meshes_that_differ_are_refused_by_name(runs):
     assert "2 different device meshes" in err
     assert "DeviceMesh('cpu', 2, ranks [0, 1])" in err
     assert "DeviceMesh('cpu', fsdp=2, ranks [0, 1])" in err
+
+
+def test_fsdp_launch_on_cpu_runs_ddp_and_the_recipe_warns(runs):
+    """accelerate never turns FSDP on from MULTI_CPU: the recipe's check names the downgrade."""
+    msg = runs["first"]["fsdp-launch-check"]
+    assert "FSDP was requested" in msg and "DistributedType.MULTI_CPU" in msg
+    assert "DistributedDataParallel" in msg
