@@ -31,3 +31,15 @@ def tiny_model_dir(tmp_path_factory):
         return made[family, seed]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def text_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A 30 KB / 8 KB slice of the bundled sample, so tests tokenize little."""
+    from recipes.hub import SAMPLE_FILES
+
+    root = tmp_path_factory.mktemp("text")
+    train, valid = root / "train.txt", root / "valid.txt"
+    train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:8_000], encoding="utf-8")
+    return train, valid

@@ -28,7 +28,6 @@ import torch
 from safetensors.torch import load_file
 
 from recipes import locks, mlm_finetune, results, sweep
-from recipes.hub import SAMPLE_FILES
 from tests.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,15 +38,6 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return save_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(scope="module")
-def text_files(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("text")
-    train, valid = root / "train.txt", root / "valid.txt"
-    train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:30_000], encoding="utf-8")
-    valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:8_000], encoding="utf-8")
-    return train, valid
 
 
 def data_args(files: tuple[Path, Path], train_blocks: int = 16) -> list[str]:

@@ -37,16 +37,10 @@ PROVENANCE = {"model": {"name": "tiny-bert", "resolved": "tiny-bert-local", "wei
 
 
 def _tiny_bert(folder: Path, seed: int) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
+    from tiny_models import save_tiny_model
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_path())
-    torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model("bert", folder, seed=seed)
 
 
 @pytest.fixture(scope="module")

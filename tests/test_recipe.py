@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, TrainerCallback
 
 from recipes import mlm_finetune
-from recipes.hub import SAMPLE_FILES
 from recipes.results import read_json
 from tests.tiny_models import save_tiny_model
 
@@ -25,16 +24,6 @@ REPO = Path(__file__).resolve().parent.parent
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
     return {fam: save_tiny_model(fam, root / fam) for fam in ("bert", "roberta", "deberta-v2")}
-
-
-@pytest.fixture(scope="module")
-def text_files(tmp_path_factory) -> tuple[Path, Path]:
-    """A 30 KB / 8 KB slice of the bundled sample, so tests tokenize little."""
-    root = tmp_path_factory.mktemp("text")
-    train, valid = root / "train.txt", root / "valid.txt"
-    train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:30_000], encoding="utf-8")
-    valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:8_000], encoding="utf-8")
-    return train, valid
 
 
 def argv(model: Path, out: Path, files: tuple[Path, Path], *extra: str) -> list[str]:

