@@ -14,7 +14,9 @@ CPU ranks, one process per rank, under one of three layouts:
 
 Phase ``first`` trains 3 steps and saves the model and optimizer state through
 ``get_model_state_dict`` / ``get_optimizer_state_dict`` (``sharded``: ``dcp.save``; ``full``:
-full state dicts, ``torch.save`` d by rank 0, as Accelerate's FULL_STATE_DICT), and, for FSDP2,
+full state dicts, ``torch.save`` d by rank 0), or through accelerate's own
+``save_fsdp_model`` / ``save_fsdp_optimizer`` (``accelerate-sharded`` / ``accelerate-full``: what
+the Trainer's and ``Accelerator.save_state``'s FSDP checkpoints call), and, for FSDP2,
 trains another copy 6 steps without interruption. Phase ``resume`` runs in fresh processes:
 builds the same layout, loads (``dcp.load`` / ``broadcast_from_rank0``), ``set_*_state_dict``
 and trains steps 4-6. Every rank sees the same batch, so gradients equal the single-process ones.
@@ -139,22 +141,33 @@ def reference(case: dict) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def accelerate_fsdp2(model):
-    """accelerate's FSDP2 preparation as ``accelerate launch`` with ``fsdp_version: 2`` runs it
-    (no parallelism config: ``mesh=None`` to every ``fully_shard``). On CPU, accelerate itself
-    never selects FSDP (it picks MULTI_CPU), so the Accelerator is reduced to what
-    ``fsdp2_prepare_model`` reads."""
+def _accelerate(case: dict):
+    """(FSDP plugin, the parts of an Accelerator that accelerate's FSDP2 functions read) of
+    ``accelerate launch`` with ``fsdp_version: 2`` and no parallelism config. On CPU accelerate
+    itself never selects FSDP (it picks MULTI_CPU, see recipes/launch_checks.py), so the
+    Accelerator is reduced to these attributes; the functions called are accelerate's own."""
     from accelerate.utils import FullyShardedDataParallelPlugin
-    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
+    full = case["state_dict"] == "accelerate-full"
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=["BertLayer"], reshard_after_forward=True)
-    accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin),
-                                  torch_device_mesh=None, parallelism_config=None,
-                                  mixed_precision="no", device=torch.device("cpu"),
-                                  is_main_process=dist.get_rank() == 0)
-    return fsdp2_prepare_model(accelerator, model)
+        transformer_cls_names_to_wrap=["BertLayer"], reshard_after_forward=True,
+        state_dict_type="FULL_STATE_DICT" if full else "SHARDED_STATE_DICT")
+    rank = dist.get_rank()
+    accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None,
+                                  parallelism_config=None, mixed_precision="no",
+                                  device=torch.device("cpu"), is_main_process=rank == 0,
+                                  process_index=rank, num_processes=dist.get_world_size(),
+                                  is_fsdp2=True, wait_for_everyone=dist.barrier)
+    return plugin, accelerator
+
+
+def accelerate_fsdp2(model, case: dict):
+    """accelerate's FSDP2 preparation (``fsdp2_prepare_model``): ``mesh=None`` to every
+    ``fully_shard``, so each call builds its own (equal) default ``DeviceMesh``."""
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    return fsdp2_prepare_model(_accelerate(case)[1], model)
 
 
 def build(case: dict):
@@ -162,7 +175,7 @@ def build(case: dict):
     model = make_model(case)
     kind = case["sharding"]
     if kind == "fsdp2-accelerate":
-        model = accelerate_fsdp2(model)
+        model = accelerate_fsdp2(model, case)
         return model, model, make_optimizer(model, case)
     if kind == "fsdp2":  # the same default meshes by hand, one fully_shard per layer
         from torch.distributed.fsdp import fully_shard
@@ -220,6 +233,13 @@ def save(model, opt, case: dict, folder: Path) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    if case["state_dict"].startswith("accelerate"):  # what Trainer / save_state call for FSDP
+        from accelerate.utils.fsdp_utils import save_fsdp_model, save_fsdp_optimizer
+
+        plugin, accelerator = _accelerate(case)
+        save_fsdp_model(plugin, accelerator, model, str(folder))
+        save_fsdp_optimizer(plugin, accelerator, opt, model, str(folder))
+        return
     msd, osd = get_state_dict(model, opt, options=_options(case, loading=False))
     if case["state_dict"] == "sharded":
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
@@ -236,6 +256,14 @@ def load(model, opt, case: dict, folder: Path) -> None:
                                                           set_model_state_dict,
                                                           set_optimizer_state_dict)
 
+    if case["state_dict"].startswith("accelerate"):
+        from accelerate.utils.fsdp_utils import load_fsdp_model, load_fsdp_optimizer
+
+        plugin, accelerator = _accelerate(case)
+        load_fsdp_model(plugin, accelerator, model, str(folder))
+        if opt is not None:
+            load_fsdp_optimizer(plugin, accelerator, opt, model, str(folder))
+        return
     if case["state_dict"] == "sharded":
         state = {"model": get_model_state_dict(model)}
         if opt is not None:
@@ -284,9 +312,7 @@ def fsdp_launch_check(rank: int, world: int, root: str) -> str:
 
     from recipes.launch_checks import warn_if_fsdp_downgraded
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world), ACCELERATE_USE_FSDP="true", FSDP_VERSION="2",
-                      OMP_NUM_THREADS="1")
+    os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
     args = TrainingArguments(output_dir=str(Path(root) / "trainer"), use_cpu=True, report_to=[])
     return warn_if_fsdp_downgraded(args) or ""
 
@@ -317,6 +343,12 @@ def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
+    # what a launcher exports; accelerate's state (MULTI_CPU here) is needed by its logging
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    from accelerate import PartialState
+
+    PartialState(cpu=True)
     results: dict = {}
     try:
         for case in cases:

@@ -1,8 +1,9 @@
 """Resume through torch.distributed.checkpoint is exact, on 2 gloo CPU ranks (issue #16).
 
-Per case: 3 steps, save (``get_state_dict`` + ``dcp.save``, or full state dicts ``torch.save`` d
-by rank 0), then in fresh processes load (``dcp.load`` / full state dict + ``set_*_state_dict``)
-and 3 more steps. Measure: max over tensors of max|got - want| / max|want|.
+Per case: 3 steps, save (``get_state_dict`` + ``dcp.save``, full state dicts ``torch.save`` d
+by rank 0, or accelerate's own ``save_fsdp_model`` / ``save_fsdp_optimizer``, sharded and full,
+as the Trainer's FSDP checkpoints), then in fresh processes load (``dcp.load`` / full state
+dict + ``set_*_state_dict`` / accelerate's ``load_fsdp_*``) and 3 more steps. Measure: max over tensors of max|got - want| / max|want|.
 
 - FSDP2 (a tiny BERT with a coupled embedding group, wrapped with default meshes by
   accelerate's own ``fsdp2_prepare_model`` or by ``fully_shard(layer)`` without ``mesh=``):
@@ -43,6 +44,9 @@ def _case(sharding: str, optim: str, scope, state_dict: str = "sharded", **extra
 
 
 EXACT = ([_case("fsdp2-accelerate", o, sc, sd) for o, sc in OPTIMS for sd in ("sharded", "full")]
+         + [_case("fsdp2-accelerate", o, sc, sd) for o, sc, sd in (  # accelerate's save/load
+             ("adatamw", "global", "accelerate-sharded"), ("adatamw", "tensor", "accelerate-full"),
+             ("tam", "tensor", "accelerate-sharded"), ("coupled_adamw", None, "accelerate-full"))]
          + [_case("fsdp2-accelerate", "torch_adamw", None),  # control: torch.optim.AdamW
             _case("fsdp2", "adatamw", "global"), _case("fsdp2", "coupled_adamw", None, "full")]
          + [_case("fsdp1", "adatamw", "global"), _case("fsdp1", "adatamw", "tensor", "full"),
