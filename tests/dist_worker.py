@@ -89,13 +89,17 @@ def sharded_run(case: dict) -> dict[str, torch.Tensor]:
 
     model = make_model()
     kind = case["sharding"]
-    if kind in ("fsdp2", "fsdp2-default"):
+    if kind in ("fsdp2", "fsdp2-default", "hsdp"):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         # fsdp2-default: no mesh, as accelerate without a parallelism config: each call makes
-        # its own (equal) DeviceMesh object
-        mesh = init_device_mesh("cpu", (dist.get_world_size(),)) if kind == "fsdp2" else None
+        # its own (equal) DeviceMesh object; hsdp: replicated over the ranks, "sharded" over a
+        # mesh dim of size 1 (nothing to reduce)
+        world = dist.get_world_size()
+        mesh = (init_device_mesh("cpu", (world,)) if kind == "fsdp2" else
+                init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
+                if kind == "hsdp" else None)
         fully_shard(model.lin1, mesh=mesh)
         fully_shard(model.lin2, mesh=mesh)
         fully_shard(model, mesh=mesh)

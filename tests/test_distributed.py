@@ -36,7 +36,7 @@ EXACT = ([_case(s, sc, mo) for s in ("fsdp2", "ddp") for sc in SCOPES for mo in 
             _case("fsdp2", "tensor", "ema", fused=True),
             _case("fsdp2", optim="coupled_adamw")]
          + [_case("fsdp2-default", "global", "tam"), _case("fsdp2-default", "tensor", "ema"),
-            _case("fsdp2-default", optim="coupled_adamw")])
+            _case("fsdp2-default", optim="coupled_adamw"), _case("hsdp", "tensor", "tam")])
 UNREDUCED = [_case("fsdp2", "global", "tam", no_reduction=True),
              _case("fsdp2", "tensor", "ema", no_reduction=True),
              _case("fsdp2", optim="coupled_adamw", no_reduction=True),
