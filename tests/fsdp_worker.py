@@ -1,7 +1,8 @@
 """Worker of tests/test_fsdp_checkpoint.py: resume through torch.distributed.checkpoint.
 
-A tiny BERT masked LM (tied word embedding / decoder in a coupled group) is trained on 2 gloo
-CPU ranks, one process per rank, under one of three layouts:
+A tiny BERT masked LM (word embedding and decoder in a coupled group) or, under FSDP1,
+tests/dist_worker.py's small model is trained on 2 gloo CPU ranks, one process per rank, under
+one of four layouts:
 
 - ``fsdp2-accelerate``: wrapped by accelerate's own FSDP2 preparation (``fsdp2_prepare_model``,
   what ``accelerate launch`` with ``fsdp_version: 2`` runs) without a parallelism config, so
@@ -171,31 +172,31 @@ def accelerate_fsdp2(model, case: dict):
 
 
 def build(case: dict):
-    """(model to run, model for the state dict API, optimizer) of the case's layout."""
+    """(wrapped model, optimizer) of the case's layout."""
     model = make_model(case)
     kind = case["sharding"]
     if kind == "fsdp2-accelerate":
         model = accelerate_fsdp2(model, case)
-        return model, model, make_optimizer(model, case)
+        return model, make_optimizer(model, case)
     if kind == "fsdp2":  # the same default meshes by hand, one fully_shard per layer
         from torch.distributed.fsdp import fully_shard
 
         for layer in model.bert.encoder.layer:
             fully_shard(layer)
         fully_shard(model)
-        return model, model, make_optimizer(model, case)
+        return model, make_optimizer(model, case)
     if kind == "fsdp1":
         import adatamw.distributed as tad
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         wrapped = FSDP(model, use_orig_params=True, device_id=torch.device("cpu"))
         opt = tad.shard_aware(make_optimizer(wrapped.module, case), model=wrapped)
-        return wrapped, wrapped, opt
+        return wrapped, opt
     if kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp = DDP(model)
-        return ddp, ddp, make_optimizer(model, case)
+        return ddp, make_optimizer(model, case)
     raise ValueError(kind)
 
 
@@ -319,20 +320,20 @@ def fsdp_launch_check(rank: int, world: int, root: str) -> str:
 
 def run_case(phase: str, case: dict, root: Path) -> dict:
     folder = root / case["name"]
-    model, handle, opt = build(case)
+    model, opt = build(case)
     if phase == "first":
         train(model, opt, case, range(FIRST))
-        save(handle, opt, case, folder)
+        save(model, opt, case, folder)
         if not case["sharding"].startswith("fsdp2"):
             return {}  # the in-memory FSDP1 / DDP runs: tests/test_distributed.py
-        whole, _, whole_opt = build(case)
+        whole, whole_opt = build(case)
         train(whole, whole_opt, case, range(STEPS))
         return {"uninterrupted": full_params(whole, case), "meshes": mesh_objects(model)}
     if case.get("model_only"):  # negative control: a fresh optimizer
         case = {**case, "state_dict": "sharded"}
-        load(handle, None, case, folder)
+        load(model, None, case, folder)
     else:
-        load(handle, opt, case, folder)
+        load(model, opt, case, folder)
     train(model, opt, case, range(FIRST, STEPS))
     return {"resumed": full_params(model, case)}
 
