@@ -75,7 +75,9 @@ STEPS, SAVE_STEPS = 12, (4, 8, 12)
 # checkpoint-N, after its weights and before its optimizer state and trainer_state.json ("checkpoint").
 KILLER = r"""
 import os, signal, sys
+import torch
 import transformers
+torch.set_num_threads(int(os.environ["FAULT_THREADS"]))  # the parent's: bit-exact resume needs it
 from transformers import TrainerCallback
 from recipes import mlm_finetune
 
@@ -105,7 +107,10 @@ def uninterrupted(tiny, text_files, tmp_path_factory) -> Path:
 
 def _kill_and_rerun(mode: str, n: int, tiny, text_files, out: Path, uninterrupted: Path, caplog) -> None:
     args = recipe_argv(tiny, out, text_files, *KILL_RUN)
-    proc = subprocess.run([sys.executable, "-c", KILLER, mode, str(n), *args], cwd=REPO, env={**os.environ, **OFFLINE},
+    # the killed run and the in-process ones must run the same kernels on the same thread count
+    # (another test module may have changed this process's): then their float operations match
+    env = {**os.environ, **OFFLINE, "FAULT_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", KILLER, mode, str(n), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, f"{mode} {n}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
     run_dir = out / "lr_0.001"
