@@ -234,6 +234,26 @@ def spawn(fn, *args, nprocs: int = 2) -> None:
                 raise
 
 
+def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) -> dict:
+    """``run_one(case)`` for each case on this rank, keyed by the case's name. A failure is a
+    result too (its error and trace: refusals are what some tests check), and every rank meets
+    at a barrier after each case. ``switch_off(case)`` may patch something for the case and
+    return the function that undoes it."""
+    results = {}
+    for case in cases:
+        restore = switch_off(case) if switch_off is not None else None
+        try:
+            results[case["name"]] = run_one(case)
+        except errors as err:
+            results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
+                                     "trace": traceback.format_exc()}
+        finally:
+            if restore is not None:
+                restore()
+        dist.barrier()
+    return results
+
+
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -241,19 +261,9 @@ def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> Non
                             timeout=datetime.timedelta(seconds=120))
     results = {}
     try:
-        for case in cases:
-            restore = _no_reduction(case.get("no_reduction", False))
-            try:
-                if case.get("measure"):
-                    results[case["name"]] = time_reduction()
-                else:
-                    results[case["name"]] = sharded_run(case)
-            except Exception as err:  # refusals are results too
-                results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
-                                         "trace": traceback.format_exc()}
-            finally:
-                restore()
-            dist.barrier()
+        results = run_cases(
+            cases, lambda case: time_reduction() if case.get("measure") else sharded_run(case),
+            switch_off=lambda case: _no_reduction(case.get("no_reduction", False)))
     finally:
         if rank == 0:
             torch.save(results, out)

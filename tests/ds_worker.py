@@ -10,7 +10,6 @@ padded to 54), weight decay 0.01 / 0.1.
 from __future__ import annotations
 
 import os
-import traceback
 
 import torch
 import torch.distributed as dist
@@ -197,16 +196,7 @@ def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> Non
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
     results = {}
     try:
-        for case in cases:
-            restore = _switch_off(case)
-            try:
-                results[case["name"]] = ds_run(case, rank)
-            except Exception as err:  # refusals are results too
-                results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
-                                         "trace": traceback.format_exc()}
-            finally:
-                restore()
-            dist.barrier()
+        results = D.run_cases(cases, lambda case: ds_run(case, rank), switch_off=_switch_off)
     finally:
         if rank == 0:
             torch.save(results, out)

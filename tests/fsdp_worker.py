@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -352,13 +351,8 @@ def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root
     PartialState(cpu=True)
     results: dict = {}
     try:
-        for case in cases:
-            try:
-                results[case["name"]] = run_case(phase, case, Path(root))
-            except (Exception, CheckpointException) as err:  # reported per case by the test
-                results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
-                                         "trace": traceback.format_exc()}
-            dist.barrier()
+        results = D.run_cases(cases, lambda case: run_case(phase, case, Path(root)),
+                              errors=(Exception, CheckpointException))
         if phase == "first":
             results["different-meshes"] = different_meshes()
             results["fsdp-launch-check"] = fsdp_launch_check(rank, world, root)
