@@ -26,11 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipes.identity import WeightFilesError, weight_files as recipe_weight_files
+
 NAME_PREFIX = "adatamw"
-# What from_pretrained reads: a single file or the shards named by an index. Training state
-# written next to the weights (optimizer.pt, scheduler.pt, rng_state.pth) is not a model.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PRECISION = "fp32"  # bf16 / fp16 move scores by about the 0.2 % threshold: docs/evaluation.md
 _HASH_CHUNK = 1 << 22
@@ -113,34 +111,17 @@ def transformer_dir(checkpoint: Path) -> Path:
 
 
 def weight_files(checkpoint: Path) -> list[Path]:
-    """The model's weight files, sorted: ``model.safetensors`` / ``pytorch_model.bin`` or the
-    index of a sharded checkpoint plus every shard it names.
+    """The model's weight files (:func:`recipes.identity.weight_files` of its transformers
+    folder): the single file, or a sharded index followed by every shard it names.
 
     Raises:
         CheckpointError: no weight file (naming what the folder holds instead, e.g. only
             ``optimizer.pt``), an unreadable index, or a shard the index names is missing.
     """
-    root = transformer_dir(checkpoint)
-    for index_name in WEIGHT_INDEXES:
-        index = root / index_name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise CheckpointError(f"{index} is not a readable shard index ({err}); re-save the checkpoint.") from err
-            missing = [name for name in shards if not (root / name).is_file()]
-            if missing:
-                raise CheckpointError(f"{index} names {len(missing)} shard(s) that are missing from {root}: {', '.join(missing[:5])}; the checkpoint is incomplete.")
-            return [index] + [root / name for name in shards]
-    files = [root / name for name in WEIGHT_FILES if (root / name).is_file()]
-    if files:
-        return files
-    present = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"})
-    found = f" It holds only {', '.join(present)} (training state, not model weights)." if present else ""
-    raise CheckpointError(
-        f"No model weights in {root}: expected {' or '.join(WEIGHT_FILES)} or a sharded index "
-        f"({' / '.join(WEIGHT_INDEXES)}).{found} The checkpoint looks incomplete; point at a folder written by "
-        f"save_pretrained / Trainer.save_model.")
+    try:
+        return recipe_weight_files(transformer_dir(checkpoint))
+    except WeightFilesError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def check_checkpoint(checkpoint: Path) -> Path:

@@ -165,13 +165,19 @@ def _cached_snapshot(name: str, cache_dir: str | None) -> str | None:
     """The cache's snapshot folder of hub model ``name`` when it holds a config and weights."""
     from huggingface_hub import snapshot_download
 
-    from recipes.identity import weight_files
+    from recipes.identity import WeightFilesError, weight_files
 
     try:
         folder = snapshot_download(name, cache_dir=cache_dir, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, or a malformed repo id: "not in the cache"
         return None
-    return folder if (Path(folder) / "config.json").is_file() and weight_files(folder) else None
+    if not (Path(folder) / "config.json").is_file():
+        return None
+    try:
+        weight_files(folder)
+    except WeightFilesError:
+        return None
+    return folder
 
 
 def _download(name: str, cache_dir: str | None) -> str:

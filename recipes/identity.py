@@ -50,19 +50,48 @@ IDENTITY_FILE = "identity.json"
 # ---- model weights and text fingerprints ----------------------------------------------------
 
 
+#: The weight files of a ``save_pretrained`` folder, in the order ``from_pretrained`` looks for
+#: them: a single file, else its sharded index.
+WEIGHT_FILES = (("model.safetensors", "model.safetensors.index.json"),
+                ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
+class WeightFilesError(FileNotFoundError):
+    """A folder without complete model weights (the message names what is wrong)."""
+
+
 def weight_files(folder: str | os.PathLike) -> list[Path]:
-    """The weight files ``from_pretrained`` loads from ``folder`` (safetensors first, as transformers)."""
+    """The weight files ``from_pretrained`` loads from ``folder`` (safetensors first, as
+    transformers): the single file, or a sharded index followed by every shard it names.
+
+    Raises:
+        WeightFilesError: no weight file (naming what the folder holds instead, e.g. only
+            ``optimizer.pt``: training state), an unreadable index, or a shard the index names
+            is missing.
+    """
     folder = Path(folder)
-    for single, index in (
-        ("model.safetensors", "model.safetensors.index.json"),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ):
+    for single, index_name in WEIGHT_FILES:
         if (folder / single).is_file():
             return [folder / single]
-        if (folder / index).is_file():
-            shards = sorted(set(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values()))
-            return [folder / index, *(folder / shard for shard in shards)]
-    return []
+        index = folder / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError) as err:
+                raise WeightFilesError(f"{index} is not a readable shard index ({err}); re-save the checkpoint.") from err
+            missing = [name for name in shards if not (folder / name).is_file()]
+            if missing:
+                raise WeightFilesError(f"{index} names {len(missing)} shard(s) that are missing from {folder}: "
+                                       f"{', '.join(missing[:5])}; the checkpoint is incomplete.")
+            return [index, *(folder / name for name in shards)]
+    present = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"}) \
+        if folder.is_dir() else []
+    found = f" It holds only {', '.join(present)} (training state, not model weights)." if present else ""
+    expected = " or ".join(single for single, _ in WEIGHT_FILES)
+    indexes = " / ".join(index for _, index in WEIGHT_FILES)
+    raise WeightFilesError(
+        f"No model weights in {folder}: expected {expected} or a sharded index ({indexes}).{found} The checkpoint "
+        "looks incomplete; point at a folder written by save_pretrained / Trainer.save_model.")
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,12 +106,10 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size / mtime: t
 def weights_sha256(folder: str | os.PathLike) -> str:
     """SHA-256 of the model's weights: of the file itself when there is one (as ``sha256sum``
     prints), else of the lines ``<name> <sha256>`` of the index and every shard."""
-    files = weight_files(folder)
-    if not files:
-        raise SystemExit(f"{folder}: no model weights (model.safetensors, pytorch_model.bin or a sharded index)")
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise SystemExit(f"{folder}: incomplete model, weight shards missing: {', '.join(missing)}")
+    try:
+        files = weight_files(folder)
+    except WeightFilesError as err:
+        raise SystemExit(str(err)) from None
     sums = [(f.name, _file_sha256(str(f), f.stat().st_size, f.stat().st_mtime_ns)) for f in files]
     if len(sums) == 1:
         return sums[0][1]
