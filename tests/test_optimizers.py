@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr
-from adatamw import momentum, torque
+from adatamw import momentum
 from adatamw.kernels import cpu_fused
 from reference_tam import ReferenceOptimizer
 
@@ -384,7 +384,7 @@ def test_mlp_learns_digits(name):
     loss_fn = nn.CrossEntropyLoss()
     with torch.no_grad():
         start = loss_fn(model(x), y).item()
-    for epoch in range(5):
+    for _ in range(5):
         for i in range(0, len(x), 64):
             opt.zero_grad()
             loss_fn(model(x[i:i + 64]), y[i:i + 64]).backward()

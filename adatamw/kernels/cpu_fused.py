@@ -76,7 +76,8 @@ def _load() -> bool:
     except Exception as err:  # noqa: BLE001 - any build failure means: use foreach
         warnings.warn(f"adatamw: the C++ CPU kernels could not be built ({err}); float32 CPU "
                       "tensors use the foreach implementation instead (install a C++ compiler and "
-                      "ninja for the faster path, or set ADATAMW_NO_CPU_KERNELS=1 to silence this)")
+                      "ninja for the faster path, or set ADATAMW_NO_CPU_KERNELS=1 to silence this)",
+                      stacklevel=2)
         return False
     if not built:
         logger.warning("adatamw: C++ CPU kernels built in %.1f s", time.perf_counter() - start)
@@ -85,9 +86,8 @@ def _load() -> bool:
 
 
 def _register_fakes() -> None:
-    """Shapes for tracing (torch.compile, meta tensors); the ops' schemas declare the mutation."""
-    if getattr(_register_fakes, "done", False):
-        return
+    """Shapes for tracing (torch.compile, meta tensors); the ops' schemas declare the mutation.
+    Called once, by :func:`_load` (``available`` caches its outcome)."""
 
     @torch.library.register_fake("adatamw::torque_sums")
     def _sums_fake(momenta, grads):
@@ -98,8 +98,6 @@ def _register_fakes() -> None:
     def _update_fake(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, lr, weight_decay,
                      beta1, beta2, eps, kind):
         return None
-
-    _register_fakes.done = True
 
 
 def fits(t: Tensor) -> bool:
