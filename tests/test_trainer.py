@@ -52,7 +52,15 @@ CONFIGS = {
 LR = {"adamw": 3e-3, "adatamw": 1e-3, "adatam": 1e-3, "coupled_adamw": 3e-3, "tam": 0.1}
 TORQUE_OPTIMS = ("adatamw", "adatam", "tam")
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """This module's runs on one thread (fast, small models), restored afterwards: a thread count
+    changed at import would leak into every other test module of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
