@@ -33,6 +33,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from common import slurm
+
 from evaluation.manifest import ManifestError, checkpoint_problems, load_manifest
 from evaluation.models import (
     DEFAULT_PRECISION,
@@ -48,6 +50,7 @@ from evaluation.models import (
     weights_revision,
 )
 from evaluation.registry import read_registry, update_registry
+from evaluation.slurm import array_job
 from evaluation.result_files import result_folder, set_aside_corrupt
 from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
 from evaluation.tasks import UnknownTaskError, select_tasks, suite_name
@@ -93,16 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)")
     run.add_argument("--max_seq_length", type=int, help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)")
-    emit = parser.add_argument_group("cluster")
-    emit.add_argument("--emit", choices=["slurm"], help="write a job script instead of running")
-    emit.add_argument("--slurm_out", type=Path, help="path of the SLURM array script (with --emit slurm)")
-    emit.add_argument(
-        "--slurm_directive",
-        action="append",
-        default=[],
-        metavar="OPTION",
-        help="extra #SBATCH option, repeatable: 'gres=gpu:1' or '--slurm_directive=--gres=gpu:1'",
-    )
+    emit = parser.add_argument_group("cluster (common/slurm.py)")
+    emit.add_argument("--emit", choices=["slurm"], help="write a SLURM array script (one command per model and task) instead of running")
+    slurm.add_arguments(emit, job_name="adatamw-mteb")
     return parser
 
 
@@ -127,20 +123,6 @@ def specs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         lr=args.lr,
     )
     return [spec], {}
-
-
-def suite_flags(args: argparse.Namespace) -> list[str]:
-    """The flags an array element needs to rebuild the same run settings."""
-    flags = ["--batch_size", str(args.batch_size), "--precision", args.precision]
-    if args.paper_tasks:
-        flags.append("--paper_tasks")
-    if args.offline_suite:
-        flags.append("--offline_suite")
-    if args.embedding_cache:
-        flags += ["--embedding_cache", str(args.embedding_cache.resolve())]
-    if args.max_seq_length:
-        flags += ["--max_seq_length", str(args.max_seq_length)]
-    return flags
 
 
 def pending_tasks(cache, mteb_name: str, revision: str, tasks: Sequence) -> list:
@@ -256,21 +238,17 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
 
 
 def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Write the array script and pre-register every model in models.json."""
-    from evaluation.slurm import render_array_script, write_array_script
-
+    """Write the array script (``evaluation/slurm.py``) and pre-register every model in models.json."""
     if not args.slurm_out:
         parser.error("--emit slurm needs --slurm_out FILE")
     names = [t.metadata.name for t in tasks]
+    job = array_job(specs, names, args, parser)  # checks the SLURM options before anything is written
     entries = {}
     for s in specs:
         weights, settings = weights_revision(s.checkpoint), settings_for(s, args)
         entries[s.mteb_name] = {**s.metadata(result_revision(weights, settings), settings), "weights_revision": weights, "tasks": names}
     update_registry(args.output, entries)
-    text, n = render_array_script(specs, names, args.output, extra_args=suite_flags(args), directives=args.slurm_directive)
-    write_array_script(args.slurm_out, text)
-    (args.output / "slurm_logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create it
-    print(f"Wrote {args.slurm_out}: {n} array tasks ({len(specs)} model(s) x {len(names)} task(s)). Submit with: sbatch {args.slurm_out}")
+    slurm.emit(args, job)
     return 0
 
 

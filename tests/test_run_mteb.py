@@ -25,6 +25,7 @@ from evaluation.manifest import ManifestError, read_manifest  # noqa: E402
 from evaluation.models import CheckpointError, weights_revision  # noqa: E402
 from evaluation.registry import read_registry, update_registry  # noqa: E402
 from evaluation.tasks import MOCK_TASK_NAMES, UnknownTaskError, select_tasks  # noqa: E402
+from slurm_cluster import script_commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = [t.metadata.name for t in select_tasks(offline_suite=True)]
@@ -245,22 +246,44 @@ def test_manifest_errors(tmp_path, checkpoints, capsys):
 # --- slurm ----------------------------------------------------------------------------
 
 
-def test_emit_slurm_lists_one_array_task_per_model_and_task(tmp_path, checkpoints):
+def test_emit_slurm_lists_one_command_per_model_and_task(tmp_path, checkpoints, monkeypatch):
     (tmp_path / "sweep").mkdir()
     manifest = _manifest(tmp_path / "sweep" / "manifest.json", checkpoints)
     out, script = tmp_path / "out", tmp_path / "eval.sbatch"
-    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--paper_tasks", "--emit", "slurm", "--slurm_out", str(script), "--slurm_directive", "gres=gpu:1", "--slurm_directive=--time=2:00:00"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert run_mteb.main(["--manifest", str(manifest), "--output", "out", "--paper_tasks", "--emit", "slurm",
+                          "--slurm_out", str(script), "--slurm_directive", "gres=gpu:1", "--slurm_directive=--time=2:00:00",
+                          "--precision", "bf16", "--batch_size", "8", "--embedding_cache", "emb",
+                          "--slurm_max_array_size", "50", "--slurm_throttle", "4"]) == 0  # fmt: skip
     text = script.read_text()
-    commands = [line.strip() for line in text.splitlines() if "evaluation.run_mteb" in line]
+    commands = script_commands(text)
     assert len(commands) == 2 * 56
-    assert "#SBATCH --array=0-111" in text and "#SBATCH --gres=gpu:1" in text and "#SBATCH --time=2:00:00" in text
-    assert all(f"--output {out.resolve()}" in c and "--paper_tasks" in c for c in commands)
-    assert sum("--tasks CQADupstackTexRetrieval " in c for c in commands) == 2
+    assert "#SBATCH --array=0-37%4\n" in text and "PER_TASK=3\n" in text  # 112 commands packed under 50
+    assert "#SBATCH --gres=gpu:1\n" in text and "#SBATCH --time=2:00:00\n" in text
+    for cmd in commands:
+        assert cmd[:3] == [sys.executable, "-m", "evaluation.run_mteb"]
+        # the settings run_mteb was given reach every command, paths made absolute, and nothing SLURM's
+        options = cmd[cmd.index("--name") + 2 :]
+        assert {"--paper_tasks", "--precision", "bf16", "--batch_size", "8", "--embedding_cache", str(tmp_path / "emb")} <= set(options)
+        assert cmd[-4] == "--tasks" and cmd[-2:] == ["--output", str(out)]
+        assert not any(o.startswith(("--slurm", "--emit", "--manifest")) for o in cmd)
+        # each command parses back to one task of the same suite
+        args = run_mteb.build_parser().parse_args(cmd[3:])
+        assert (args.paper_tasks, args.precision, args.batch_size, len(args.tasks)) == (True, "bf16", 8, 1)
+    assert sum(c[-3] == "CQADupstackTexRetrieval" for c in commands) == 2
     assert sum("tiny-bert__adatamw__ep3" in c for c in commands) == 56
     assert not (out / "results").exists()  # nothing was run
     assert (out / "slurm_logs").is_dir()
     assert set(read_registry(out)) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_emit_slurm_refuses_an_owned_directive(tmp_path, checkpoints):
+    with pytest.raises(SystemExit, match="--array is written by the script's renderer; use --slurm_throttle"):
+        run_mteb.main(["--model", str(checkpoints["a"]), "--name", "a", "--output", str(tmp_path / "out"),
+                       "--offline_suite", "--emit", "slurm", "--slurm_out", str(tmp_path / "s.sbatch"),
+                       "--slurm_directive=--array=0-9%2"])  # fmt: skip
+    assert not (tmp_path / "s.sbatch").exists()
 
 
 # --- registry -------------------------------------------------------------------------

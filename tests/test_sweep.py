@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from recipes import mlm_finetune, sweep
 from recipes.hub import SAMPLE_FILES
+from tests.slurm_cluster import script_commands
 from tests.tiny_models import save_tiny_model
 
 
@@ -50,24 +53,52 @@ def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_slurm_script_has_one_task_per_cell(tmp_path):
+def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
     out = tmp_path / "sweep.sbatch"
+    monkeypatch.chdir(tmp_path)
     sweep.main([
-        "--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
+        "--emit", "slurm", "--slurm_out", str(out), "--output_root", "runs",
         "--models", "roberta-base", "microsoft/deberta-base", "--epochs", "3", "5",
-        "--launch_args", "--multi_gpu --num_processes 4", "--slurm_options", "--gres=gpu:4 --time=24:00:00",
+        "--launch_args", "--multi_gpu --num_processes 4",
+        "--slurm_directive=--gres=gpu:4", "--slurm_directive", "time=24:00:00", "--slurm_throttle", "3",
         "--max_seq_length", "128",
     ])  # fmt: skip
     script = out.read_text()
-    assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:4" in script and "#SBATCH --time=24:00:00" in script
-    body = script[script.index("CMDS=(") + len("CMDS=(") : script.index("\n)\n")]
-    tasks = [shlex.split(shlex.split(line)[0]) for line in body.strip().splitlines()]
+    assert "#SBATCH --array=0-7%3\n" in script and "#SBATCH --gres=gpu:4\n" in script
+    assert "#SBATCH --time=24:00:00\n" in script and "#SBATCH --job-name=tam-mlm\n" in script
+    assert f"#SBATCH --output={tmp_path / 'runs' / 'slurm_logs'}/%A_%a.out" in script
+    assert (tmp_path / "runs" / "slurm_logs").is_dir()  # sbatch does not create it
+    tasks = script_commands(script)
     assert len(tasks) == 8
-    for cmd in tasks:
-        assert cmd[:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4"]
-        assert cmd[5] == "recipes/mlm_finetune.py" and cmd[-2:] == ["--max_seq_length", "128"]
-    assert "microsoft--deberta-base/adatamw/ep5" in body
-    assert 'eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"' in script and "sweep.py --collect" in script
+    recipe = str(sweep.REPO / "recipes" / "mlm_finetune.py")
+    for cmd in tasks:  # this interpreter runs accelerate: nothing from PATH
+        assert cmd[:7] == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4", recipe]
+        assert cmd[-2:] == ["--max_seq_length", "128"]
+        assert cmd[cmd.index("--output_dir") + 1].startswith(str(tmp_path / "runs") + "/")
+    assert any(c[c.index("--output_dir") + 1].endswith("microsoft--deberta-base/adatamw/ep5") for c in tasks)
+    collect = [sys.executable, str(sweep.REPO / "recipes" / "sweep.py"), "--collect", "--output_root", str(tmp_path / "runs")]
+    assert f"{shlex.join(collect)} || STATUS=1" in script  # every array task refreshes the manifest
+    assert f"cd {shlex.quote(str(tmp_path))}\n" in script  # where the sweep was started
+    subprocess.run(["bash", "-n", str(out)], check=True)
+
+
+def test_slurm_options_is_deprecated_but_works(tmp_path, capsys):
+    out = tmp_path / "sweep.sbatch"
+    sweep.main(["--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
+                "--models", "roberta-base", "--epochs", "3", "--slurm_options", "--gres=gpu:4 --time=24:00:00"])  # fmt: skip
+    assert "#SBATCH --gres=gpu:4\n#SBATCH --time=24:00:00\n" in out.read_text()
+    assert "--slurm_options is deprecated" in capsys.readouterr().err
+
+
+def test_slurm_array_is_packed_under_max_array_size(tmp_path, capsys):
+    out = tmp_path / "sweep.sbatch"
+    sweep.main(["--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
+                "--slurm_max_array_size", "5", "--launcher", "python"])  # the paper's 36 cells
+    script = out.read_text()
+    assert "#SBATCH --array=0-4\n" in script and "PER_TASK=8\n" in script
+    assert len(script_commands(script)) == 36
+    assert all(c[:2] == [sys.executable, str(sweep.REPO / "recipes" / "mlm_finetune.py")] for c in script_commands(script))
+    assert "8 commands per array task (MaxArraySize 5 from --slurm_max_array_size)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -116,6 +147,7 @@ def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tm
         (["--learning_rates", "0"], "--learning_rates must all be positive"),
         (["--output_dir", "x"], "--output_dir: set by the sweep"),
         (["--emit", "slurm"], "--emit slurm needs --slurm_out"),
+        (["--emit", "slurm", "--slurm_out", "x.sbatch", "--slurm_directive=--array=0-3"], "--array is written by"),
     ],
 )
 def test_bad_sweep_input(tmp_path, args, message):

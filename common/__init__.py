@@ -1,0 +1,1 @@
+"""Utilities shared by the training app (recipes/) and the evaluation (evaluation/), importing neither."""
