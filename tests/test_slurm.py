@@ -236,6 +236,7 @@ def cluster(clusters):
     return clusters.get(4)
 
 
+@pytest.mark.slow  # starts the daemons: kept out of `make test-fast`
 def test_packed_array_runs_every_command_once_on_slurm(cluster, tmp_path):
     job = dataclasses.replace(_job(tmp_path, 10, fail={7}), directives=("--time=00:05:00",))
     parser = argparse.ArgumentParser()
