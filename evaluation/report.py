@@ -262,7 +262,7 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
     stats = win_rate_stats(pairs)
     cells = win_rates(stats)
     papers = _is_papers(benchmark, checked.scores["task"])
-    if not papers:
+    if not papers and not paper.compare_with_paper(cells).empty:  # one of the paper's models
         notes.append(f"The paper's cells are not shown beside these: they are {PAPER_BENCHMARK} scores "
                      f"and these are {benchmark or 'of other tasks'}.")
     on = benchmark or "MTEB"
