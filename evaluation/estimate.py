@@ -289,9 +289,12 @@ def format_estimate(plan: PlanEstimate) -> str:
              f"texts, characters and tokens per checkpoint:",
              "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    missing = [s for s in plan.sizes if s.missing]
-    if missing:
-        lines.append("Not counted (no statistics in mteb): " + "; ".join(f"{s.task} ({s.missing})" for s in missing))
+    reasons: dict[str, list[str]] = {}
+    for size in plan.sizes:
+        if size.missing:
+            reasons.setdefault(size.missing, []).append(size.task)
+    for reason, names in reasons.items():
+        lines.append(f"Not counted ({reason}): {', '.join(names)}")
     texts = sum(s.texts for s in plan.sizes)
     chars = sum(s.characters for s in plan.sizes)
     lines.append(f"Per checkpoint: {_si(texts)} texts, {_si(chars)} characters")

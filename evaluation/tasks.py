@@ -258,7 +258,10 @@ def lookup_task(name: str, suite: str | None = None) -> AbsTask | None:
     fixed suites, so the subset/split filters of the benchmark (e.g. English-only subsets of
     STS22.v2 in MTEB(eng, v2)) are the ones scores are averaged over.
     """
-    task = tasks_of_suite(suite).get(name) if suite else None
+    try:
+        task = tasks_of_suite(suite).get(name) if suite else None
+    except UnknownBenchmarkError:  # a benchmark this mteb no longer knows: the task's own filters
+        task = None
     if task is None:
         task = known_tasks().get(name)
     if task is not None:
