@@ -407,6 +407,10 @@ def _coverage_notes(df: pd.DataFrame, expected, benchmark_tasks=None) -> list[st
     known = set(MTEB_ENG_V1_TASKS) | set(PAPER_TASKS)
     recorded = table_benchmarks(df)
     if recorded and recorded != [PAPER_BENCHMARK]:  # another benchmark: measured against its own tasks
+        outside = sorted(seen - set(benchmark_tasks or seen))
+        if outside:
+            notes.append(f"{len(outside)} task(s) are not tasks of {recorded[0]} as this mteb defines it: "
+                         f"{outside}.")
         if expected is None and benchmark_tasks is not None and set(benchmark_tasks) - seen:
             missing = sorted(set(benchmark_tasks) - seen)
             notes.append(f"Only {len(seen & set(benchmark_tasks))} of the {len(set(benchmark_tasks))} "

@@ -407,6 +407,7 @@ def test_papers_cells_are_beside_only_the_papers_benchmark(tmp_path):
     assert not (tmp_path / "v2" / "paper_comparison.csv").exists() and "Beside the paper" not in md
     assert "The paper's cells are not shown beside these: they are MTEB(eng, v1) scores and these are MTEB(eng, v2)" in md
     assert md.startswith("# AdaTAMW vs AdamW on MTEB(eng, v2): comparison report")
+    assert "1 task(s) are not tasks of MTEB(eng, v2) as this mteb defines it: ['SciFact']" in md  # a v1-only task
     # the win rates and the sign test are those of any benchmark
     assert set(v2["win_rates"]["better_pct"]) == {100} and set(v2["win_rate_stats"]["sign_test_wins"]) == {3}
 
