@@ -11,18 +11,24 @@
   task as the suite defines it (e.g. English-only subsets in MTEB(eng, v1)) with
   mteb's ``TaskResult.validate_and_filter_scores`` + ``get_score``, as the leaderboard does;
 * category = the task's ``metadata.type``;
+* benchmark = the benchmark the model was run on (``MTEB(eng, v1)`` for the paper's suites,
+  ``offline suite``, or any mteb benchmark's name), and dataset_revision = the data revision
+  mteb recorded in the result file: the report states both, and refuses to mix benchmarks;
+* the task objects whose subsets a score is averaged over are the run's benchmark's, e.g.
+  STS22.v2's English subset in MTEB(eng, v2);
 * a truncated or corrupt result file is named in a warning and left out (``run_mteb``
   moves it aside and re-runs the task);
 * a model with both CQADupstackRetrieval and CQADupstackTexRetrieval (two suites in one
-  folder) is refused rather than counted twice.
+  folder) is refused rather than counted twice, and so is a folder holding two benchmarks.
 
 Each row also carries what the score is a score of
 (:data:`IDENTITY_COLUMNS`): the evaluation settings (precision, max_seq_length, pooling,
-normalisation, suite) and the cell's provenance from the sweep manifest (base model and its
+normalisation, suite, benchmark) and the cell's provenance from the sweep manifest (base model and its
 weights hash, training data and its fingerprint); the report compares arms only when these
 agree.
 
-CLI: ``python -m evaluation.collect DIR --out scores.csv`` (the long CSV; ``--identity`` adds the identity columns).
+CLI: ``python -m evaluation.collect DIR --out scores.csv`` (the long CSV; ``--identity`` adds the identity
+and dataset_revision columns).
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ import pandas as pd
 from recipes.files import atomic_write
 from evaluation.registry import read_registry
 from evaluation.result_files import CorruptResultError, read_result, result_files
-from evaluation.scores import IDENTITY_COLUMNS
-from evaluation.tasks import PAPER_SWAP, lookup_task
+from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN
+from evaluation.tasks import PAPER_SWAP, lookup_task, suite_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,7 @@ def identity(meta: dict) -> dict:
         "data": data_name,
         "data_fingerprint": data.get("fingerprint"),
         **{key: settings.get(key) for key in ("precision", "max_seq_length", "pooling", "normalize", "suite")},
+        "benchmark": meta.get("benchmark") or (suite_benchmark(settings["suite"]) if settings.get("suite") else None),
     }
     return {key: "" if values.get(key) is None else str(values[key]) for key in IDENTITY_COLUMNS}
 
@@ -87,19 +94,40 @@ def _refuse_two_cqadupstack(rows: list[dict]) -> None:
             f"Evaluate each suite into its own --output folder.")
 
 
+def _refuse_two_benchmarks(registry: dict) -> None:
+    """A folder whose models were run on different benchmarks (e.g. MTEB(eng, v1) and v2)."""
+    benchmarks: dict[str, list[str]] = {}
+    for name, meta in sorted(registry.items()):
+        benchmark = identity(meta)["benchmark"]
+        if benchmark:
+            benchmarks.setdefault(benchmark, []).append(name)
+    if len(benchmarks) > 1:
+        shown = "; ".join(f"{b}: {', '.join(names)}" for b, names in sorted(benchmarks.items()))
+        raise ValueError(
+            f"results of {len(benchmarks)} benchmarks in one folder ({shown}); scores of "
+            f"{' and '.join(sorted(benchmarks))} are not comparable and are never mixed in one table. "
+            f"Evaluate each benchmark into its own --output folder.")
+
+
 def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     """The long score table of every model registered in ``results_dir/models.json``.
 
     Tasks without a complete result (an interrupted run) or with an unreadable result file
-    are left out with a warning naming them. Columns: :data:`COLUMNS` + :data:`IDENTITY_COLUMNS`.
+    are left out with a warning naming them. Columns: :data:`COLUMNS` + :data:`IDENTITY_COLUMNS`
+    + ``dataset_revision``.
+
+    Raises:
+        ValueError: the folder holds two benchmarks, or both CQADupstack variants for a model.
     """
     results_dir = Path(results_dir)
     registry = read_registry(results_dir)
     if not registry:
         raise FileNotFoundError(f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first).")
+    _refuse_two_benchmarks(registry)
     rows = []
     for mteb_name, meta in sorted(registry.items()):
         wanted = set(meta.get("tasks") or [])
+        suite = (meta.get("settings") or {}).get("suite")
         for path in result_files(results_dir, mteb_name, meta["revision"]):
             try:
                 result = read_result(path)
@@ -108,7 +136,7 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
                 continue
             if wanted and result.task_name not in wanted:
                 continue
-            task = lookup_task(result.task_name)
+            task = lookup_task(result.task_name, suite)
             score = task_score(result, task)
             if math.isnan(score):
                 logger.warning("%s: %s is incomplete (missing subsets); left out.", mteb_name, result.task_name)
@@ -123,10 +151,11 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
                     "category": task.metadata.type if task is not None else None,
                     "score": score,
                     **identity(meta),
+                    TASK_VERSION_COLUMN: result.dataset_revision or "",
                 }
             )
     _refuse_two_cqadupstack(rows)
-    table = pd.DataFrame(rows, columns=COLUMNS + IDENTITY_COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS + IDENTITY_COLUMNS + [TASK_VERSION_COLUMN])
     table["epochs"] = table["epochs"].astype("Int64")
     return table.sort_values(["model", "optimizer", "epochs", "category", "task"], ignore_index=True)
 
@@ -135,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.collect", description="Long score table of a run_mteb output folder.")
     parser.add_argument("results", type=Path, help="the --output folder of evaluation.run_mteb")
     parser.add_argument("--out", type=Path, help="CSV to write (default: print to stdout)")
-    parser.add_argument("--identity", action="store_true", help="add the evaluation settings and provenance columns: " + ",".join(IDENTITY_COLUMNS))
+    parser.add_argument("--identity", action="store_true", help="add the evaluation settings, provenance and data revision columns: "
+                        + ",".join(IDENTITY_COLUMNS + [TASK_VERSION_COLUMN]))
     args = parser.parse_args(argv)
     try:
         table = collect_scores(args.results)

@@ -56,8 +56,11 @@ def win_rate_figure(cells: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def category_figure(improvement: pd.DataFrame) -> Figure:
-    """Figure 3 heatmap: improvement has columns model, size, category, epochs, percent."""
+def category_figure(improvement: pd.DataFrame, benchmark: str | None = None) -> Figure:
+    """Figure 3 heatmap: improvement has columns model, size, category, epochs, percent.
+
+    One column per category that has a task (a benchmark without e.g. Summarization gets no
+    Summarization column); ``benchmark`` goes into the title."""
     categories = category_order(improvement["category"])
     rows = improvement[["model", "size", "epochs"]].drop_duplicates().sort_values(
         ["model", "epochs"])
@@ -76,7 +79,8 @@ def category_figure(improvement: pd.DataFrame) -> Figure:
     labels = [f"{m} ({s}), {e} ep" for m, s, e in rows.itertuples(index=False)]
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
-    ax.set_title("Figure 3: improvement of category means, AdaTAMW vs AdamW (%)", fontsize=10)
+    on = f" on {benchmark}" if benchmark else ""
+    ax.set_title(f"Figure 3: improvement of category means, AdaTAMW vs AdamW{on} (%)", fontsize=10)
     fig.colorbar(image, ax=ax, label="% change")
     fig.tight_layout()
     return fig

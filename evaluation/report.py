@@ -3,8 +3,14 @@
 Usage::
 
     python -m evaluation.report (--results DIR | --scores_csv FILE) --out DIR
-        [--allow_missing] [--geometry_csv FILE] [--paper_tasks | --full_benchmark]
+        [--allow_missing] [--geometry_csv FILE] [--paper_tasks | --full_benchmark | --benchmark NAME]
     python -m evaluation.report --paper --out DIR
+
+Any benchmark's results get the same report: win / similar rates and the sign test, Figure 3
+over the categories (task types) the benchmark has (none drawn empty), per-dataset tables. The
+report states the benchmark (the input's ``benchmark`` column, or ``--benchmark NAME``, which
+also requires all of that benchmark's tasks) and each task's data revision, refuses a table
+holding two benchmarks, and puts the paper's cells beside only the paper's MTEB(eng, v1).
 
 ``--results DIR`` reads a sweep's evaluation output through
 ``evaluation.collect.collect_scores``; ``--scores_csv FILE`` reads the long CSV
@@ -38,9 +44,10 @@ from evaluation import paper
 from evaluation.categories import category_improvement, category_order
 from evaluation.code_path import code_path_section, split_code_path_checks
 from evaluation.figures import category_figure, geometry_figure, win_rate_figure
-from evaluation.scores import (IDENTITY_COLUMNS, IDENTITY_LABELS, ScoreTableError,
-                               load_geometry_csv, load_scores_csv, validate_geometry,
-                               validate_scores)
+from evaluation.scores import (IDENTITY_COLUMNS, IDENTITY_LABELS, MTEB_ENG_V1_TASKS,
+                               PAPER_BENCHMARK, PAPER_TASKS, TASK_VERSION_COLUMN,
+                               ScoreTableError, load_geometry_csv, load_scores_csv,
+                               table_benchmarks, validate_geometry, validate_scores)
 from evaluation.tables import per_dataset_tables
 from evaluation.win_rates import THRESHOLDS, paired_scores, win_rate_stats, win_rates
 
@@ -116,12 +123,13 @@ def _geometry_section(geometry: pd.DataFrame, source: str) -> str:
             + _md_table(cols, rows) + "\n")
 
 
-def _inputs_section(source: str, scores: pd.DataFrame, expected_tasks) -> str:
+def _inputs_section(source: str, scores: pd.DataFrame, expected_tasks, benchmark: str | None) -> str:
     names = {None: "the union of tasks seen for each model",
              "mteb_eng_v1": "the 56 datasets of MTEB(eng, v1)",
              "paper": "the paper's 56 datasets (CQADupstackTexRetrieval)"}
     expected = names.get(expected_tasks, "a given task list") \
-        if expected_tasks is None or isinstance(expected_tasks, str) else "a given task list"
+        if expected_tasks is None or isinstance(expected_tasks, str) else \
+        f"the {len(expected_tasks)} datasets of {benchmark}" if benchmark else "a given task list"
     models = ", ".join(sorted(scores["model"].unique()))
     epochs = ", ".join(str(e) for e in sorted(scores["epochs"].unique()))
     return (f"## Inputs\n\n- Scores: `{source}`\n- Models: {models}\n- Epochs: {epochs}\n"
@@ -160,24 +168,89 @@ def _sources_section(source: str, scores: pd.DataFrame) -> str:
             + "\n")
 
 
+def _versions_section(benchmark: str | None, scores: pd.DataFrame) -> str:
+    """Which benchmark, and which version of each task (its name, e.g. ``.v2``, and data revision)."""
+    said = (f"**{benchmark}**" if benchmark else
+            "not recorded in the input (a CSV without a `benchmark` column; `evaluation.collect` writes one)")
+    if TASK_VERSION_COLUMN in scores.columns:
+        revisions = scores.groupby("task")[TASK_VERSION_COLUMN].apply(
+            lambda v: ", ".join(sorted(set(v) - {""})) or "-")
+    else:
+        revisions = pd.Series(dtype=str)
+    categories = scores.drop_duplicates("task").set_index("task")["category"]
+    rows = [[task, categories[task], revisions.get(task, "-")]
+            for task in sorted(categories.index, key=str.lower)]
+    return (f"## Benchmark and task versions\n\nBenchmark: {said}. A task's version is its name "
+            f"(mteb marks a revised task `.v2`, `.v3`) and the data revision mteb recorded in its "
+            f"result; both arms of every comparison were scored on the same revision (checked).\n\n"
+            + _md_table(["Task", "Category", "Data revision"], rows) + "\n")
+
+
 def _list_section(title: str, items: list[str]) -> str:
     return f"## {title}\n\n" + "\n".join(f"- {i}" for i in items) + "\n" if items else ""
 
 
+def _task_versions(scores: pd.DataFrame) -> dict[str, list[str]]:
+    """Task -> the data revisions its results record (empty when the input has none)."""
+    if TASK_VERSION_COLUMN not in scores.columns:
+        return {}
+    return {task: sorted(set(g) - {""}) for task, g in scores.groupby("task")[TASK_VERSION_COLUMN]}
+
+
 # ---------------------------------------------------------------- API
+
+def _benchmark_task_names(benchmark: str | None) -> set[str] | None:
+    """The task names of an mteb benchmark, None for the offline suite or a name mteb lacks.
+    mteb is imported here, only when a report names a benchmark, not for every CSV."""
+    if not benchmark or benchmark == PAPER_BENCHMARK:
+        return None
+    from evaluation.tasks import UnknownBenchmarkError, benchmark_task_types
+
+    try:
+        return set(benchmark_task_types(benchmark))
+    except UnknownBenchmarkError:
+        return None
+
+
+def report_benchmark(scores_df: pd.DataFrame, benchmark: str | None = None) -> str | None:
+    """The benchmark the report covers: the one the table records, or the one asked for.
+
+    Raises:
+        ScoreTableError: the table records two benchmarks, or another one than ``benchmark``.
+    """
+    recorded = table_benchmarks(scores_df)
+    if len(recorded) > 1 or (benchmark and recorded and recorded != [benchmark]):
+        asked = f" (--benchmark {benchmark!r} was asked for)" if benchmark and len(recorded) == 1 else ""
+        raise ScoreTableError(
+            f"score table: it holds results of {' and '.join(recorded)}{asked}; a report covers one "
+            f"benchmark. Report each benchmark's results on their own (or pass the benchmark they are of).")
+    return recorded[0] if recorded else benchmark
+
+
+def _is_papers(benchmark: str | None, tasks) -> bool:
+    """The paper's cells belong beside results of its MTEB(eng, v1) only (an unrecorded benchmark:
+    when every task is one of the paper's datasets)."""
+    if benchmark is not None:
+        return benchmark == PAPER_BENCHMARK
+    return set(tasks) <= set(MTEB_ENG_V1_TASKS) | set(PAPER_TASKS)
+
 
 def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | None = None,
                  allow_missing: bool = False, expected_tasks=None,
-                 source: str = "in-memory DataFrame", geometry_source: str = "in-memory DataFrame"
-                 ) -> dict:
+                 source: str = "in-memory DataFrame", geometry_source: str = "in-memory DataFrame",
+                 benchmark: str | None = None) -> dict:
     """Validate the long score table and write the whole report into out_dir.
 
-    Returns a dict with the DataFrames (win_rates, win_rate_stats, category_improvement,
-    pairs), the notes and dropped items, and the written file paths. Raises
-    ScoreTableError (a ValueError) naming the offending rows when the input is unusable.
+    ``benchmark``: the benchmark the scores are of when the table does not record it (a table
+    that records another one is refused). Returns a dict with the DataFrames (win_rates,
+    win_rate_stats, category_improvement, pairs), the benchmark, the notes and dropped items,
+    and the written file paths. Raises ScoreTableError (a ValueError) naming the offending rows
+    when the input is unusable.
     """
+    benchmark = report_benchmark(scores_df, benchmark)
     checked = validate_scores(scores_df, expected_tasks=expected_tasks,
-                              allow_missing=allow_missing)
+                              allow_missing=allow_missing,
+                              benchmark_tasks=_benchmark_task_names(benchmark))
     geometry = validate_geometry(geometry_df) if geometry_df is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +261,11 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
     notes = checked.notes + code_path_notes
     stats = win_rate_stats(pairs)
     cells = win_rates(stats)
+    papers = _is_papers(benchmark, checked.scores["task"])
+    if not papers and not paper.compare_with_paper(cells).empty:  # one of the paper's models
+        notes.append(f"The paper's cells are not shown beside these: they are {PAPER_BENCHMARK} scores "
+                     f"and these are {benchmark or 'of other tasks'}.")
+    on = benchmark or "MTEB"
     improvement = category_improvement(pairs)
     tables = per_dataset_tables(pairs)
 
@@ -197,10 +275,10 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
         "category_improvement": _write_csv(out / "category_improvement.csv", improvement),
         "scores_compared": _write_csv(out / "scores_compared.csv", compared),
         "figure3": _write_png(out / "figure3_category_improvement.png",
-                              category_figure(improvement)),
+                              category_figure(improvement, benchmark=benchmark)),
     }
     for label, (_, figure) in THRESHOLDS.items():
-        title = f"{figure}: AdaTAMW vs AdamW, similar within {label} of the higher score"
+        title = f"{figure}: AdaTAMW vs AdamW on {on}, similar within {label} of the higher score"
         files[figure.lower().replace(" ", "")] = _write_png(
             out / FIGURE_FILES[label], win_rate_figure(cells[cells["threshold"] == label], title))
     tables_md = "\n\n".join(f"### {m}\n\n{t}" for m, t in tables.items())
@@ -211,7 +289,9 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
         files["geometry_csv"] = _write_csv(out / "geometry.csv", geometry)
 
     figures = {
-        "inputs": {"scores": source, "geometry": geometry_source if geometry is not None else None,
+        "inputs": {"scores": source, "benchmark": benchmark,
+                   "task_versions": _task_versions(compared),
+                   "geometry": geometry_source if geometry is not None else None,
                    "allow_missing": allow_missing,
                    "expected_tasks": expected_tasks if isinstance(expected_tasks, (str, type(None)))
                    else sorted(expected_tasks)},
@@ -226,15 +306,16 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
     files["figures_json"] = _write_text(out / "figures.json", json.dumps(figures, indent=1) + "\n")
 
     sections = [
-        "# AdaTAMW vs AdamW on MTEB: comparison report\n\n"
+        f"# AdaTAMW vs AdamW on {on}: comparison report\n\n"
         "Reproduces the layout of Torque-Aware Momentum (arXiv 2412.18790): Figure 3, "
         "Figure 4, Figure 10 and the per-dataset Tables 11-16.\n",
-        _inputs_section(source, compared, expected_tasks),
+        _inputs_section(source, compared, expected_tasks, benchmark),
+        _versions_section(benchmark, compared),
         _sources_section(source, checked.scores),
         _list_section("Dropped by --allow_missing (the report covers the rest)", checked.dropped),
         _list_section("Notes", notes),
         *(_win_rate_section(stats, label) for label in THRESHOLDS),
-        _paper_comparison(cells, out, files),
+        _paper_comparison(cells, out, files) if papers else "",
         _category_section(improvement),
         code_path_section(code_path_checks, pairs),
         _geometry_section(geometry, geometry_source) if geometry is not None else "",
@@ -242,7 +323,7 @@ def build_report(scores_df: pd.DataFrame, out_dir, geometry_df: pd.DataFrame | N
         + tables_md + "\n",
     ]
     files["report"] = _write_text(out / "report.md", "\n".join(s for s in sections if s))
-    return {"out_dir": out, "files": files, "win_rates": cells, "win_rate_stats": stats,
+    return {"out_dir": out, "files": files, "win_rates": cells, "win_rate_stats": stats, "benchmark": benchmark,
             "category_improvement": improvement, "pairs": pairs,
             "notes": notes, "dropped": checked.dropped, "code_path_checks": code_path_checks}
 
@@ -268,7 +349,29 @@ def _parser() -> argparse.ArgumentParser:
                        help="require the paper's 56 datasets (CQADupstackTexRetrieval)")
     tasks.add_argument("--full_benchmark", action="store_true",
                        help="require the 56 datasets of MTEB(eng, v1)")
+    p.add_argument("--benchmark", metavar="NAME",
+                   help="the mteb benchmark the scores are of (e.g. 'MTEB(eng, v2)'): require all of "
+                        "its tasks; refused if the scores record another one (default: the one they record)")
     return p
+
+
+def _requested(args) -> tuple[str | None, object]:
+    """(benchmark, expected task set) that the task flags ask for (None, None: whatever the input holds)."""
+    if args.benchmark is None:
+        return (PAPER_BENCHMARK, "paper" if args.paper_tasks else "mteb_eng_v1") \
+            if args.paper_tasks or args.full_benchmark else (None, None)
+    from evaluation.tasks import UnknownBenchmarkError, benchmark_name, benchmark_task_types
+
+    try:
+        name = benchmark_name(args.benchmark)
+        if name == PAPER_BENCHMARK:
+            return name, "paper" if args.paper_tasks else "mteb_eng_v1"
+        if args.paper_tasks or args.full_benchmark:
+            raise ScoreTableError(f"--paper_tasks / --full_benchmark are the paper's {PAPER_BENCHMARK}; "
+                                  f"--benchmark {name!r} is another one. Drop one of them.")
+        return name, set(benchmark_task_types(name))
+    except UnknownBenchmarkError as err:
+        raise ScoreTableError(str(err)) from None
 
 
 def _load_results(results: Path) -> pd.DataFrame:
@@ -292,10 +395,11 @@ def _load_results(results: Path) -> pd.DataFrame:
 def _paper_figures(args) -> int:
     """``--paper``: the report on the paper's own tables, all six models. BERT-base's 10-epoch
     cells cannot be recomputed (Table 11 lacks that AdaTAMW column): reported, not an error."""
-    if args.results or args.geometry_csv or args.allow_missing or args.full_benchmark:
+    if args.results or args.geometry_csv or args.allow_missing or args.full_benchmark or args.benchmark:
         raise ScoreTableError("--paper reads the paper's own tables; drop --geometry_csv, "
-                              "--allow_missing and --full_benchmark")
+                              "--allow_missing, --full_benchmark and --benchmark")
     result = build_report(paper.load_scores(), args.out, allow_missing=True, expected_tasks="paper",
+                          benchmark=PAPER_BENCHMARK,
                           source="the paper's Tables 11-16 (evaluation/paper/mteb_scores_all.csv)")
     comparison = pd.read_csv(result["files"]["paper_comparison"])
     print(comparison.drop(columns="paper_model").to_string(index=False))
@@ -305,10 +409,10 @@ def _paper_figures(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    expected = "paper" if args.paper_tasks else "mteb_eng_v1" if args.full_benchmark else None
     try:
         if args.paper:
             return _paper_figures(args)
+        benchmark, expected = _requested(args)
         if args.results is not None:
             scores, source = _load_results(args.results), str(args.results)
             found = args.results / "geometry.csv"
@@ -320,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         geometry = load_geometry_csv(geometry_path) if geometry_path else None
         result = build_report(scores, args.out, geometry_df=geometry,
                               allow_missing=args.allow_missing, expected_tasks=expected,
-                              source=source, geometry_source=str(geometry_path))
+                              source=source, geometry_source=str(geometry_path), benchmark=benchmark)
     except ScoreTableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,19 +1,28 @@
-"""Evaluate checkpoints on MTEB(eng, v1) (or the offline suite) with resumable, per-model results.
+"""Evaluate checkpoints on an MTEB benchmark (default the paper's MTEB(eng, v1)) or the offline
+suite, with resumable, per-model results; or estimate what that costs before running it.
 
 Usage::
 
     python -m evaluation.run_mteb --model CKPT --name NAME --output DIR [--tasks T1 T2 ...]
     python -m evaluation.run_mteb --manifest sweep/manifest.json --output DIR [--paper_tasks]
+    python -m evaluation.run_mteb --manifest M --output DIR --benchmark "MTEB(eng, v2)"
+    python -m evaluation.run_mteb --manifest M --benchmark "MTEB(eng, v2)" --estimate [--tokens_per_second N]
+    python -m evaluation.run_mteb --checkpoints 36 --paper_tasks --estimate
     python -m evaluation.run_mteb --manifest M --output DIR --offline_suite
     python -m evaluation.run_mteb --manifest M --output DIR --emit slurm --slurm_out eval.sbatch
 
 Results go to mteb's result cache in ``DIR/results/<name>/<revision>/<task>.json``, where
 the revision is ``<weights hash>-<settings hash>`` (precision, max_seq_length, pooling,
-normalisation, suite: results made under other settings are never reused);
+normalisation, suite = the benchmark and its variant: results made under other settings are never reused);
 ``DIR/models.json`` maps each mteb model name to its sweep metadata, settings and
 provenance. Finished tasks are never re-run (a model whose tasks are all done is not even
 loaded); an interrupted task resumes from its missing splits/subsets; a truncated result
-file is moved aside and its task re-run. One output folder holds one task suite.
+file is moved aside and its task re-run. One output folder holds one task suite (one
+benchmark): results of two benchmarks are never mixed.
+
+``--estimate`` prints, without loading any data set, the texts, characters and tokens each task
+encodes (from mteb's task metadata, ``evaluation.estimate``) and the GPU-hours of the plan
+(the checkpoints of --manifest / --model, or --checkpoints N) at a stated or assumed speed.
 
 Offline, each task's data is loaded with the configs of the local datasets cache (a
 Reranking task with its ``top_ranked`` candidates) and checked against the task's
@@ -27,6 +36,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +57,15 @@ from evaluation.models import (
     eval_settings,
     result_revision,
     sanitise_name,
+    transformer_dir,
     weights_revision,
 )
 from evaluation.registry import read_registry, update_registry
 from evaluation.slurm import array_job
 from evaluation.result_files import result_folder, set_aside_corrupt
 from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
-from evaluation.tasks import UnknownTaskError, select_tasks, suite_name
+from evaluation.estimate import TokenSetting, estimate_plan, format_estimate, measure_chars_per_token, token_setting
+from evaluation.tasks import DEFAULT_BENCHMARK, UnknownTaskError, select_tasks, suite_benchmark, suite_name
 
 logger = logging.getLogger("evaluation.run_mteb")
 
@@ -86,16 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument("--epochs", type=int)
     meta.add_argument("--lr", type=float)
     tasks = parser.add_argument_group("tasks")
-    tasks.add_argument("--paper_tasks", action="store_true", help="swap CQADupstackRetrieval for CQADupstackTexRetrieval (the paper's tables)")
+    tasks.add_argument("--benchmark", default=DEFAULT_BENCHMARK, metavar="NAME",
+                       help=f"any benchmark mteb.get_benchmark knows, e.g. 'MTEB(eng, v2)' (default: the paper's {DEFAULT_BENCHMARK!r})")
+    tasks.add_argument("--paper_tasks", action="store_true", help="swap CQADupstackRetrieval for CQADupstackTexRetrieval (the paper's tables; MTEB(eng, v1) only)")
     tasks.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the suite")
     tasks.add_argument("--offline_suite", action="store_true", help="mteb mock tasks (7 categories) + the project's local tasks; no hub needed")
     run = parser.add_argument_group("run")
-    run.add_argument("--output", type=Path, required=True, help="result folder (shared by all models and array jobs)")
+    run.add_argument("--output", type=Path, help="result folder (shared by all models and array jobs); required unless --estimate")
     run.add_argument("--batch_size", type=int, default=32, help="encode batch size (default 32)")
     run.add_argument("--embedding_cache", type=Path, help="cache embeddings here (mteb CachedEmbeddingWrapper), keyed by model name and revision")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)")
     run.add_argument("--max_seq_length", type=int, help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)")
+    cost = parser.add_argument_group("cost before the run (--estimate: nothing is loaded or evaluated)")
+    cost.add_argument("--estimate", action="store_true", help="print texts / tokens per task and the plan's GPU-hours, then stop")
+    cost.add_argument("--checkpoints", type=int, metavar="N", help="plan size without a manifest, e.g. 36 for the paper's grid")
+    cost.add_argument("--tokens_per_second", type=float, help="measured encode speed (default: an assumed 100k tokens/s, labelled as such)")
+    cost.add_argument("--chars_per_token", type=float, help="characters per token (default: measured with each checkpoint's tokenizer, else 4.82)")
     emit = parser.add_argument_group("cluster (common/slurm.py)")
     emit.add_argument("--emit", choices=["slurm"], help="write a SLURM array script (one command per model and task) instead of running")
     slurm.add_arguments(emit, job_name="adatamw-mteb")
@@ -160,23 +179,30 @@ def _load(parts: list) -> str | None:
 
 def settings_for(spec: ModelSpec, args: argparse.Namespace) -> EvalSettings:
     """The evaluation settings of ``spec`` under this run's flags."""
-    return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=suite_name(args.paper_tasks, args.offline_suite))
+    return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=run_suite(args))
+
+
+def run_suite(args: argparse.Namespace) -> str:
+    """The suite name of this run's task flags (--benchmark, --paper_tasks, --offline_suite)."""
+    return suite_name(args.paper_tasks, args.offline_suite, benchmark=args.benchmark)
 
 
 def check_one_suite(output: Path, suite: str) -> None:
     """Refuse to add results of ``suite`` to an output folder that holds another suite's.
 
-    One folder = one suite, so collect and the report never mix (and double-count)
-    CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks and real ones.
+    One folder = one suite, so collect and the report never mix two benchmarks (MTEB(eng, v1)
+    and v2), (and double-count) CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks
+    and real ones.
     """
     others = {name: entry["settings"]["suite"] for name, entry in read_registry(output).items()
               if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)}
     if others:
-        shown = ", ".join(f"{name} ({other})" for name, other in sorted(others.items()))
+        shown = ", ".join(f"{name} ({other}: {suite_benchmark(other)})" for name, other in sorted(others.items()))
         raise ValueError(
-            f"{output} already holds results of another task suite: {shown}; this run is suite {suite!r}. "
-            f"Mixing suites in one output would count CQADupstack twice or mix mock and real tasks. "
-            f"Use another --output for this suite, or the same suite flags (--paper_tasks / --offline_suite) as before.")
+            f"{output} already holds results of another task suite: {shown}; this run is suite {suite!r} "
+            f"({suite_benchmark(suite)}). Mixing suites in one output would mix benchmarks, count CQADupstack twice "
+            f"or mix mock and real tasks. Use another --output for this suite, or the same task flags "
+            f"(--benchmark / --paper_tasks / --offline_suite) as before.")
 
 
 def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argparse.Namespace) -> ModelRun:
@@ -190,7 +216,8 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
     revision = result_revision(weights, settings)
     run = ModelRun(spec=spec, revision=revision)
     task_names = [t.metadata.name for t in tasks]
-    entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names}
+    entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names,
+             "benchmark": suite_benchmark(settings.suite)}
     update_registry(output, {spec.mteb_name: entry})
 
     folder = result_folder(output, spec.mteb_name, revision)
@@ -252,6 +279,40 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     return 0
 
 
+def checkpoint_token_setting(spec: ModelSpec, args: argparse.Namespace, measured: dict[Path, float]) -> TokenSetting:
+    """The characters per token (stated, or measured with the checkpoint's tokenizer) and the
+    max_seq_length this run would use for ``spec``."""
+    settings = settings_for(spec, args)
+    if args.chars_per_token:
+        return token_setting(args.chars_per_token, settings.max_seq_length)
+    folder = transformer_dir(spec.checkpoint)
+    if folder not in measured:
+        measured[folder] = measure_chars_per_token(folder)
+    return token_setting(round(measured[folder], 2), settings.max_seq_length, "measured: this checkpoint's tokenizer on the bundled English sample")
+
+
+def estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--estimate``: print the plan's cost (checkpoints x benchmark) from mteb's task metadata;
+    no data set is loaded and nothing is evaluated or written."""
+    tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite, benchmark=args.benchmark)
+    groups: Counter[TokenSetting] = Counter()
+    if args.checkpoints:
+        groups[token_setting(args.chars_per_token, args.max_seq_length)] += args.checkpoints
+    if args.manifest or args.model:
+        specs, bad = specs_from_args(args, parser)
+        measured: dict[Path, float] = {}
+        for spec in specs:
+            if spec.name in bad:
+                print(f"warning: {spec.name} is left out of the estimate: {bad[spec.name]}", file=sys.stderr)
+                continue
+            groups[checkpoint_token_setting(spec, args, measured)] += 1
+    if not groups:
+        parser.error("--estimate needs the plan's checkpoints: --manifest FILE, --model CKPT --name NAME, or --checkpoints N")
+    label = suite_benchmark(run_suite(args)) + (" with the paper's CQADupstackTexRetrieval" if args.paper_tasks else "")
+    print(format_estimate(estimate_plan(tasks, benchmark=label, groups=groups, tokens_per_second=args.tokens_per_second)))
+    return 0
+
+
 def report(runs: Sequence[ModelRun], bad_checkpoints: dict[str, str] | None = None) -> int:
     """Print a one-line summary per model and what failed.
 
@@ -286,9 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mteb").setLevel(logging.WARNING)
     try:
+        if args.estimate:
+            return estimate(args, parser)
+        if args.output is None:
+            parser.error("--output DIR is required (the result folder), unless --estimate")
         specs, bad = specs_from_args(args, parser)
-        tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite)
-        check_one_suite(args.output, suite_name(args.paper_tasks, args.offline_suite))
+        tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite, benchmark=args.benchmark)
+        check_one_suite(args.output, run_suite(args))
     except (CheckpointError, ManifestError, UnknownTaskError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ Validation refuses, with an error that names the offending rows or keys and the 
 missing columns, empty keys, non-integer epochs, unknown optimizer names, non-numeric
 scores, duplicate rows, a task filed under two categories, a (model, epochs) without both
 AdamW and AdaTAMW, and cells whose task set differs from the expected one (missing or
-extra tasks). With ``allow_missing`` the comparison is restricted to the tasks every
+extra tasks), a table holding two benchmarks (e.g. MTEB(eng, v1) and v2, from the optional
+``benchmark`` column), and arms scored on different data revisions of a task (the optional
+``dataset_revision`` column). With ``allow_missing`` the comparison is restricted to the tasks every
 compared cell of a model has, and everything dropped is listed.
 
 The geometry table (``model,optimizer,epochs,iso,mu_norm,mean_norm,mu_ratio,rho,kappa``)
@@ -28,11 +30,16 @@ KEY = ["model", "optimizer", "epochs", "task"]
 # Optional columns (evaluation.collect with identity_columns=True; a CSV may carry them too):
 # what a score is a score of. The two arms of a comparison must agree on every one recorded.
 IDENTITY_COLUMNS = ["base_model", "base_weights", "data", "data_fingerprint", "precision",
-                    "max_seq_length", "pooling", "normalize", "suite"]
+                    "max_seq_length", "pooling", "normalize", "suite", "benchmark"]
 IDENTITY_LABELS = {"base_model": "base model", "base_weights": "base weights (sha256)",
                    "data": "training data", "data_fingerprint": "data fingerprint",
                    "precision": "evaluation precision", "max_seq_length": "max_seq_length",
-                   "pooling": "pooling", "normalize": "normalisation", "suite": "task suite"}
+                   "pooling": "pooling", "normalize": "normalisation", "suite": "task suite",
+                   "benchmark": "benchmark"}
+# Optional per-row column: the data revision mteb recorded for the task's result (the task's
+# version besides its name, e.g. SummEvalSummarization.v2). Both arms must agree per task.
+TASK_VERSION_COLUMN = "dataset_revision"
+PAPER_BENCHMARK = "MTEB(eng, v1)"  # the benchmark of the paper's tables (evaluation.tasks.PAPER_BENCHMARK)
 BASELINE, CANDIDATE = "AdamW", "AdaTAMW"
 COMPARED = (BASELINE, CANDIDATE)
 
@@ -261,19 +268,21 @@ def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
 
 
 def validate_scores(df: pd.DataFrame, expected_tasks=None,
-                    allow_missing: bool = False) -> ValidatedScores:
+                    allow_missing: bool = False, benchmark_tasks=None) -> ValidatedScores:
     """Validate the long score table and return the AdamW / AdaTAMW rows to compare.
 
     expected_tasks: None (the union of tasks seen for each model: any suite works as long as
     every compared cell has the same tasks), "mteb_eng_v1" (the 56 datasets of MTEB(eng, v1)),
-    "paper" (the same with CQADupstackTexRetrieval, as the paper's tables), or a set of names.
+    "paper" (the same with CQADupstackTexRetrieval, as the paper's tables), or a set of names
+    (e.g. another benchmark's tasks). benchmark_tasks: the task names of the benchmark the
+    table records (its ``benchmark`` column), for the note on a partial run.
     """
     if isinstance(expected_tasks, str) and expected_tasks not in TASK_SETS:
         raise ValueError(f"expected_tasks={expected_tasks!r}; use None, a set of task names, "
                          f"or one of {sorted(TASK_SETS)}")
     table = "score table"
     _require_columns(df, COLUMNS, table)
-    identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
+    identity = [c for c in IDENTITY_COLUMNS + [TASK_VERSION_COLUMN] if c in df.columns]
     df = _clean_keys(df[COLUMNS + identity].reset_index(drop=True),
                      ["model", "optimizer", "epochs", "task", "category"], table)
     for c in identity:
@@ -292,7 +301,9 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
     if df.empty:
         raise ScoreTableError(f"score table: no AdamW or AdaTAMW rows (optimizers found: {others})")
     _refuse_two_cqadupstack(df)
+    refuse_two_benchmarks(df)
     notes.extend(check_arms_agree(df))
+    check_task_versions_agree(df)
     df = _check_pairs(df, allow_missing, dropped)
     df = _check_task_sets(df, expected_tasks, allow_missing, dropped)
     negative = df[df["score"] < 0]
@@ -300,7 +311,7 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
         shown = _row_names(negative, negative.index[:3])
         notes.append(f"{len(negative)} negative score(s) (e.g. {shown}): similarity uses "
                      f"max(|a|, |b|) and Figure 3 divides by |mean(AdamW)|.")
-    notes.extend(_coverage_notes(df, expected_tasks))
+    notes.extend(_coverage_notes(df, expected_tasks, benchmark_tasks))
     return ValidatedScores(df.reset_index(drop=True), dropped, notes)
 
 
@@ -314,6 +325,42 @@ def _refuse_two_cqadupstack(df: pd.DataFrame) -> None:
             f"score table: {', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} both CQADupstackRetrieval "
             f"(MTEB(eng, v1)) and CQADupstackTexRetrieval (the paper's tables): two suites mixed, CQADupstack "
             f"would count twice. Keep the rows of one suite (evaluate each suite into its own folder).")
+
+
+def table_benchmarks(df: pd.DataFrame) -> list[str]:
+    """The benchmarks the table's ``benchmark`` column records (empty: none recorded)."""
+    if "benchmark" not in df.columns:
+        return []
+    return sorted(set(df["benchmark"].fillna("").astype(str).str.strip()) - {"", "nan", "None"})
+
+
+def refuse_two_benchmarks(df: pd.DataFrame) -> None:
+    """Scores of two benchmarks (e.g. MTEB(eng, v1) and MTEB(eng, v2)) never go into one report."""
+    found = table_benchmarks(df)
+    if len(found) > 1:
+        cells = df.groupby("benchmark")["model"].unique()
+        shown = "; ".join(f"{b}: {', '.join(sorted(map(str, cells[b])))}" for b in found)
+        raise ScoreTableError(
+            f"score table: results of {len(found)} benchmarks ({shown}); {' and '.join(found)} differ in "
+            f"tasks and task versions, so one report never mixes them. Report each benchmark on its own "
+            f"(its own --results folder or CSV).")
+
+
+def check_task_versions_agree(df: pd.DataFrame) -> None:
+    """Refuse a (model, epochs, task) whose two arms were scored on different data revisions."""
+    if TASK_VERSION_COLUMN not in df.columns:
+        return
+    problems = []
+    for (model, epochs, task), cell in df.groupby(["model", "epochs", "task"], sort=True):
+        values = {opt: set(g[TASK_VERSION_COLUMN]) - {""} for opt, g in cell.groupby("optimizer")}
+        base, cand = values.get(BASELINE, set()), values.get(CANDIDATE, set())
+        if base and cand and base != cand:
+            problems.append(f"{model} {epochs} epochs {task}: AdamW {', '.join(sorted(base))} vs "
+                            f"AdaTAMW {', '.join(sorted(cand))}")
+    if problems:
+        raise ScoreTableError("score table: the AdamW and AdaTAMW arms were scored on different data revisions "
+                              "of a task: " + "; ".join(problems[:_MAX_LISTED])
+                              + ". Re-evaluate both arms with the same mteb task versions.")
 
 
 def check_arms_agree(df: pd.DataFrame) -> list[str]:
@@ -349,8 +396,8 @@ def check_arms_agree(df: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _coverage_notes(df: pd.DataFrame, expected) -> list[str]:
-    """Say how the compared task set relates to MTEB(eng, v1), so a partial run is visible."""
+def _coverage_notes(df: pd.DataFrame, expected, benchmark_tasks=None) -> list[str]:
+    """Say how the compared task set relates to its benchmark's, so a partial run is visible."""
     notes = []
     tasks_by_model = df.groupby("model")["task"].apply(frozenset)
     if tasks_by_model.nunique() > 1:
@@ -358,7 +405,18 @@ def _coverage_notes(df: pd.DataFrame, expected) -> list[str]:
                      + "; ".join(f"{m}: {len(t)} tasks" for m, t in tasks_by_model.items()))
     seen = set(df["task"])
     known = set(MTEB_ENG_V1_TASKS) | set(PAPER_TASKS)
-    if expected is None and seen <= known and len(seen) < len(MTEB_ENG_V1_TASKS):
+    recorded = table_benchmarks(df)
+    if recorded and recorded != [PAPER_BENCHMARK]:  # another benchmark: measured against its own tasks
+        outside = sorted(seen - set(benchmark_tasks or seen))
+        if outside:
+            notes.append(f"{len(outside)} task(s) are not tasks of {recorded[0]} as this mteb defines it: "
+                         f"{outside}.")
+        if expected is None and benchmark_tasks is not None and set(benchmark_tasks) - seen:
+            missing = sorted(set(benchmark_tasks) - seen)
+            notes.append(f"Only {len(seen & set(benchmark_tasks))} of the {len(set(benchmark_tasks))} "
+                         f"{recorded[0]} datasets are present (no model has {missing}); percentages "
+                         f"are over the datasets present.")
+    elif expected is None and seen <= known and len(seen) < len(MTEB_ENG_V1_TASKS):
         missing = sorted(set(MTEB_ENG_V1_TASKS) - seen - {"CQADupstackRetrieval"}
                          if "CQADupstackTexRetrieval" in seen else set(MTEB_ENG_V1_TASKS) - seen)
         notes.append(f"Only {len(seen)} of the 56 MTEB(eng, v1) datasets are present (no model "

@@ -20,7 +20,8 @@ from evaluation.models import ModelSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What each command sets itself (the model, the task, the output), besides the SLURM options.
-PER_COMMAND_DESTS = ("model", "name", "manifest", "base_model", "optimizer", "epochs", "lr", "tasks", "output", "emit")
+PER_COMMAND_DESTS = ("model", "name", "manifest", "base_model", "optimizer", "epochs", "lr", "tasks", "output", "emit",
+                    "estimate", "checkpoints", "tokens_per_second", "chars_per_token")  # fmt: skip
 
 
 def element_command(spec: ModelSpec, task_name: str, output: Path, forwarded: Sequence[str], python: str) -> list[str]:

@@ -23,6 +23,12 @@ columns its loader reads (learned from mteb 2.x's task classes and loaders):
 * Summarization (``SummEval``): ``default`` / ``test``: ``text``, ``human_summaries``,
   ``machine_summaries``, ``relevance`` (one list entry per machine summary).
 
+Tasks that only MTEB(eng, v2) has (:data:`V2_ONLY_TASKS`): ``FEVERHardNegatives`` (the
+hard-negative version of FEVER: its own repo, the retrieval layout) and
+``SummEvalSummarization.v2`` (SummEval with mteb #1156's scoring fixed; the same repo and
+revision as SummEval, so the same data). :data:`V2_TASKS` are the fixture's tasks of
+MTEB(eng, v2): six categories, no Clustering (v2 has only fast ``.v2`` clustering tasks).
+
 The texts are template sentences on a few topics, so a real encoder gets non-trivial
 scores; sizes are a few dozen texts per task, so the whole suite runs in seconds.
 
@@ -180,10 +186,17 @@ BUILDERS: dict[str, Callable[[], Configs]] = {
     "STS17": lambda: _sts(9, lang="en-en"),
     "AmazonCounterfactualClassification": lambda: _classification(10, config="en"),
     "MSMARCO": lambda: _retrieval(11, split="dev"),
+    # only in MTEB(eng, v2): a hard-negative retrieval task and a ".v2" task
+    "FEVERHardNegatives": lambda: _retrieval(12),
+    "SummEvalSummarization.v2": _summarization,
 }
 REAL_TASKS = tuple(BUILDERS)
+V2_ONLY_TASKS = ("FEVERHardNegatives", "SummEvalSummarization.v2")
 # The tasks of the standard suite (MTEB(eng, v1) has the CQADupstack aggregate instead).
-STANDARD_TASKS = tuple(t for t in REAL_TASKS if t != "CQADupstackTexRetrieval")
+STANDARD_TASKS = tuple(t for t in REAL_TASKS if t != "CQADupstackTexRetrieval" and t not in V2_ONLY_TASKS)
+# The fixture's tasks that MTEB(eng, v2) has (checked against mteb in tests/test_mteb_real.py).
+V2_TASKS = ("STSBenchmark", "STS17", "Banking77Classification", "AmazonCounterfactualClassification",
+            "SprintDuplicateQuestions", "AskUbuntuDupQuestions", *V2_ONLY_TASKS)
 
 
 def task_dataset(name: str) -> tuple[str, str]:
@@ -235,8 +248,12 @@ def write_offline_cache(cache_dir: str | Path, tasks: Iterable[str] = REAL_TASKS
     """
     cache_dir = Path(cache_dir)
     skip = set(skip_configs)
+    written: set[tuple[str, str]] = set()  # SummEval and SummEvalSummarization.v2 share one dataset
     for name in tasks:
         repo_id, task_revision = task_dataset(name)
+        if (repo_id, task_revision) in written:
+            continue
+        written.add((repo_id, task_revision))
         for config, splits in BUILDERS[name]().items():
             if config not in skip:
                 write_config(cache_dir, repo_id, config, revision or task_revision, splits)

