@@ -278,3 +278,16 @@ def test_benchmark_by_name(caches, no_network, capsys):
         prefetch.main(["--check", "--only", "tasks", "--benchmark", "MTEB(nowhere)"])
     with pytest.raises(SystemExit, match="did you mean SciFact"):
         prefetch.main(["--check", "--only", "tasks", "--tasks", "SciFcat"])
+
+
+def test_a_task_with_its_own_loader_is_never_reported_present():
+    """A class that replaces mteb's load_data (here the offline suite's Pang-Lee task) reads files the
+    rules cannot see: the check says so instead of guessing."""
+    from evaluation.offline_tasks.human_judged import PangLeePolarityClassification
+    from evaluation.tasks import select_tasks
+
+    assert not prefetch.own_loader(select_tasks(["SciFact"])[0])
+    item = prefetch.task_item(PangLeePolarityClassification(), "python -m recipes.prefetch --only tasks")
+    assert prefetch.own_loader(PangLeePolarityClassification())
+    assert item.missing() == ["PangLeePolarityClassification loads its data itself: the check cannot tell; "
+                              "run the fill command"]
