@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU wheel of torch that lies on this machine; a plain `torch` requirement can pull a CUDA build.
+# The torch build: TORCH_PIN is the requirement, TORCH_INDEX_URL the index pip takes it from (empty:
+# pip's configured index, PyPI by default). On Linux x86_64 PyPI's torch==2.13.0 is a CUDA build
+# (several GB); the CPU wheel: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu; a CUDA build
+# for your driver: TORCH_INDEX_URL=https://download.pytorch.org/whl/cu1XY (README.md, Install).
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(strip $(TORCH_INDEX_URL)),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: install test test-fast lint demo bench clean
 
@@ -13,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(TORCH_INDEX) "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[all]"
 	touch $(STAMP)
 

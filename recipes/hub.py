@@ -141,7 +141,8 @@ def missing_model(name: str, cache_dir: str | None) -> SystemExit:
     return SystemExit(
         f"--model_name_or_path {name}: the Hugging Face Hub is unreachable and the model is not in the local cache "
         f"({_cache_location(cache_dir, 'model')}). Nothing was trained. On a machine with network, fill the cache with\n"
-        f"    huggingface-cli download {name}{cache_flag}\n"
+        f"    hf download {name}{cache_flag}\n"
+        "(huggingface_hub's CLI; `python -m recipes.prefetch` fills the cache for the whole plan) "
         "and copy that cache here (or point HF_HOME / HF_HUB_CACHE at a shared one); or pass a local model folder; "
         f"or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
     )
@@ -156,12 +157,12 @@ def missing_dataset(name: str, config: str | None, cache_dir: str | None) -> Sys
         f"--dataset_name {name} --dataset_config_name {config}: the Hugging Face Hub is unreachable and the data set "
         f"is not in the local cache ({_cache_location(cache_dir, 'data')}). Nothing was trained. On a machine with "
         f'network, fill the cache with\n    python -c "from datasets import load_dataset; load_dataset({args})"\n'
-        "and copy that cache here (or point HF_HOME / HF_DATASETS_CACHE at a shared one); or pass --train_file / "
+        "(or `python -m recipes.prefetch` for the whole plan) and copy that cache here (or point HF_HOME / HF_DATASETS_CACHE at a shared one); or pass --train_file / "
         f"--validation_file; or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
     )
 
 
-def _cached_snapshot(name: str, cache_dir: str | None) -> str | None:
+def cached_snapshot(name: str, cache_dir: str | None) -> str | None:
     """The cache's snapshot folder of hub model ``name`` when it holds a config and weights."""
     from huggingface_hub import snapshot_download
 
@@ -180,7 +181,7 @@ def _cached_snapshot(name: str, cache_dir: str | None) -> str | None:
     return folder
 
 
-def _download(name: str, cache_dir: str | None) -> str:
+def download_model(name: str, cache_dir: str | None) -> str:
     """Fetch config, tokenizer and one kind of weights (safetensors when published) into the cache."""
     from huggingface_hub import list_repo_files, snapshot_download
 
@@ -209,9 +210,9 @@ def resolve_model(name: str, cache_dir: str | None = None) -> str:
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:
         raise SystemExit(f"--model_name_or_path {name}: no such folder; check the path")
-    cached = _cached_snapshot(name, cache_dir)
+    cached = cached_snapshot(name, cache_dir)
     if cached:
         return cached
     if hub_reachable():
-        return _download(name, cache_dir)
+        return download_model(name, cache_dir)
     raise missing_model(name, cache_dir)

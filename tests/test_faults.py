@@ -363,10 +363,10 @@ def test_bad_input_is_one_line_naming_it_before_any_model(case, tiny, text_files
 @pytest.mark.parametrize(
     "program,args,missing",
     [
-        ("recipe", ["--offline_sample"], "huggingface-cli download bert-base-uncased"),
+        ("recipe", ["--offline_sample"], "hf download bert-base-uncased"),
         ("recipe", ["--model_name_or_path", "minilm-offline"],
          "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1')"),
-        ("sweep", ["--offline_sample"], "huggingface-cli download bert-base-uncased"),
+        ("sweep", ["--offline_sample"], "hf download bert-base-uncased"),
         ("sweep", ["--models", "minilm-offline"], "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1')"),
     ],
 )  # fmt: skip

@@ -177,7 +177,7 @@ def test_default_model_is_not_substituted(tmp_path):
         hub.resolve_model("bert-base-uncased", cache_dir=str(tmp_path))
     message = str(err.value)
     assert "--model_name_or_path bert-base-uncased" in message and "Nothing was trained" in message
-    assert f"huggingface-cli download bert-base-uncased --cache-dir {tmp_path}" in message
+    assert f"hf download bert-base-uncased --cache-dir {tmp_path}" in message
     assert "--model_name_or_path minilm-offline" in message and "--offline_defaults" in message
     path = hub.resolve_model("minilm-offline")
     assert Path(path) == hub.offline_model_path() and (Path(path) / "config.json").exists()
