@@ -229,20 +229,16 @@ def task_item(task, command: str, parent: str | None = None) -> Item:
 
 
 def benchmark_tasks(benchmark: str, standard_tasks: bool) -> list:
-    """The benchmark's tasks: for MTEB(eng, v1) the paper's selection (``evaluation.tasks``) unless
-    ``standard_tasks``; any other ``mteb.get_benchmark`` name as mteb gives it."""
-    import mteb
+    """The benchmark's tasks (``evaluation.tasks.benchmark_tasks``): for the paper's MTEB(eng, v1)
+    the paper's selection unless ``standard_tasks``; any other ``mteb.get_benchmark`` name as mteb
+    gives it."""
+    from evaluation.tasks import UnknownBenchmarkError, is_paper_benchmark
+    from evaluation.tasks import benchmark_tasks as tasks_of
 
-    from evaluation.tasks import BENCHMARK_NAME
-    from evaluation.tasks import benchmark_tasks as v1_tasks
-
-    if benchmark == BENCHMARK_NAME:
-        return v1_tasks(paper_tasks=not standard_tasks)
     try:
-        return list(mteb.get_benchmark(benchmark).tasks)
-    except (KeyError, ValueError) as err:
-        raise SystemExit(f"--benchmark {benchmark!r}: not an mteb benchmark ({err}); "
-                         "`python -c \"import mteb; print([b.name for b in mteb.get_benchmarks()])\"` lists them") from None
+        return tasks_of(benchmark, paper_tasks=is_paper_benchmark(benchmark) and not standard_tasks)
+    except UnknownBenchmarkError as err:
+        raise SystemExit(f"--benchmark: {err}") from None
 
 
 def leaf_tasks(tasks) -> list[tuple[object, str | None]]:

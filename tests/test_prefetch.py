@@ -21,12 +21,13 @@ import pytest
 
 pytest.importorskip("mteb")
 
-from mteb_fixture import BUILDERS, REAL_TASKS, task_dataset, write_config, write_offline_cache  # noqa: E402
+from mteb_fixture import BUILDERS, REAL_TASKS, V2_ONLY_TASKS, V2_TASKS, task_dataset, write_config, write_offline_cache  # noqa: E402
 
 from recipes import hub, prefetch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_FIXTURE_TASKS = list(REAL_TASKS)  # all in the paper selection (CQADupstackTexRetrieval included)
+# the fixture's v1 tasks, all in the paper selection (CQADupstackTexRetrieval included)
+PAPER_FIXTURE_TASKS = [t for t in REAL_TASKS if t not in V2_ONLY_TASKS]
 WIKITEXT = ("Salesforce/wikitext", "wikitext-2-raw-v1")
 
 
@@ -88,6 +89,10 @@ def test_fixture_tasks_reported_present(caches, fixture_cache, monkeypatch, no_n
     assert _status(out) == dict.fromkeys(PAPER_FIXTURE_TASKS, "present")
     assert f"{len(PAPER_FIXTURE_TASKS)} items: {len(PAPER_FIXTURE_TASKS)} present, 0 missing." in out
     # the standard selection's own CQADupstackRetrieval is 12 forum tasks; the fixture holds one (TeX)
+    # MTEB(eng, v2): the fixture's v2 tasks (its hard-negative retrieval and .v2 task included)
+    rc, out = _check(["--only", "tasks", "--benchmark", "MTEB(eng, v2)", "--tasks", *V2_TASKS], capsys)
+    assert rc == 0, out
+    assert _status(out) == dict.fromkeys(V2_TASKS, "present")
     rc, out = _check(["--only", "tasks", "--standard_tasks", "--tasks", "CQADupstackRetrieval"], capsys)
     status = _status(out)
     assert rc == 1 and len(status) == 12 and status.pop("CQADupstackTexRetrieval") == "present"
@@ -111,10 +116,14 @@ def _recorded_loads(task_name: str, monkeypatch) -> set[tuple[str, str, str | No
 
     for module in (abstask, retrieval_dataset_loaders):
         monkeypatch.setattr(module, "load_dataset", recording)
-    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval")[0]
+    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name))[0]
     load_task_data(task)
     task.unload_data()
     return calls
+
+
+def _benchmark(task_name: str) -> str:
+    return "MTEB(eng, v2)" if task_name in V2_ONLY_TASKS else "MTEB(eng, v1)"
 
 
 @pytest.mark.parametrize("task_name", REAL_TASKS)
@@ -126,7 +135,7 @@ def test_required_configs_are_what_mteb_loads(task_name, caches, fixture_cache, 
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", fixture_cache)
     loads = _recorded_loads(task_name, monkeypatch)
-    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval")[0]
+    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name))[0]
     needs = prefetch.task_configs(task)
     _, revision = task_dataset(task_name)
     assert {need.config for need in needs} == {config for config, _, _ in loads}
@@ -274,7 +283,7 @@ def test_benchmark_by_name(caches, no_network, capsys):
     leaves = prefetch.leaf_tasks(mteb.get_benchmark("MTEB(eng, v2)").tasks)
     assert rc == 1 and list(_status(out)) == [t.metadata.name for t, _ in leaves]
     assert "--benchmark 'MTEB(eng, v2)' --tasks" in out
-    with pytest.raises(SystemExit, match="not an mteb benchmark"):
+    with pytest.raises(SystemExit, match=r"Unknown benchmark 'MTEB\(nowhere\)'.*Did you mean"):
         prefetch.main(["--check", "--only", "tasks", "--benchmark", "MTEB(nowhere)"])
     with pytest.raises(SystemExit, match="did you mean SciFact"):
         prefetch.main(["--check", "--only", "tasks", "--tasks", "SciFcat"])
