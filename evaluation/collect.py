@@ -36,11 +36,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from recipes.files import atomic_write
-from evaluation.registry import read_registry
+from common.files import atomic_write
+from evaluation.model_index import read_model_index
 from evaluation.result_files import CorruptResultError, read_result, result_files
-from evaluation.scores import IDENTITY_COLUMNS
-from evaluation.tasks import PAPER_SWAP, lookup_task
+from evaluation.scores import IDENTITY_COLUMNS, PAPER_SWAP
+from evaluation.tasks import lookup_task
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     are left out with a warning naming them. Columns: :data:`COLUMNS` + :data:`IDENTITY_COLUMNS`.
     """
     results_dir = Path(results_dir)
-    registry = read_registry(results_dir)
-    if not registry:
+    index = read_model_index(results_dir)
+    if not index:
         raise FileNotFoundError(f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first).")
     rows = []
-    for mteb_name, meta in sorted(registry.items()):
+    for mteb_name, meta in sorted(index.items()):
         wanted = set(meta.get("tasks") or [])
         for path in result_files(results_dir, mteb_name, meta["revision"]):
             try:

@@ -47,7 +47,7 @@ from evaluation.models import (
     sanitise_name,
     weights_revision,
 )
-from evaluation.registry import read_registry, update_registry
+from evaluation.model_index import read_model_index, update_model_index
 from evaluation.result_files import result_folder, set_aside_corrupt
 from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
 from evaluation.tasks import UnknownTaskError, select_tasks, suite_name
@@ -187,7 +187,7 @@ def check_one_suite(output: Path, suite: str) -> None:
     One folder = one suite, so collect and the report never mix (and double-count)
     CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks and real ones.
     """
-    others = {name: entry["settings"]["suite"] for name, entry in read_registry(output).items()
+    others = {name: entry["settings"]["suite"] for name, entry in read_model_index(output).items()
               if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)}
     if others:
         shown = ", ".join(f"{name} ({other})" for name, other in sorted(others.items()))
@@ -209,7 +209,7 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
     run = ModelRun(spec=spec, revision=revision)
     task_names = [t.metadata.name for t in tasks]
     entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names}
-    update_registry(output, {spec.mteb_name: entry})
+    update_model_index(output, {spec.mteb_name: entry})
 
     folder = result_folder(output, spec.mteb_name, revision)
     result_names = {name: None for task in tasks for name in [task.metadata.name, *(p.metadata.name for p in _parts(task))]}
@@ -266,7 +266,7 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     for s in specs:
         weights, settings = weights_revision(s.checkpoint), settings_for(s, args)
         entries[s.mteb_name] = {**s.metadata(result_revision(weights, settings), settings), "weights_revision": weights, "tasks": names}
-    update_registry(args.output, entries)
+    update_model_index(args.output, entries)
     text, n = render_array_script(specs, names, args.output, extra_args=suite_flags(args), directives=args.slurm_directive)
     write_array_script(args.slurm_out, text)
     (args.output / "slurm_logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create it

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipes.files import atomic_write_text
+from common.files import atomic_write_text
 from evaluation.models import ModelSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,9 @@ from functools import cache
 import mteb
 from mteb.abstasks.abstask import AbsTask
 
-BENCHMARK_NAME = "MTEB(eng, v1)"
+from evaluation.scores import PAPER_SWAP
 
-# The paper's tables report the TeX forum of CQADupStack instead of the 12-forum aggregate.
-PAPER_SWAP = {"CQADupstackRetrieval": "CQADupstackTexRetrieval"}
+BENCHMARK_NAME = "MTEB(eng, v1)"
 
 # mteb's mock tasks (mteb/mocks/mock_tasks), one per MTEB(eng, v1) category.
 MOCK_TASK_NAMES = {
@@ -75,9 +74,6 @@ def offline_suite_tasks() -> list[AbsTask]:
             raise ImportError(f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) differs from the one this suite was written for (2.x).")
         mocks.append(cls())
     return mocks + [cls() for cls in (*LOCAL_TASK_CLASSES, *HUMAN_JUDGED_TASK_CLASSES)]
-
-
-SUITES = ("mteb_eng_v1", "paper", "offline")
 
 
 def suite_name(paper_tasks: bool = False, offline_suite: bool = False) -> str:
