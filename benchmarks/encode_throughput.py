@@ -14,7 +14,7 @@ rate: hours = grid x (characters / characters per token) / (tokens per second) /
 characters per token and tokens per second measured on this run's sentences. An estimate:
 truncation at max_seq_length and per-task overheads (k-means, retrieval search) are ignored.
 
-    python benchmarks/encode_throughput.py [--checkpoint DIR] [--n 512] [--batch_size 64]
+    python -m benchmarks.encode_throughput [--checkpoint DIR] [--n 512] [--batch_size 64]
         [--repeats 3] [--device cpu] [--precision fp32] [--estimate] [--grid 24]
 """
 
@@ -30,8 +30,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
