@@ -31,4 +31,4 @@ from .tam import TAM
 
 __all__ = ["AdaTAM", "AdaTAMW", "AdamFamily", "CoupledAdamW", "OPTIMIZERS", "OPTIM_NAMES", "TAM",
            "adamw_lr_to_adatamw", "embedding_param_groups", "transfer_lr"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
