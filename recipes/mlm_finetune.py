@@ -542,7 +542,7 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
                 continue
             runs[lr] = train_one_lr(lr, run_dir, record, model_path, tokenizer, data, recipe, training_args,
                                     model_args.cache_dir, callbacks)
-    return select_and_record(output_dir, runs, {"identity": identity, "provenance": provenance}, main_process)
+    return select_and_record(output_dir, runs, {"identity": grid_identity, "provenance": provenance}, main_process)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
