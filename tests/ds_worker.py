@@ -1,4 +1,4 @@
-"""Worker of tests/test_deepspeed.py: DeepSpeed ZeRO-1/2 runs on CPU (gloo), one process per rank.
+"""Worker of tests/test_deepspeed.py: DeepSpeed ZeRO-1, 2 and 3 runs on CPU (gloo), one process per rank.
 
 Each rank trains on its own batches (DeepSpeed averages the gradients over the data-parallel
 group), so the reference is one process on the mean of both ranks' losses: plain data
