@@ -5,7 +5,7 @@ Modelled on ``transformers/examples/pytorch/language-modeling/run_mlm.py``: the 
 dataclass arguments through ``HfArgumentParser``, tokenize, group into blocks, MLM
 with probability 0.15; plus what the TAM comparison needs:
 
-* ``--optim {adamw,adatamw,adatam,tam,coupled_adamw}`` through ``adatamw.trainer.TAMTrainer``
+* ``--optim`` one of ``adatamw.registry.OPTIM_NAMES`` through ``adatamw.trainer.TAMTrainer``
   (``adamw`` builds exactly what a plain Trainer builds). HF's own optimizer names
   (``--optim adamw_torch``) still reach ``TrainingArguments`` and set the adamw baseline.
 * one run per ``--learning_rates`` value in ``output_dir/lr_<lr>/``, evaluated every
@@ -138,7 +138,7 @@ class RecipeArguments:
         default_factory=lambda: [5e-6, 1e-5, 5e-5], metadata={"help": "Learning-rate grid, one run each."}
     )
     coupled_embeddings: bool = field(
-        default=False, metadata={"help": "Coupled second moment for the embedding matrix (adatamw/adatam/coupled_adamw)."}
+        default=False, metadata={"help": f"Coupled second moment for the embedding matrix ({'/'.join(COUPLED_OPTIMIZERS)})."}
     )
     gamma: float | None = field(default=None, metadata={"help": "TAM smoothing of the cosine (optimizer default 0.9)."})
     cosine_scope: str | None = field(
