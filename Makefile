@@ -37,7 +37,7 @@ demo: install
 	$(PY) -m recipes.demo $(DEMO_ARGS)
 
 bench: install
-	$(PY) benchmarks/optimizer_step.py
+	$(PY) -m benchmarks.optimizer_step
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,86 +1,19 @@
-"""AdaTAMW and AdaTAM: Adam with torque-aware momentum (arXiv 2412.18790, Eq. 7, Eq. 8), and
-the Adam-family base class they share with :class:`adatamw.coupled.CoupledAdamW`."""
+"""AdaTAMW and AdaTAM: Adam with torque-aware momentum (arXiv 2412.18790, Eq. 7, Eq. 8)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, Optional
 
-import torch
 from torch import Tensor
 
-from . import kernels
-from .base import GroupBatch, TorqueOptimizer, check_range, local_tensor
+from .adam_family import AdamFamily
+from .coupled import CoupledSecondMoment
+
+__all__ = ["AdaTAM", "AdaTAMW"]
 
 
-class _AdamFamily(TorqueOptimizer):
-    """Adam-style optimizers of this package; subclasses fix the momentum and decay kinds."""
-
-    has_fused = True
-    state_keys = ("step", "exp_avg", "exp_avg_sq")
-
-    def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float,
-                 weight_decay: float, gamma: float, torque_eps: float, cosine_scope: str,
-                 momentum: str, coupled: bool, coupled_scale: float, foreach: Optional[bool],
-                 maximize: bool, fused: Optional[bool] = None) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        gamma=gamma, torque_eps=torque_eps, cosine_scope=cosine_scope,
-                        momentum=momentum, coupled=coupled, coupled_scale=coupled_scale,
-                        foreach=foreach, maximize=maximize, fused=fused)
-        super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        super()._check_group(group)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Invalid betas: {betas!r}; pass a pair (beta1, beta2)")
-        check_range("betas[0]", betas[0], 0.0, 1.0)
-        check_range("betas[1]", betas[1], 0.0, 1.0)
-        check_range("eps", group["eps"], 0.0, float("inf"))
-        check_range("coupled_scale", group["coupled_scale"], 0.0, float("inf"))
-        if group["coupled_scale"] == 0:
-            raise ValueError("Invalid coupled_scale: 0; it scales the coupled second moment "
-                             "and must be > 0 (1.0 is Coupled Adam)")
-        allowed = ("adam",) if not self.uses_torque else ("tam", "ema")
-        if group["momentum"] not in allowed:
-            raise ValueError(f"Invalid momentum: {group['momentum']!r}; "
-                             f"{type(self).__name__} accepts {allowed}")
-
-    def _init_state(self, state: dict, param: Tensor) -> None:
-        state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-
-    def _update(self, group: dict, batch: GroupBatch) -> None:
-        """adatamw.momentum.adam_step on each implementation's share of the group."""
-        beta1, beta2 = group["betas"]
-        exp_avg_sqs = [local_tensor(st["exp_avg_sq"]) for st in batch.states]
-        steps = [st["step"] for st in batch.states]
-        coefs = batch.coefs if self.uses_torque else None
-        for impl, idx in batch.plan:
-            lists = batch.subset(idx, batch.params, batch.grads, batch.momenta, exp_avg_sqs, steps,
-                                 coefs)
-            impl.adam_update(
-                *lists, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                decoupled_wd=0.0 if self.l2_weight_decay else group["weight_decay"],
-                kind=group["momentum"],
-                v_transforms=(self._coupled_means(group, batch, idx)
-                              if impl is kernels.LOOP and group["coupled"] else None))
-
-    @staticmethod
-    def _coupled_means(group: dict, batch: GroupBatch, idx: list[int]) -> list:
-        """Coupled Adam: v_t -> coupled_scale * mean(v_t, dim=0) for the group's 2-D tensors
-        (the mean over every shard's rows under FSDP2: ``batch.row_means``)."""
-        scale = group["coupled_scale"]
-
-        def transform(row_mean):
-            return lambda v: (row_mean(v) if row_mean is not None
-                              else v.mean(dim=0, keepdim=True)).mul_(scale)
-
-        return [transform(batch.row_means[i] if batch.row_means else None)
-                if batch.params[i].dim() == 2 else None for i in idx]
-
-
-class AdaTAMW(_AdamFamily):
+class AdaTAMW(CoupledSecondMoment, AdamFamily):
     r"""Adam with torque-aware momentum and decoupled weight decay (arXiv 2412.18790, Eq. 7).
 
     .. math::
@@ -136,3 +69,12 @@ class AdaTAM(AdaTAMW):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``adatamw.adatamw._AdamFamily``, the base's name before 0.2.0 (deprecated)."""
+    if name == "_AdamFamily":
+        warnings.warn("adatamw.adatamw._AdamFamily is deprecated; use adatamw.adam_family.AdamFamily "
+                      "(also exported as adatamw.AdamFamily)", DeprecationWarning, stacklevel=2)
+        return AdamFamily
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,7 +79,8 @@ def refuse_sparse(p: Tensor, optimizer_name: str) -> None:
 
 
 class TorqueOptimizer(Optimizer):
-    """Base class: subclasses define ``_gather`` and ``_update``; torque is applied between."""
+    """Base class: subclasses define ``_init_state`` and ``_update``; this class gathers the
+    tensors (``_gather``) and applies the torque between."""
 
     #: False for optimizers without torque damping (CoupledAdamW).
     uses_torque: bool = True
@@ -235,7 +236,7 @@ class TorqueOptimizer(Optimizer):
             grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
         return grads
 
-    # -- sharding (docs/distributed.md, adatamw/distributed.py) -----------------------------
+    # -- sharding (docs/distributed.md, adatamw/sharding/) ---------------------------------
     def _sharding(self):
         """The layout's :class:`~adatamw.distributed.Sharding`, or None when nothing is sharded.
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .wrappers import innermost_wrapper, unwrap_optimizer
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -34,24 +36,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Helpers shared with adatamw.trainer
 # ---------------------------------------------------------------------------
-
-
-def unwrap_optimizer(optimizer: Any) -> Any:
-    """Return the innermost torch optimizer behind wrappers such as accelerate's
-    ``AcceleratedOptimizer`` (which keeps the real optimizer in ``.optimizer``)."""
-    seen = set()
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and id(optimizer) not in seen:
-        seen.add(id(optimizer))
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
-def _innermost_wrapper(optimizer: Any) -> Any | None:
-    """The wrapper whose ``.optimizer`` is the raw optimizer, or None when ``optimizer`` is raw."""
-    wrapper = None
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        wrapper, optimizer = optimizer, optimizer.optimizer
-    return wrapper
 
 
 def _unwrap_scheduler(scheduler: Any) -> Any:
@@ -210,7 +194,7 @@ class TAMWarmupCallback(TrainerCallback):
     def _switch(self, optimizer, lr_scheduler, step: int, lr_factor: float) -> None:
         if optimizer is None:
             raise RuntimeError("TAMWarmupCallback needs the trainer's optimizer; none was passed to the callback")
-        wrapper = _innermost_wrapper(optimizer)
+        wrapper = innermost_wrapper(optimizer)
         if wrapper is None:
             raise RuntimeError(
                 "TAMWarmupCallback can only switch an optimizer the Trainer holds through a wrapper "

@@ -55,9 +55,9 @@ class TAM(TorqueOptimizer):
         state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, batch: GroupBatch) -> None:
-        """adatamw.momentum.sgd_step on each implementation's share of the group."""
+        """adatamw.update.sgd_step on each implementation's share of the group."""
         for impl, idx in batch.plan:
             params, grads, buffers, coefs = batch.subset(idx, batch.params, batch.grads,
                                                          batch.momenta, batch.coefs)
             impl.sgd_update(params, grads, buffers, coefs, lr=group["lr"],
-                            momentum_beta=group["momentum"])
+                            beta=group["momentum"])

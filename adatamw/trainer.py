@@ -19,8 +19,11 @@ import torch
 from transformers import Trainer
 
 from . import registry
-from .callbacks import torque_log_values
+from .callbacks import TAMWarmupCallback, torque_log_values
+from .groups import embedding_param_groups
 from .registry import OPTIM_NAMES
+from .sharding.fsdp import shard_aware
+from .sharding.zero import zero_aware_callback
 
 __all__ = ["OPTIM_NAMES", "TAMTrainer"]
 
@@ -76,8 +79,6 @@ class TAMTrainer(Trainer):
         self.optim_kwargs = dict(optim_kwargs or {})
         self.coupled_embeddings = coupled_embeddings
         super().__init__(*args, **kwargs)
-        from .zero import zero_aware_callback
-
         self.add_callback(zero_aware_callback())  # exact torque under DeepSpeed ZeRO; else a no-op
 
     # ---- optimizer ---------------------------------------------------------
@@ -112,8 +113,6 @@ class TAMTrainer(Trainer):
         """HF's decay / no-decay split; with ``coupled_embeddings`` the embedding group first."""
         decay_names = self.get_decay_parameter_names(model)
         if self.coupled_embeddings:
-            from adatamw import embedding_param_groups
-
             coupled_scale = kwargs.pop("coupled_scale", 1.0)
             groups = embedding_param_groups(
                 model,
@@ -133,8 +132,6 @@ class TAMTrainer(Trainer):
         """A TAM warm-up that switched before ``checkpoint`` was written switches first, so the
         switched optimizer's state is loaded into the switched optimizer."""
         if checkpoint is not None:
-            from .callbacks import TAMWarmupCallback
-
             for callback in self.callback_handler.callbacks:
                 if isinstance(callback, TAMWarmupCallback):
                     callback.prepare_resume(self.optimizer, self.lr_scheduler, checkpoint)
@@ -158,6 +155,4 @@ def _make_shard_aware_under_fsdp1(optimizer: torch.optim.Optimizer, model: torch
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     if FSDP.fsdp_modules(model):
-        from adatamw.distributed import shard_aware
-
         shard_aware(optimizer, model=model)

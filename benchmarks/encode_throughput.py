@@ -23,7 +23,7 @@ sentences of the offline suite (real task text); the estimate's range over the t
 too. An estimate: truncation at max_seq_length and per-task overheads (k-means, retrieval
 search) are ignored.
 
-    python benchmarks/encode_throughput.py [--checkpoint DIR] [--n 512] [--batch_size 64]
+    python -m benchmarks.encode_throughput [--checkpoint DIR] [--n 512] [--batch_size 64]
         [--repeats 3] [--device cpu] [--precision fp32] [--estimate] [--grid 36]
 """
 
@@ -38,8 +38,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def wikipedia_paragraphs(n: int | None = None) -> list[str]:
@@ -68,8 +66,7 @@ def _strings(value) -> list[str]:
 
 def fixture_texts() -> list[str]:
     """Every text of the real-task fixture (``tests/mteb_fixture.py``), as its cache holds them."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from mteb_fixture import BUILDERS
+    from tests.mteb_fixture import BUILDERS
 
     return [text for build in BUILDERS.values() for splits in build().values() for columns in splits.values()
             for column, values in columns.items() if column in FIXTURE_TEXT_COLUMNS for text in _strings(values)]

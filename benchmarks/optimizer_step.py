@@ -14,7 +14,7 @@ On an accelerator (``--device cuda``) the C++ kernels do not apply: the table ha
 default (foreach) and its ``torch.compile``-d foreach step (tensor lr, inductor fuses the
 foreach ops), next to AdamW's fused, foreach and compiled foreach steps.
 
-    python benchmarks/optimizer_step.py [--models minilm bert-base] [--reps 15] [--device cuda]
+    python -m benchmarks.optimizer_step [--models minilm bert-base] [--reps 15] [--device cuda]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ per task, the score at each precision and the relative change
 ``|s_p - s_fp32| / max(|s_p|, |s_fp32|)``, the quantity the "similar" test of Figure 4 compares
 with 0.002. A precision that cannot run here (fp16 on some CPUs) is reported as such.
 
-    python benchmarks/precision_shift.py [--checkpoint DIR] [--device cpu] [--out DIR]
+    python -m benchmarks.precision_shift [--checkpoint DIR] [--device cpu] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 THRESHOLD = 0.002
 
@@ -46,8 +44,8 @@ def run(checkpoint: Path, precision: str, out: Path, suite_flags: list[str], dev
 
 def main(argv: list[str] | None = None) -> int:
     import datasets.config
-    from mteb_fixture import STANDARD_TASKS, write_offline_cache
-    from tiny_models import minilm_tokenizer_path
+    from tests.mteb_fixture import STANDARD_TASKS, write_offline_cache
+    from tests.tiny_models import minilm_tokenizer_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=minilm_tokenizer_path())

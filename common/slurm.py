@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.files import atomic_write_text
+from common.files import atomic_write_text
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize (slurm.conf(5))
 # Options the renderer writes itself, with the flag of ours that sets them.

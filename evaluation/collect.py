@@ -42,11 +42,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from recipes.files import atomic_write
-from evaluation.registry import read_registry
+from common.files import atomic_write
+from evaluation.model_index import read_model_index
 from evaluation.result_files import CorruptResultError, read_result, result_files
-from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN
-from evaluation.tasks import PAPER_SWAP, lookup_task, suite_benchmark
+from evaluation.scores import IDENTITY_COLUMNS, PAPER_SWAP, TASK_VERSION_COLUMN
+from evaluation.tasks import lookup_task, suite_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ def _refuse_two_cqadupstack(rows: list[dict]) -> None:
             f"Evaluate each suite into its own --output folder.")
 
 
-def _refuse_two_benchmarks(registry: dict) -> None:
+def _refuse_two_benchmarks(index: dict) -> None:
     """A folder whose models were run on different benchmarks (e.g. MTEB(eng, v1) and v2)."""
     benchmarks: dict[str, list[str]] = {}
-    for name, meta in sorted(registry.items()):
+    for name, meta in sorted(index.items()):
         benchmark = identity(meta)["benchmark"]
         if benchmark:
             benchmarks.setdefault(benchmark, []).append(name)
@@ -120,12 +120,12 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
         ValueError: the folder holds two benchmarks, or both CQADupstack variants for a model.
     """
     results_dir = Path(results_dir)
-    registry = read_registry(results_dir)
-    if not registry:
+    index = read_model_index(results_dir)
+    if not index:
         raise FileNotFoundError(f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first).")
-    _refuse_two_benchmarks(registry)
+    _refuse_two_benchmarks(index)
     rows = []
-    for mteb_name, meta in sorted(registry.items()):
+    for mteb_name, meta in sorted(index.items()):
         wanted = set(meta.get("tasks") or [])
         suite = (meta.get("settings") or {}).get("suite")
         for path in result_files(results_dir, mteb_name, meta["revision"]):

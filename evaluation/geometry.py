@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from recipes.files import atomic_write
+from common.files import atomic_write
 
 __all__ = [
     "CSV_COLUMNS",

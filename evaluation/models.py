@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipes.identity import WeightFilesError, weight_files as recipe_weight_files
+from common.weights import WeightFilesError, weights_sha256
+from common.weights import weight_files as folder_weight_files
 
 NAME_PREFIX = "adatamw"
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PRECISION = "fp32"  # bf16 / fp16 move scores by about the 0.2 % threshold: docs/evaluation.md
-_HASH_CHUNK = 1 << 22
 
 
 class CheckpointError(FileNotFoundError):
@@ -111,7 +111,7 @@ def transformer_dir(checkpoint: Path) -> Path:
 
 
 def weight_files(checkpoint: Path) -> list[Path]:
-    """The model's weight files (:func:`recipes.identity.weight_files` of its transformers
+    """The model's weight files (:func:`common.weights.weight_files` of its transformers
     folder): the single file, or a sharded index followed by every shard it names.
 
     Raises:
@@ -119,7 +119,7 @@ def weight_files(checkpoint: Path) -> list[Path]:
             ``optimizer.pt``), an unreadable index, or a shard the index names is missing.
     """
     try:
-        return recipe_weight_files(transformer_dir(checkpoint))
+        return folder_weight_files(transformer_dir(checkpoint))
     except WeightFilesError as err:
         raise CheckpointError(str(err)) from None
 
@@ -131,15 +131,12 @@ def check_checkpoint(checkpoint: Path) -> Path:
 
 
 def weights_revision(checkpoint: Path) -> str:
-    """Content hash (sha256, 16 hex chars) of the weight files and their names."""
-    root = transformer_dir(checkpoint)
-    digest = hashlib.sha256()
-    for path in weight_files(checkpoint):
-        digest.update(str(path.relative_to(root)).encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    """The first 16 hex characters of the weights' one hash (:func:`common.weights.weights_sha256`,
+    as the recipe's manifests record it in full)."""
+    try:
+        return weights_sha256(transformer_dir(checkpoint))[:16]
+    except WeightFilesError as err:
+        raise CheckpointError(str(err)) from None
 
 
 @dataclass(frozen=True)

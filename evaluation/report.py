@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recipes.files import atomic_write, atomic_write_text
+from common.files import atomic_write, atomic_write_text
 from evaluation import paper
 from evaluation.categories import category_improvement, category_order
 from evaluation.code_path import code_path_section, split_code_path_checks

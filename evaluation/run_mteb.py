@@ -60,7 +60,7 @@ from evaluation.models import (
     transformer_dir,
     weights_revision,
 )
-from evaluation.registry import read_registry, update_registry
+from evaluation.model_index import read_model_index, update_model_index
 from evaluation.slurm import array_job
 from evaluation.result_files import result_folder, set_aside_corrupt
 from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
@@ -194,7 +194,7 @@ def check_one_suite(output: Path, suite: str) -> None:
     and v2), (and double-count) CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks
     and real ones.
     """
-    others = {name: entry["settings"]["suite"] for name, entry in read_registry(output).items()
+    others = {name: entry["settings"]["suite"] for name, entry in read_model_index(output).items()
               if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)}
     if others:
         shown = ", ".join(f"{name} ({other}: {suite_benchmark(other)})" for name, other in sorted(others.items()))
@@ -218,7 +218,7 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
     task_names = [t.metadata.name for t in tasks]
     entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names,
              "benchmark": suite_benchmark(settings.suite)}
-    update_registry(output, {spec.mteb_name: entry})
+    update_model_index(output, {spec.mteb_name: entry})
 
     folder = result_folder(output, spec.mteb_name, revision)
     result_names = {name: None for task in tasks for name in [task.metadata.name, *(p.metadata.name for p in _parts(task))]}
@@ -274,7 +274,7 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     for s in specs:
         weights, settings = weights_revision(s.checkpoint), settings_for(s, args)
         entries[s.mteb_name] = {**s.metadata(result_revision(weights, settings), settings), "weights_revision": weights, "tasks": names}
-    update_registry(args.output, entries)
+    update_model_index(args.output, entries)
     slurm.emit(args, job)
     return 0
 

@@ -39,7 +39,7 @@ IDENTITY_LABELS = {"base_model": "base model", "base_weights": "base weights (sh
 # Optional per-row column: the data revision mteb recorded for the task's result (the task's
 # version besides its name, e.g. SummEvalSummarization.v2). Both arms must agree per task.
 TASK_VERSION_COLUMN = "dataset_revision"
-PAPER_BENCHMARK = "MTEB(eng, v1)"  # the benchmark of the paper's tables (evaluation.tasks.PAPER_BENCHMARK)
+PAPER_BENCHMARK = "MTEB(eng, v1)"  # the benchmark of the paper's tables
 BASELINE, CANDIDATE = "AdamW", "AdaTAMW"
 COMPARED = (BASELINE, CANDIDATE)
 
@@ -81,10 +81,12 @@ _ENG_V1 = {
     "Summarization": ["SummEval"],
 }
 MTEB_ENG_V1_TASKS = {t: c for c, ts in _ENG_V1.items() for t in ts}
-# The paper's Tables 11-16 list CQADupstackTexRetrieval where MTEB(eng, v1) has the
-# aggregate CQADupstackRetrieval (--paper_tasks).
-PAPER_TASKS = {("CQADupstackTexRetrieval" if t == "CQADupstackRetrieval" else t): c
-               for t, c in MTEB_ENG_V1_TASKS.items()}
+#: MTEB(eng, v1)'s aggregate of the 12 CQADupStack forums, and the TeX forum alone.
+CQADUPSTACK, CQADUPSTACK_TEX = "CQADupstackRetrieval", "CQADupstackTexRetrieval"
+#: The paper's Tables 11-16 list the TeX forum where MTEB(eng, v1) has the aggregate
+#: (--paper_tasks): the one swap between the two task sets.
+PAPER_SWAP = {CQADUPSTACK: CQADUPSTACK_TEX}
+PAPER_TASKS = {PAPER_SWAP.get(t, t): c for t, c in MTEB_ENG_V1_TASKS.items()}
 TASK_SETS = {"mteb_eng_v1": MTEB_ENG_V1_TASKS, "paper": PAPER_TASKS}
 
 GEOMETRY_COLUMNS = ["model", "optimizer", "epochs", "iso", "mu_norm", "mean_norm",
@@ -248,7 +250,7 @@ def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
     if not problems:
         return df
     hint = ""
-    if expected == "mteb_eng_v1" and "CQADupstackTexRetrieval" in set(df["task"]):
+    if expected == "mteb_eng_v1" and CQADUPSTACK_TEX in set(df["task"]):
         hint = " (the paper's tables use CQADupstackTexRetrieval: pass --paper_tasks)"
     if not allow_missing:
         raise ScoreTableError("score table: task sets differ between compared cells: "
@@ -317,7 +319,7 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
 
 def _refuse_two_cqadupstack(df: pd.DataFrame) -> None:
     """A cell holding both CQADupstack variants mixes two suites and would count it twice."""
-    both = {"CQADupstackRetrieval", "CQADupstackTexRetrieval"}
+    both = {CQADUPSTACK, CQADUPSTACK_TEX}
     cells = df.groupby(["model", "optimizer", "epochs"])["task"].apply(set)
     mixed = [f"{m}/{o}/{e} epochs" for (m, o, e), tasks in cells.items() if both <= tasks]
     if mixed:
@@ -417,11 +419,11 @@ def _coverage_notes(df: pd.DataFrame, expected, benchmark_tasks=None) -> list[st
                          f"{recorded[0]} datasets are present (no model has {missing}); percentages "
                          f"are over the datasets present.")
     elif expected is None and seen <= known and len(seen) < len(MTEB_ENG_V1_TASKS):
-        missing = sorted(set(MTEB_ENG_V1_TASKS) - seen - {"CQADupstackRetrieval"}
-                         if "CQADupstackTexRetrieval" in seen else set(MTEB_ENG_V1_TASKS) - seen)
+        missing = sorted(set(MTEB_ENG_V1_TASKS) - seen - {CQADUPSTACK}
+                         if CQADUPSTACK_TEX in seen else set(MTEB_ENG_V1_TASKS) - seen)
         notes.append(f"Only {len(seen)} of the 56 MTEB(eng, v1) datasets are present (no model "
                      f"has {missing}); percentages are over the datasets present.")
-    if "CQADupstackTexRetrieval" in seen:
+    if CQADUPSTACK_TEX in seen:
         notes.append("CQADupstackTexRetrieval stands where MTEB(eng, v1) has CQADupstackRetrieval, "
                      "as in the paper's tables.")
     return notes

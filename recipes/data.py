@@ -29,7 +29,9 @@ from recipes.hub import SAMPLE_FILES, cache_only_when_unreachable, is_connection
 logger = logging.getLogger(__name__)
 
 INDEX_COLUMN = "idx"
-SAMPLE_SOURCE = "bundled-sample"
+#: The source label of the bundled text (manifests, reports): an excerpt of the English Wikipedia
+#: from gensim's test data, in WikiText layout (recipes/sample_data/SOURCE.md).
+SAMPLE_SOURCE = "enwiki-excerpt"
 _EXTENSIONS = {".txt": "text", ".raw": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -101,7 +103,7 @@ def load_raw_datasets(data_args, cache_dir: str | None = None) -> tuple[DatasetD
     """Load train/validation text; returns the datasets and the source ``{"name": ..., "config": ...}``.
 
     The source names what was loaded: the resolved paths of ``--train_file`` /
-    ``--validation_file``, ``bundled-sample``, or the hub data set and its config.
+    ``--validation_file``, ``enwiki-excerpt`` (the bundled text), or the hub data set and its config.
     """
     if data_args.train_file is not None:
         check_files(data_args.train_file, data_args.validation_file)

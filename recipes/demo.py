@@ -41,10 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python recipes/demo.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from recipes import sweep
+from recipes import results, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TRAIN = REPO / "recipes" / "sample_data" / "wiki.train.raw"
@@ -279,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"demo: {out} holds a demo run with other settings ({', '.join(changed)}); "
                          "pass another --out or delete that folder")  # fmt: skip
     state["settings"] = settings
-    state_path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    results.write_json_atomic(state_path, state)
     stages = Stages(4)
     print(
         f"AdaTAMW demo into {out}{' (--quick)' if args.quick else ''}: {args.model}, AdamW vs AdaTAMW, "
@@ -289,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 1. sweep (skipped cell by cell when finished)
-    cells = sweep.plan([args.model], ["adamw", "adatamw"], size.epochs, size.learning_rates, sweep_root)
+    cells = sweep.grid_cells([args.model], ["adamw", "adatamw"], size.epochs, size.learning_rates, sweep_root)
     todo = [c for c in cells if not c.finished(recipe_args(size))]
     stages.start("sweep", f"Fine-tuning sweep: {len(cells)} cells x {len(size.learning_rates)} lrs "
                           f"({len(todo)} cells to run, {len(cells) - len(todo)} finished)")  # fmt: skip
@@ -308,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                              and e["model"] == args.model]}  # fmt: skip
     demo_manifest = sweep_root / "demo_manifest.json"
     if not demo_manifest.is_file() or json.loads(demo_manifest.read_text()) != manifest:
-        demo_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        results.write_json_atomic(demo_manifest, manifest)
 
     # 2. offline MTEB suite (finished tasks are reused by run_mteb)
     n_tasks = len(size.tasks) if size.tasks else "all"
@@ -329,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         run_step([py, "-m", "evaluation.geometry", "--manifest", str(demo_manifest), "--out", str(geometry_csv),
                   "--corpus", str(size.rho_corpus)])  # fmt: skip
         state["geometry_key"] = geometry_key
-        state_path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        results.write_json_atomic(state_path, state)
 
     # 4. report
     stages.start("report", "Comparison report (win rates, category improvements, figures, geometry)")
@@ -340,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     total = round(time.monotonic() - stages.t0, 1)
     timings = {**stages.timings, "total": total}
     state["timings_last_run"] = timings
-    state_path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    results.write_json_atomic(state_path, state)
     pngs = sorted(p.name for p in out.glob("*.png"))
     print("\n" + "=" * 78)
     print(summary(out, manifest))

@@ -166,7 +166,7 @@ def cached_snapshot(name: str, cache_dir: str | None) -> str | None:
     """The cache's snapshot folder of hub model ``name`` when it holds a config and weights."""
     from huggingface_hub import snapshot_download
 
-    from recipes.identity import WeightFilesError, weight_files
+    from common.weights import WeightFilesError, weight_files
 
     try:
         folder = snapshot_download(name, cache_dir=cache_dir, local_files_only=True)

@@ -20,12 +20,11 @@ manifest entry carry it)::
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from common.weights import WeightFilesError, weights_sha256
 
 #: TrainingArguments fields that change the trained weights (besides batch size, precision, epochs, lr).
 TRAINING_KEYS = (
@@ -47,73 +46,7 @@ GRID_KEY = "learning_rates"
 IDENTITY_FILE = "identity.json"
 
 
-# ---- model weights and text fingerprints ----------------------------------------------------
-
-
-#: The weight files of a ``save_pretrained`` folder, in the order ``from_pretrained`` looks for
-#: them: a single file, else its sharded index.
-WEIGHT_FILES = (("model.safetensors", "model.safetensors.index.json"),
-                ("pytorch_model.bin", "pytorch_model.bin.index.json"))
-
-
-class WeightFilesError(FileNotFoundError):
-    """A folder without complete model weights (the message names what is wrong)."""
-
-
-def weight_files(folder: str | os.PathLike) -> list[Path]:
-    """The weight files ``from_pretrained`` loads from ``folder`` (safetensors first, as
-    transformers): the single file, or a sharded index followed by every shard it names.
-
-    Raises:
-        WeightFilesError: no weight file (naming what the folder holds instead, e.g. only
-            ``optimizer.pt``: training state), an unreadable index, or a shard the index names
-            is missing.
-    """
-    folder = Path(folder)
-    for single, index_name in WEIGHT_FILES:
-        if (folder / single).is_file():
-            return [folder / single]
-        index = folder / index_name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise WeightFilesError(f"{index} is not a readable shard index ({err}); re-save the checkpoint.") from err
-            missing = [name for name in shards if not (folder / name).is_file()]
-            if missing:
-                raise WeightFilesError(f"{index} names {len(missing)} shard(s) that are missing from {folder}: "
-                                       f"{', '.join(missing[:5])}; the checkpoint is incomplete.")
-            return [index, *(folder / name for name in shards)]
-    present = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"}) \
-        if folder.is_dir() else []
-    found = f" It holds only {', '.join(present)} (training state, not model weights)." if present else ""
-    expected = " or ".join(single for single, _ in WEIGHT_FILES)
-    indexes = " / ".join(index for _, index in WEIGHT_FILES)
-    raise WeightFilesError(
-        f"No model weights in {folder}: expected {expected} or a sharded index ({indexes}).{found} The checkpoint "
-        "looks incomplete; point at a folder written by save_pretrained / Trainer.save_model.")
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size / mtime: the cache key
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def weights_sha256(folder: str | os.PathLike) -> str:
-    """SHA-256 of the model's weights: of the file itself when there is one (as ``sha256sum``
-    prints), else of the lines ``<name> <sha256>`` of the index and every shard."""
-    try:
-        files = weight_files(folder)
-    except WeightFilesError as err:
-        raise SystemExit(str(err)) from None
-    sums = [(f.name, _file_sha256(str(f), f.stat().st_size, f.stat().st_mtime_ns)) for f in files]
-    if len(sums) == 1:
-        return sums[0][1]
-    return hashlib.sha256("".join(f"{name} {sha}\n" for name, sha in sums).encode()).hexdigest()
+# ---- text fingerprints ------------------------------------------------------------------------
 
 
 def text_fingerprint(raw, text_column) -> str:
@@ -132,9 +65,15 @@ def text_fingerprint(raw, text_column) -> str:
 
 
 def provenance(requested_model: str, resolved_model: str, data_source: dict, data_fingerprint: str) -> dict:
-    """``{"model": {name, resolved, weights_sha256}, "data": {name, config, fingerprint}}``."""
+    """``{"model": {name, resolved, weights_sha256}, "data": {name, config, fingerprint}}``.
+
+    Exits naming what is wrong when ``resolved_model`` holds no complete weights."""
+    try:
+        weights = weights_sha256(resolved_model)
+    except WeightFilesError as err:
+        raise SystemExit(str(err)) from None
     return {
-        "model": {"name": requested_model, "resolved": str(resolved_model), "weights_sha256": weights_sha256(resolved_model)},
+        "model": {"name": requested_model, "resolved": str(resolved_model), "weights_sha256": weights},
         "data": {"name": data_source["name"], "config": data_source["config"], "fingerprint": data_fingerprint},
     }
 

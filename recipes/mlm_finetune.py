@@ -5,7 +5,7 @@ Modelled on ``transformers/examples/pytorch/language-modeling/run_mlm.py``: the 
 dataclass arguments through ``HfArgumentParser``, tokenize, group into blocks, MLM
 with probability 0.15; plus what the TAM comparison needs:
 
-* ``--optim {adamw,adatamw,adatam,tam,coupled_adamw}`` through ``adatamw.trainer.TAMTrainer``
+* ``--optim`` one of ``adatamw.registry.OPTIM_NAMES`` through ``adatamw.trainer.TAMTrainer``
   (``adamw`` builds exactly what a plain Trainer builds). HF's own optimizer names
   (``--optim adamw_torch``) still reach ``TrainingArguments`` and set the adamw baseline.
 * one run per ``--learning_rates`` value in ``output_dir/lr_<lr>/``, evaluated every
@@ -55,12 +55,13 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
 
-from recipes import identity as run_id
+from adatamw.registry import OPTIM_NAMES, names_with
+from recipes import identity
 from recipes import results
 from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
 from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, cache_only_when_unreachable, resolve_model
 from recipes.launch_checks import warn_if_fsdp_downgraded
-from recipes.locks import hold
+from common.locks import hold
 from recipes.masking import (
     IndexedMLMCollator,
     MaskEpochCallback,
@@ -73,8 +74,9 @@ from recipes.masking import (
 
 logger = logging.getLogger("recipes.mlm_finetune")
 
-from adatamw.registry import OPTIM_NAMES as OPTIMIZERS  # noqa: E402 - the one registry of names
-TAM_FAMILY = ("adatamw", "adatam", "tam")
+#: What the registry says of the optimizers (adatamw.registry: the one home of names and capabilities).
+TORQUE_OPTIMIZERS = names_with("torque")
+COUPLED_OPTIMIZERS = names_with("coupled")
 _HEAD_KEYS = ("cls.predictions", "lm_predictions", "lm_head", "predictions.")
 
 
@@ -130,13 +132,13 @@ class RecipeArguments:
 
     optimizer: str = field(
         default="adamw",
-        metadata={"help": "Optimizer (also accepted as --optim).", "choices": list(OPTIMIZERS)},
+        metadata={"help": "Optimizer (also accepted as --optim).", "choices": list(OPTIM_NAMES)},
     )
     learning_rates: list[float] = field(
         default_factory=lambda: [5e-6, 1e-5, 5e-5], metadata={"help": "Learning-rate grid, one run each."}
     )
     coupled_embeddings: bool = field(
-        default=False, metadata={"help": "Coupled second moment for the embedding matrix (adatamw/adatam/coupled_adamw)."}
+        default=False, metadata={"help": f"Coupled second moment for the embedding matrix ({'/'.join(COUPLED_OPTIMIZERS)})."}
     )
     gamma: float | None = field(default=None, metadata={"help": "TAM smoothing of the cosine (optimizer default 0.9)."})
     cosine_scope: str | None = field(
@@ -159,11 +161,11 @@ def split_optim_flag(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--optim" and i + 1 < len(argv) and argv[i + 1] in OPTIMIZERS:
+        if arg == "--optim" and i + 1 < len(argv) and argv[i + 1] in OPTIM_NAMES:
             out += ["--optimizer", argv[i + 1]]
             i += 2
             continue
-        if arg.startswith("--optim=") and arg.split("=", 1)[1] in OPTIMIZERS:
+        if arg.startswith("--optim=") and arg.split("=", 1)[1] in OPTIM_NAMES:
             out.append("--optimizer=" + arg.split("=", 1)[1])
         else:
             out.append(arg)
@@ -200,8 +202,8 @@ def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
 
 def validate(model_args, data_args, recipe, training_args) -> None:
     """Fail fast, naming the problem and the fix."""
-    if recipe.optimizer not in OPTIMIZERS:
-        raise SystemExit(f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIMIZERS)}")
+    if recipe.optimizer not in OPTIM_NAMES:
+        raise SystemExit(f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIM_NAMES)}")
     if not recipe.learning_rates:
         raise SystemExit("--learning_rates is empty: give at least one value, e.g. --learning_rates 5e-6 1e-5 5e-5")
     bad = [lr for lr in recipe.learning_rates if not (lr > 0 and math.isfinite(lr))]
@@ -209,12 +211,12 @@ def validate(model_args, data_args, recipe, training_args) -> None:
         raise SystemExit(f"--learning_rates must all be positive, got {bad}")
     if len(set(recipe.learning_rates)) != len(recipe.learning_rates):
         raise SystemExit(f"--learning_rates has duplicates: {recipe.learning_rates}")
-    if recipe.optimizer not in TAM_FAMILY and (recipe.gamma is not None or recipe.cosine_scope is not None):
-        raise SystemExit(f"--gamma / --cosine_scope apply to {', '.join(TAM_FAMILY)}, not --optim {recipe.optimizer}")
+    if recipe.optimizer not in TORQUE_OPTIMIZERS and (recipe.gamma is not None or recipe.cosine_scope is not None):
+        raise SystemExit(f"--gamma / --cosine_scope apply to {', '.join(TORQUE_OPTIMIZERS)}, not --optim {recipe.optimizer}")
     if recipe.gamma is not None and not 0 <= recipe.gamma < 1:
         raise SystemExit(f"--gamma must be in [0, 1), got {recipe.gamma}")
-    if recipe.coupled_embeddings and recipe.optimizer not in ("adatamw", "adatam", "coupled_adamw"):
-        raise SystemExit("--coupled_embeddings needs --optim adatamw, adatam or coupled_adamw")
+    if recipe.coupled_embeddings and recipe.optimizer not in COUPLED_OPTIMIZERS:
+        raise SystemExit(f"--coupled_embeddings needs --optim {' or '.join(COUPLED_OPTIMIZERS)}")
     epochs = training_args.num_train_epochs
     if epochs <= 0 or epochs != int(epochs):
         raise SystemExit(f"--num_train_epochs must be a positive whole number (evaluation is per epoch), got {epochs}")
@@ -366,13 +368,13 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
     ``identity.json`` before training starts and into ``metrics.json`` at the end.
     """
     args = run_args(training_args, run_dir, lr)
-    identity = record["identity"]
+    settings = record["identity"]
     last = resume_point(run_dir) if run_dir.is_dir() else None
     if args.should_save:
-        results.write_json_atomic(run_dir / run_id.IDENTITY_FILE, record)
+        results.write_json_atomic(run_dir / identity.IDENTITY_FILE, record)
     transformers.set_seed(args.seed)  # the same fresh MLM head for every lr
     model, head_initialised = load_model(model_path, cache_dir)
-    collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, identity["mlm_probability"])
+    collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, settings["mlm_probability"])
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -399,7 +401,7 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
     if best is None:
         raise RuntimeError(f"{run_dir}: the Trainer kept no best checkpoint ({trainer.state.best_model_checkpoint!r})")
     metrics = {
-        **{key: identity[key] for key in SUMMARY_KEYS},
+        **{key: settings[key] for key in SUMMARY_KEYS},
         "data": data.source,
         "resolved_model": model_path,
         "mlm_head_initialised": head_initialised,
@@ -412,7 +414,7 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
         "resumed_from": last.name if last else None,
         "global_step": trainer.state.global_step,
         "selected": False,
-        "complete": len(history) == identity["epochs"],
+        "complete": len(history) == settings["epochs"],
         **record,
     }
     if args.should_save:
@@ -464,7 +466,7 @@ def select_and_record(output_dir: Path, runs: dict[float, dict], record: dict, s
 def recorded_run(run_dir: Path) -> tuple[dict | None, dict | None]:
     """(metrics, recorded identity) of an lr run folder; the identity from metrics.json, else identity.json."""
     metrics = results.read_json(run_dir / results.METRICS_FILE)
-    record = metrics if metrics and "identity" in metrics else results.read_json(run_dir / run_id.IDENTITY_FILE)
+    record = metrics if metrics and "identity" in metrics else results.read_json(run_dir / identity.IDENTITY_FILE)
     return metrics, (record or {}).get("identity")
 
 
@@ -482,16 +484,16 @@ def reuse_lr_run(run_dir: Path, expected: dict, overwrite: bool, main_process: b
     metrics, recorded = recorded_run(run_dir)
     if recorded is None and not metrics and results.checkpoints(run_dir):
         raise SystemExit(
-            f"{run_dir} holds checkpoints but no record of their settings ({run_id.IDENTITY_FILE}), so they cannot "
+            f"{run_dir} holds checkpoints but no record of their settings ({identity.IDENTITY_FILE}), so they cannot "
             f"be resumed safely: delete the folder {run_dir} (or pass --overwrite_runs) and re-run."
         )
     finished = results.is_complete(metrics)
-    return metrics if run_id.reusable(run_dir, recorded, expected, finished) else None
+    return metrics if identity.reusable(run_dir, recorded, expected, finished) else None
 
 
 def identity_of(model_args, data_args, recipe, training_args, provenance: dict, world_size: int | None = None) -> dict:
     """This run's identity (``recipes.identity.run_identity``) with the recipe's optimizer overrides."""
-    return run_id.run_identity(model_args, data_args, recipe, training_args, provenance, optim_kwargs(recipe), world_size)
+    return identity.run_identity(model_args, data_args, recipe, training_args, provenance, optim_kwargs(recipe), world_size)
 
 
 def load_sources(model_args, data_args) -> tuple[object, str, dict]:
@@ -503,8 +505,8 @@ def load_sources(model_args, data_args) -> tuple[object, str, dict]:
     cache_only_when_unreachable()
     raw, source = load_raw_datasets(data_args, model_args.cache_dir)
     model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
-    fingerprint = run_id.text_fingerprint(raw, text_column)
-    return raw, model_path, run_id.provenance(model_args.model_name_or_path, model_path, source, fingerprint)
+    fingerprint = identity.text_fingerprint(raw, text_column)
+    return raw, model_path, identity.provenance(model_args.model_name_or_path, model_path, source, fingerprint)
 
 
 def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
@@ -514,22 +516,22 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
     """
     validate(model_args, data_args, recipe, training_args)
     raw, model_path, provenance = load_sources(model_args, data_args)
-    identity = identity_of(model_args, data_args, recipe, training_args, provenance)
+    grid_identity = identity_of(model_args, data_args, recipe, training_args, provenance)
     output_dir = Path(training_args.output_dir)
     main_process = training_args.should_save
     if not recipe.overwrite_runs:  # refuse other settings before tokenizing (the derived keys come later)
         for lr in recipe.learning_rates:
-            reuse_lr_run(output_dir / results.lr_dirname(lr), run_id.lr_identity(identity, lr), False, main_process)
+            reuse_lr_run(output_dir / results.lr_dirname(lr), identity.lr_identity(grid_identity, lr), False, main_process)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
     config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
     data = prepare_data(raw, source_label(provenance["data"]), data_args, recipe, training_args, tokenizer, config)
-    identity.update(data.derived())
+    grid_identity.update(data.derived())
     runs: dict[float, dict] = {}
     grid = tqdm(recipe.learning_rates, desc="lr grid", unit="run", disable=not training_args.local_process_index == 0)
     for lr in grid:
         grid.set_postfix(lr=f"{lr:g}")
         run_dir = output_dir / results.lr_dirname(lr)
-        record = {"identity": run_id.lr_identity(identity, lr), "provenance": provenance}
+        record = {"identity": identity.lr_identity(grid_identity, lr), "provenance": provenance}
         lock = hold(output_dir / f".{run_dir.name}.lock", f"lr run {run_dir}") if main_process else contextlib.nullcontext()
         with lock:
             with training_args.main_process_first(desc="checking for a finished run"):
@@ -540,7 +542,7 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
                 continue
             runs[lr] = train_one_lr(lr, run_dir, record, model_path, tokenizer, data, recipe, training_args,
                                     model_args.cache_dir, callbacks)
-    return select_and_record(output_dir, runs, {"identity": identity, "provenance": provenance}, main_process)
+    return select_and_record(output_dir, runs, {"identity": grid_identity, "provenance": provenance}, main_process)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

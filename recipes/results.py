@@ -3,10 +3,11 @@
 Layout of one recipe output folder (one (model, optimizer, epochs) cell)::
 
     output_dir/
-      lr_5e-06/ checkpoint-*/ (Trainer checkpoints, best + last)  best/  metrics.json
-      lr_1e-05/ ...
-      selection.json      the chosen lr and its best epoch
-      selected -> lr_1e-05/best   (symlink where the filesystem allows it)
+      lr_5e-06/  identity.json  checkpoint-*/ (Trainer checkpoints: best + last)  metrics.json
+      lr_1e-05/  ...
+      selection.json      the chosen lr, its best epoch and that epoch's checkpoint
+      selected -> lr_1e-05/checkpoint-N   (the best checkpoint; a symlink where the filesystem
+                                          allows it, selection.json names it in any case)
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recipes.files import atomic_write_text
+from common.files import atomic_write_text
+from common.weights import WeightFilesError, weight_files
 
-BEST_DIR = "best"
 METRICS_FILE = "metrics.json"
 SELECTION_FILE = "selection.json"
 SELECTED_LINK = "selected"
@@ -55,7 +56,6 @@ def is_complete(metrics: dict | None) -> bool:
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _OPTIMIZER = ("optimizer.pt", "optimizer.bin", "optimizer_0", "optimizer.safetensors")
 
 
@@ -68,7 +68,9 @@ def checkpoint_defect(folder: Path) -> str | None:
     """
     if read_json(folder / TRAINER_STATE) is None:
         return f"no readable {TRAINER_STATE}"
-    if not any((folder / name).exists() for name in _WEIGHTS):
+    try:
+        weight_files(folder)
+    except WeightFilesError:
         return "no model weights"
     if not any((folder / name).exists() for name in _OPTIMIZER):
         return "no optimizer state"

@@ -6,7 +6,7 @@ run over the learning-rate grid, in ``OUTPUT_ROOT/<model>/<optimizer>/ep<epochs>
 The default grid is the paper's: 6 models x {adamw, adatamw} x {3, 5, 10} epochs x
 lrs {5e-6, 1e-5, 5e-5}, all overridable. Unrecognised arguments go to the recipe.
 
-    python recipes/sweep.py --dry-run                                   # print the plan
+    python recipes/sweep.py --dry-run                                   # print the cells
     python recipes/sweep.py --models bert-base-uncased --epochs 3       # run locally, one after another
     python recipes/sweep.py --emit slurm --slurm_out sweep.sbatch \\
         --launch_args "--multi_gpu --num_processes 4" \\
@@ -53,13 +53,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/sweep.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from filelock import FileLock
-
+from adatamw.registry import OPTIM_NAMES
 from common import slurm
-from recipes import identity as run_id
+from common.locks import hold, wait_for
+from recipes import identity
 from recipes import results
 from recipes.hub import OFFLINE_MODEL_ALIAS
-from recipes.locks import hold
 
 PAPER_MODELS = (
     "bert-base-uncased",
@@ -113,14 +112,14 @@ class Cell:
         if parsed_cell(self, extra)[2].overwrite_runs:
             return False  # the recipe deletes and retrains its lr runs
         expected = expected_identity(self, extra, world_size)
-        ignore = (run_id.GRID_KEY,) + (() if world_size else ("global_batch_size",))
+        ignore = (identity.GRID_KEY,) + (() if world_size else ("global_batch_size",))
         recorded = selection.get("identity")
         complete = (
             recorded is not None
-            and recorded.get(run_id.GRID_KEY) == expected[run_id.GRID_KEY]
+            and recorded.get(identity.GRID_KEY) == expected[identity.GRID_KEY]
             and (self.output_dir / str(selection.get("checkpoint", ""))).is_dir()
         )
-        return run_id.reusable(self.output_dir, recorded, expected, complete or recorded is None, ignore)
+        return identity.reusable(self.output_dir, recorded, expected, complete or recorded is None, ignore)
 
 
 _PROVENANCE: dict[tuple, dict] = {}  # (model, data arguments) -> provenance, resolved once per sweep
@@ -159,7 +158,7 @@ def model_slug(model: str) -> str:
     return model.replace("/", "--")
 
 
-def plan(models, optimizers, epochs, learning_rates, output_root: Path) -> list[Cell]:
+def grid_cells(models, optimizers, epochs, learning_rates, output_root: Path) -> list[Cell]:
     """Cells in a stable order: model, then optimizer, then epochs."""
     return [
         Cell(m, o, int(e), tuple(learning_rates), output_root / model_slug(m) / o / f"ep{int(e)}")
@@ -190,7 +189,7 @@ def collect_manifest(output_root: Path) -> dict:
     """Rebuild ``manifest.json`` from every cell's selection.json under ``output_root``."""
     output_root = Path(output_root)
     output_root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(output_root / f".{MANIFEST}.lock")):
+    with wait_for(output_root / f".{MANIFEST}.lock"):
         entries = []
         for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
             selection = results.read_json(path)
@@ -219,7 +218,7 @@ def collect_manifest(output_root: Path) -> dict:
 # ---- outputs of the three modes -------------------------------------------------------
 
 
-def print_plan(cells: list[Cell], extra, launcher, launch_args) -> None:
+def print_cells(cells: list[Cell], extra, launcher, launch_args) -> None:
     world = launch_world_size(launcher, launch_args, in_process=False)
     status = {cell: cell.finished(extra, world) for cell in cells}
     print(f"{len(cells)} runs ({sum(status.values())} finished), each over lrs "
@@ -374,11 +373,11 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the offline stand-ins: --models {OFFLINE_MODEL_ALIAS} unless --models is given, and the "
                    "recipe's --offline_defaults (the bundled text unless --train_file / --dataset_name is given)")
     p.add_argument("--optims", nargs="+", default=list(PAPER_OPTIMIZERS),
-                   choices=["adamw", "adatamw", "adatam", "tam", "coupled_adamw"])  # fmt: skip
+                   choices=list(OPTIM_NAMES))
     p.add_argument("--epochs", nargs="+", type=int, default=list(PAPER_EPOCHS))
     p.add_argument("--learning_rates", nargs="+", type=float, default=list(PAPER_LRS))
     p.add_argument("--output_root", type=Path, default=Path("runs/sweep"))
-    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the plan and exit")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the cells and exit")
     p.add_argument("--emit", choices=["local", "slurm"], default="local", help="run here, or write a SLURM script")
     slurm.add_arguments(p.add_argument_group("SLURM (with --emit slurm; common/slurm.py)"), job_name="tam-mlm")
     p.add_argument("--launcher", choices=["accelerate", "python"], default="accelerate")
@@ -419,9 +418,9 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         print(f"{args.output_root / MANIFEST}: {len(manifest['selected'])} selected checkpoints")
         return []
     validate(args, extra)
-    cells = plan(args.models, args.optims, args.epochs, args.learning_rates, args.output_root)
+    cells = grid_cells(args.models, args.optims, args.epochs, args.learning_rates, args.output_root)
     if args.dry_run:
-        print_plan(cells, extra, args.launcher, args.launch_args)
+        print_cells(cells, extra, args.launcher, args.launch_args)
     elif args.emit == "slurm":
         job = slurm_job(cells, extra, args.launcher, args.launch_args, args.output_root, args.slurm_job_name,
                         slurm.directives_of(args))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Worker of tests/test_deepspeed.py: DeepSpeed ZeRO-1/2 runs on CPU (gloo), one process per rank.
+"""Worker of tests/test_deepspeed.py: DeepSpeed ZeRO-1, 2 and 3 runs on CPU (gloo), one process per rank.
 
 Each rank trains on its own batches (DeepSpeed averages the gradients over the data-parallel
 group), so the reference is one process on the mean of both ranks' losses: plain data
@@ -99,7 +99,7 @@ def _engine(case: dict):
     opt = make_optimizer(model, case)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(case))
     if case.get("dirty_padding"):  # what DeepSpeed's torch.empty may leave there, made sure
-        from adatamw.zero import _fill_stage3_padding
+        from adatamw.sharding.zero import _fill_stage3_padding
 
         _fill_stage3_padding(engine.optimizer, 7.0)
     if case.get("zero_aware", True):
@@ -173,7 +173,7 @@ def ds_run(case: dict, rank: int) -> dict:
 def _switch_off(case: dict):
     """The negative controls: ``no_reduction``, each rank's own sums, not reduced over the
     ranks; ``no_deferral``, DeepSpeed's one inner step per param group left as it is."""
-    import adatamw.zero as Z
+    import adatamw.sharding.zero as Z
 
     saved = (Z.ZeroSharding.reduce_partials, Z._step_all_groups_at_once)
     if case.get("no_reduction"):

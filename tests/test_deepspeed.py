@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-1, 2 and 3 (adatamw/zero.py) are exact on 2 gloo CPU ranks; what cannot be
+"""DeepSpeed ZeRO-1, 2 and 3 (adatamw/sharding/zero.py) are exact on 2 gloo CPU ranks; what cannot be
 exact is refused.
 
 One spawned 2-process run covers every case (process start-up and DeepSpeed's import dominate
@@ -153,7 +153,7 @@ def test_bf16_runs_with_one_s_on_every_rank(results, case):
     assert diff < 5e-2  # bf16 forward/backward: close, not exact
 
 
-# -- what needs a change of the optimizer core (adatamw/base.py) ---------------------------------
+# -- ZeRO-3 cases the optimizer core handles (adatamw/base.py, adatamw/sharding/resolve.py) ------
 def test_zero3_model_built_under_zero_init(results):
     res = results[ZERO_INIT["name"]]
     assert "error" not in res, res.get("trace")

@@ -141,7 +141,7 @@ def test_layout_is_resolved_again_when_a_parameter_is_swapped_in_place():
 
 
 def test_flat_partitions_swapped_in_are_refused():
-    """DeepSpeed ZeRO-1/2 (and its fp16/bf16 optimizers) replace a group by a flat partition."""
+    """DeepSpeed ZeRO-1/2/3 (and its fp16/bf16 optimizers) replace a group by a flat partition."""
     model = W.make_model()
     opt = adatamw.AdaTAMW(model.parameters(), lr=1e-2)
     flat = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))

@@ -27,7 +27,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipes import locks, mlm_finetune, results, sweep
+from common import locks
+from recipes import mlm_finetune, results, sweep
 from tests.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,7 +196,7 @@ def test_changed_setting_is_refused_by_the_sweep(finished_sweep, monkeypatch, ca
 
 # ---- concurrency and locks -------------------------------------------------------------------
 
-HOLDER = "import sys, time\nfrom recipes.locks import hold\nwith hold(sys.argv[1], 'test'):\n    print('held', flush=True)\n    time.sleep(120)\n"
+HOLDER = "import sys, time\nfrom common.locks import hold\nwith hold(sys.argv[1], 'test'):\n    print('held', flush=True)\n    time.sleep(120)\n"
 
 
 def _holder(lock_path: Path) -> subprocess.Popen:

@@ -27,7 +27,7 @@ from tiny_models import minilm_tokenizer_path  # noqa: E402
 from evaluation import run_mteb  # noqa: E402
 from evaluation.collect import collect_scores  # noqa: E402
 from evaluation.models import CheckpointError, check_checkpoint, eval_settings  # noqa: E402
-from evaluation.registry import read_registry, update_registry  # noqa: E402
+from evaluation.model_index import read_model_index, update_model_index  # noqa: E402
 from evaluation.report import build_report, main as report_main  # noqa: E402
 from evaluation.scores import ScoreTableError  # noqa: E402
 from evaluation.task_data import TaskDataError, load_task_data  # noqa: E402
@@ -103,8 +103,8 @@ def test_real_tasks_run_collect_report_offline(tmp_path, checkpoints, full_cache
     printed = capsys.readouterr().out
     assert printed.count("sentences/s") >= 2 * len(STANDARD_TASKS)  # one line per task and model, one summary each
 
-    registry = read_registry(out)
-    entry = registry["adatamw/tiny-bert__adamw__ep1"]
+    index = read_model_index(out)
+    entry = index["adatamw/tiny-bert__adamw__ep1"]
     assert entry["provenance"] == PROVENANCE
     assert entry["settings"] == {"precision": "fp32", "max_seq_length": 128, "pooling": "mean", "normalize": False, "suite": "mteb_eng_v1"}
 
@@ -141,7 +141,7 @@ def test_v2_benchmark_runs_collects_and_reports_offline(tmp_path, checkpoints, f
     manifest = _manifest(tmp_path / "sweep", checkpoints)
     out = tmp_path / "mteb_v2"
     assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--benchmark", V2, "--tasks", *V2_TASKS]) == 0
-    entry = read_registry(out)["adatamw/tiny-bert__adatamw__ep1"]
+    entry = read_model_index(out)["adatamw/tiny-bert__adatamw__ep1"]
     assert entry["settings"]["suite"] == V2 and entry["benchmark"] == V2
 
     scores = collect_scores(out)
@@ -182,7 +182,7 @@ def test_v2_benchmark_runs_collects_and_reports_offline(tmp_path, checkpoints, f
     assert "another task suite" in err and V2 in err and "MTEB(eng, v1)" in err
 
     # A folder that holds both anyway (copied together by hand): collect refuses, naming both.
-    update_registry(out, {"adatamw/old-v1": {**entry, "settings": {**entry["settings"], "suite": "mteb_eng_v1"}, "benchmark": "MTEB(eng, v1)"}})
+    update_model_index(out, {"adatamw/old-v1": {**entry, "settings": {**entry["settings"], "suite": "mteb_eng_v1"}, "benchmark": "MTEB(eng, v1)"}})
     with pytest.raises(ValueError, match=r"2 benchmarks in one folder \(MTEB\(eng, v1\): adatamw/old-v1; MTEB\(eng, v2\)"):
         collect_scores(out)
 
@@ -294,10 +294,10 @@ def test_results_are_not_reused_across_settings_and_arms_must_match(tmp_path, ch
     out = tmp_path / "out"
     base = ["--output", str(out), "--offline_suite", "--tasks", "TinyEnglishSTS", "--base_model", "tiny-bert", "--epochs", "1"]
     assert run_mteb.main(["--model", str(checkpoints["a"]), "--name", "a", "--optimizer", "adamw", *base]) == 0
-    first = read_registry(out)["adatamw/a"]["revision"]
+    first = read_model_index(out)["adatamw/a"]["revision"]
     assert run_mteb.main(["--model", str(checkpoints["a"]), "--name", "a", "--optimizer", "adamw", "--precision", "bf16", "--max_seq_length", "8", *base]) == 0
     assert "1 evaluated, 0 reused" in capsys.readouterr().out
-    entry = read_registry(out)["adatamw/a"]
+    entry = read_model_index(out)["adatamw/a"]
     assert entry["revision"] != first and entry["settings"]["precision"] == "bf16" and entry["settings"]["max_seq_length"] == 8
     assert len(list((out / "results" / "adatamw__a").iterdir())) == 2
 

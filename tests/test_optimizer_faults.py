@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from adatamw import TAM, AdaTAMW
-from adatamw import momentum
+from adatamw import update
 
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
 CASES = [c for c in itertools.product(["adatamw", "tam"], ["global", "tensor"], list(PATHS),
@@ -32,7 +32,7 @@ def grads_at(t, params):
 
 
 def expected_local_update(kind, opt, params, grads, s_prev):
-    """What an AdamW-style local update gives each element: the equations of adatamw.momentum on
+    """What an AdamW-style local update gives each element: the equations of adatamw.update on
     a copy of the state, with the damping of the kept s (c = torque_eps + (1 + s_prev) / 2)."""
     out = []
     for i, (p, g) in enumerate(zip(params, grads)):
@@ -41,9 +41,9 @@ def expected_local_update(kind, opt, params, grads, s_prev):
         s = s_prev[i] if isinstance(s_prev, list) else s_prev
         c = torch.tensor(1e-8 + (1.0 + s) / 2.0)
         if kind == "tam":
-            momentum.sgd_step(q, g, st["momentum_buffer"], c, lr=1e-2, momentum=0.9)
+            update.sgd_step(q, g, st["momentum_buffer"], c, lr=1e-2, beta=0.9)
         else:
-            momentum.adam_step(q, g, st["exp_avg"], st["exp_avg_sq"], st["step"], c, lr=1e-2,
+            update.adam_step(q, g, st["exp_avg"], st["exp_avg_sq"], st["step"], c, lr=1e-2,
                                beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.1, kind="tam")
         out.append(q)
     return out

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr
-from adatamw import momentum
+from adatamw import update
 from adatamw.kernels import cpu_fused
 from reference_tam import ReferenceOptimizer
 
@@ -422,7 +422,7 @@ def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
 @pytest.mark.parametrize("kind", ["tam", "ema", "adam"])
 @pytest.mark.parametrize("lr_kind", ["float", "tensor"])
 def test_cpu_kernel_update_mirrors_momentum_adam_step(kind, lr_kind):
-    """The C++ update against adatamw.momentum.adam_step (the loop), several steps, with decay,
+    """The C++ update against adatamw.update.adam_step (the loop), several steps, with decay,
     per-tensor damping coefficients, and tensors across the unit boundary."""
     assert cpu_fused.available()
     gen = torch.Generator().manual_seed(8)
@@ -438,7 +438,7 @@ def test_cpu_kernel_update_mirrors_momentum_adam_step(kind, lr_kind):
         coefs = [torch.tensor(0.3 + 0.1 * i) for i in range(len(sizes))] if kind != "adam" else None
         cpu_fused.adam_update(mine[0], gs, mine[1], mine[2], mine[3], coefs, **hyper)
         for i in range(len(sizes)):
-            momentum.adam_step(ref[0][i], gs[i], ref[1][i], ref[2][i], ref[3][i],
+            update.adam_step(ref[0][i], gs[i], ref[1][i], ref[2][i], ref[3][i],
                                coefs[i] if coefs else None, **hyper)
     for a, b in zip(mine, ref):
         for x, y in zip(a, b):

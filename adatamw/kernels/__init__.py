@@ -31,8 +31,8 @@ __all__ = ["Implementation", "LOOP", "FOREACH", "FUSED", "pick", "check_fused_su
 class Implementation:
     name: str
     torque_sums: Callable  # (momenta, grads) -> [N, 3] sums of Eq. 2
-    adam_update: Callable  # adatamw.momentum.adam_step over the tensors
-    sgd_update: Optional[Callable]  # adatamw.momentum.sgd_step over the tensors (TAM)
+    adam_update: Callable  # adatamw.update.adam_step over the tensors
+    sgd_update: Optional[Callable]  # adatamw.update.sgd_step over the tensors (TAM)
 
 
 LOOP = Implementation("loop", loop.torque_sums, loop.adam_update, loop.sgd_update)

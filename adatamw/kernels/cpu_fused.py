@@ -118,7 +118,7 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1
                 beta2: float, eps: float, decoupled_wd: float, kind: str,
                 v_transforms=None) -> None:
     """Eq. 7 (``kind="tam"``), Eq. 8 (``"ema"``) or Adam's bias-corrected EMA (``"adam"``, no
-    ``coefs``) with decoupled decay, as :func:`adatamw.momentum.adam_step`, one pass per tensor."""
+    ``coefs``) with decoupled decay, as :func:`adatamw.update.adam_step`, one pass per tensor."""
     assert not v_transforms, "coupled tensors take the loop implementation (kernels.pick)"
     lr_tensor = lr if isinstance(lr, Tensor) else torch.tensor(float(lr), dtype=torch.float64)
     torch.ops.adatamw.adatamw_update(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),

@@ -7,7 +7,7 @@ host sync (the damping c and the step counters stay on the device), and it compi
 
 from __future__ import annotations
 
-from .. import momentum
+from .. import update
 from ..torque import partial_sums as torque_sums  # noqa: F401 - this implementation's Eq. 2 sums
 
 
@@ -21,13 +21,13 @@ def _shared_or_list(coefs):
 
 def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1, beta2, eps,
                 decoupled_wd, kind, v_transforms=None) -> None:
-    """:func:`adatamw.momentum.adam_step` on the lists (no coupled tensors: see ``pick``)."""
-    momentum.adam_step(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(steps),
-                       _shared_or_list(coefs), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                       decoupled_wd=decoupled_wd, kind=kind)
+    """:func:`adatamw.update.adam_step` on the lists (no coupled tensors: see ``pick``)."""
+    update.adam_step(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(steps),
+                     _shared_or_list(coefs), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                     decoupled_wd=decoupled_wd, kind=kind)
 
 
-def sgd_update(params, grads, buffers, coefs, *, lr, momentum_beta) -> None:
-    """:func:`adatamw.momentum.sgd_step` (TAM, Algorithm 1) on the lists."""
-    momentum.sgd_step(list(params), list(grads), list(buffers), _shared_or_list(coefs), lr=lr,
-                      momentum=momentum_beta)
+def sgd_update(params, grads, buffers, coefs, *, lr, beta) -> None:
+    """:func:`adatamw.update.sgd_step` (TAM, Algorithm 1) on the lists."""
+    update.sgd_step(list(params), list(grads), list(buffers), _shared_or_list(coefs), lr=lr,
+                    beta=beta)

@@ -19,7 +19,8 @@ from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.sts import AbsTaskSTS
-from mteb.abstasks.task_metadata import TaskMetadata
+
+from evaluation.offline_tasks._metadata import DataSource, task_metadata
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -38,44 +39,29 @@ def _file_revision(filename: str) -> str:
     return hashlib.sha256((DATA_DIR / filename).read_bytes()).hexdigest()[:12]
 
 
+_SOURCE = DataSource("local/adatamw-offline", license="apache-2.0", sample_creation="created",
+                     revision=_file_revision)
+_PAPER = "https://arxiv.org/abs/2412.18790"
+
+
 def _read(filename: str) -> dict[str, Any]:
     with (DATA_DIR / filename).open(encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def _metadata(name: str, filename: str, task_type: str, main_score: str, description: str) -> TaskMetadata:
-    """TaskMetadata shared by the local tasks; only name, type and main score differ."""
-    return TaskMetadata(
-        name=name,
-        type=task_type,
-        main_score=main_score,
-        description=description,
-        reference="https://arxiv.org/abs/2412.18790",
-        dataset={"path": f"local/adatamw-offline/{filename}", "revision": _file_revision(filename)},
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        date=("2025-01-01", "2025-01-01"),
-        domains=["Written"],
-        task_subtypes=[],
-        license="apache-2.0",
-        annotations_creators="expert-annotated",
-        dialect=[],
-        sample_creation="created",
-        bibtex_citation="",
-    )
-
-
 class TinyEnglishSTS(AbsTaskSTS):
     """24 hand-written English sentence pairs scored 0-5."""
 
-    metadata = _metadata(
-        "TinyEnglishSTS",
-        "tiny_sts.json",
-        "STS",
-        "cosine_spearman",
-        "Hand-written English sentence pairs with 0-5 similarity scores (offline smoke task).",
+    metadata = task_metadata(
+        _SOURCE, "tiny_sts.json",
+        name="TinyEnglishSTS",
+        task_type="STS",
+        main_score="cosine_spearman",
+        description="Hand-written English sentence pairs with 0-5 similarity scores (offline smoke task).",
+        reference=_PAPER,
+        annotations="expert-annotated",
+        date=("2025-01-01", "2025-01-01"),
+        domains=["Written"],
     )
     min_score = 0
     max_score = 5
@@ -92,12 +78,16 @@ class TinyEnglishSTS(AbsTaskSTS):
 class TinyEnglishClassification(AbsTaskClassification):
     """Four-topic sentence classification (sport, cooking, weather, computing)."""
 
-    metadata = _metadata(
-        "TinyEnglishClassification",
-        "tiny_classification.json",
-        "Classification",
-        "accuracy",
-        "Hand-written English sentences labelled with one of four topics (offline smoke task).",
+    metadata = task_metadata(
+        _SOURCE, "tiny_classification.json",
+        name="TinyEnglishClassification",
+        task_type="Classification",
+        main_score="accuracy",
+        description="Hand-written English sentences labelled with one of four topics (offline smoke task).",
+        reference=_PAPER,
+        annotations="expert-annotated",
+        date=("2025-01-01", "2025-01-01"),
+        domains=["Written"],
     )
     samples_per_label = 8
 
@@ -119,12 +109,16 @@ class TinyEnglishClassification(AbsTaskClassification):
 class TinyEnglishRetrieval(AbsTaskRetrieval):
     """Ten questions over twenty short passages."""
 
-    metadata = _metadata(
-        "TinyEnglishRetrieval",
-        "tiny_retrieval.json",
-        "Retrieval",
-        "ndcg_at_10",
-        "Hand-written English questions over a 20-passage corpus (offline smoke task).",
+    metadata = task_metadata(
+        _SOURCE, "tiny_retrieval.json",
+        name="TinyEnglishRetrieval",
+        task_type="Retrieval",
+        main_score="ndcg_at_10",
+        description="Hand-written English questions over a 20-passage corpus (offline smoke task).",
+        reference=_PAPER,
+        annotations="expert-annotated",
+        date=("2025-01-01", "2025-01-01"),
+        domains=["Written"],
     )
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:

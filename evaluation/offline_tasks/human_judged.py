@@ -30,7 +30,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.sts import AbsTaskSTS
-from mteb.abstasks.task_metadata import TaskMetadata
+
+from evaluation.offline_tasks._metadata import DataSource, task_metadata
 
 __all__ = [
     "HUMAN_JUDGED_TASK_CLASSES",
@@ -106,28 +107,8 @@ def read_polarity(filename: str = "pang_lee_polarity.cor") -> list[dict[str, Any
     return rows
 
 
-def _metadata(name: str, filename: str, task_type: str, main_score: str, description: str, reference: str,
-              annotations: str, date: tuple[str, str], domains: list[str], bibtex: str) -> TaskMetadata:
-    return TaskMetadata(
-        name=name,
-        type=task_type,
-        main_score=main_score,
-        description=description,
-        reference=reference,
-        dataset={"path": f"local/gensim-test-data/{filename}", "revision": _revision(filename)},
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        date=date,
-        domains=domains,
-        task_subtypes=[],
-        license="not specified",
-        annotations_creators=annotations,
-        dialect=[],
-        sample_creation="found",
-        bibtex_citation=bibtex,
-    )
+_SOURCE = DataSource("local/gensim-test-data", license="not specified", sample_creation="found",
+                     revision=_revision)
 
 
 class _WordPairSTS(AbsTaskSTS):
@@ -149,19 +130,19 @@ class SimLex999(_WordPairSTS):
     """SimLex-999 (Hill, Reichart and Korhonen 2015): 999 pairs rated for similarity, not relatedness."""
 
     filename = "simlex999.txt"
-    metadata = _metadata(
-        "SimLex999",
-        "simlex999.txt",
-        "STS",
-        "cosine_spearman",
-        "SimLex-999: 999 English word pairs (nouns, verbs, adjectives) with the mean rating of about 50 "
+    metadata = task_metadata(
+        _SOURCE, "simlex999.txt",
+        name="SimLex999",
+        task_type="STS",
+        main_score="cosine_spearman",
+        description="SimLex-999: 999 English word pairs (nouns, verbs, adjectives) with the mean rating of about 50 "
         "annotators each for similarity (0-10), relatedness explicitly not rewarded. Each word is embedded "
         "alone; cosine vs rating, Spearman. File: gensim/test/test_data/simlex999.txt (PyPI gensim).",
-        "https://fh295.github.io/simlex.html",
-        "human-annotated",
-        ("2014-01-01", "2015-12-31"),
-        ["Written"],
-        """@article{hill2015simlex,
+        reference="https://fh295.github.io/simlex.html",
+        annotations="human-annotated",
+        date=("2014-01-01", "2015-12-31"),
+        domains=["Written"],
+        bibtex="""@article{hill2015simlex,
   author = {Hill, Felix and Reichart, Roi and Korhonen, Anna},
   journal = {Computational Linguistics},
   number = {4},
@@ -177,19 +158,19 @@ class WordSim353(_WordPairSTS):
     """WordSim-353 (Finkelstein et al. 2002): 353 pairs rated for relatedness."""
 
     filename = "wordsim353.tsv"
-    metadata = _metadata(
-        "WordSim353",
-        "wordsim353.tsv",
-        "STS",
-        "cosine_spearman",
-        "WordSimilarity-353: 353 English word pairs with the mean rating of 13-16 annotators each for "
+    metadata = task_metadata(
+        _SOURCE, "wordsim353.tsv",
+        name="WordSim353",
+        task_type="STS",
+        main_score="cosine_spearman",
+        description="WordSimilarity-353: 353 English word pairs with the mean rating of 13-16 annotators each for "
         "similarity / relatedness (0-10). Each word is embedded alone; cosine vs rating, Spearman. "
         "File: gensim/test/test_data/wordsim353.tsv (PyPI gensim).",
-        "https://gabrilovich.com/resources/data/wordsim353/wordsim353.html",
-        "human-annotated",
-        ("2001-01-01", "2002-01-31"),
-        ["Written"],
-        """@article{finkelstein2002placing,
+        reference="https://gabrilovich.com/resources/data/wordsim353/wordsim353.html",
+        annotations="human-annotated",
+        date=("2001-01-01", "2002-01-31"),
+        domains=["Written"],
+        bibtex="""@article{finkelstein2002placing,
   author = {Finkelstein, Lev and Gabrilovich, Evgeniy and Matias, Yossi and Rivlin, Ehud and Solan, Zach and Wolfman, Gadi and Ruppin, Eytan},
   journal = {ACM Transactions on Information Systems},
   number = {1},
@@ -204,20 +185,20 @@ class WordSim353(_WordPairSTS):
 class PangLeePolarityClassification(AbsTaskClassification):
     """200 movie-review sentences (Pang and Lee 2005), positive / negative, 10-fold cross-validation."""
 
-    metadata = _metadata(
-        "PangLeePolarityClassification",
-        "pang_lee_polarity.cor",
-        "Classification",
-        "accuracy",
-        "200 English movie-review snippets (Rotten Tomatoes) from Pang and Lee's sentence polarity data "
+    metadata = task_metadata(
+        _SOURCE, "pang_lee_polarity.cor",
+        name="PangLeePolarityClassification",
+        task_type="Classification",
+        main_score="accuracy",
+        description="200 English movie-review snippets (Rotten Tomatoes) from Pang and Lee's sentence polarity data "
         "set v1.0, 100 negative and 100 positive. MTEB classification protocol (logistic regression on the "
         "embeddings) with 10-fold cross-validation, since there is no train/test split: mean accuracy over "
         "the folds. File: gensim/test/test_data/pang_lee_polarity.cor (PyPI gensim).",
-        "https://www.cs.cornell.edu/people/pabo/movie-review-data/",
-        "derived",  # labels from the reviews' 'fresh' / 'rotten' marks
-        ("2002-01-01", "2005-06-30"),
-        ["Reviews", "Written"],
-        """@inproceedings{pang2005seeing,
+        reference="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+        annotations="derived",
+        date=("2002-01-01", "2005-06-30"),
+        domains=["Reviews", "Written"],
+        bibtex="""@inproceedings{pang2005seeing,
   author = {Pang, Bo and Lee, Lillian},
   booktitle = {Proceedings of the 43rd Annual Meeting of the Association for Computational Linguistics},
   pages = {115--124},

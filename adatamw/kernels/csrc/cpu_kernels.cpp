@@ -2,14 +2,13 @@
 // (adatamw::torque_sums, adatamw::adatamw_update) so torch.compile traces them: one read of m and g
 // for the three sums of Eq. 2, and one pass over p, g, m, v for the update of Eq. 7 / Eq. 8 with
 // AdamW's decoupled weight decay. float32 CPU tensors; p, m, v contiguous (a non-contiguous
-// gradient is copied). They mirror adatamw/momentum.py and are tested against it.
+// gradient is copied). They mirror adatamw/update.py and are tested against it.
 //
 // Each call takes every tensor of the step at once: the elements are cut into units of at most
 // kUnit elements and the units into one contiguous run per thread with about as many elements
 // each, so one parallel region covers the whole step (no fork per tensor). The sums are kept per
-// unit and added in unit order: they do not depend on the number of threads. (Measured and
-// dropped: units taken in turn by the threads, 3-4% slower; walking the update backwards so the
-// end of the sums' read is still in cache, no gain; software prefetch; streaming stores.)
+// unit and added in unit order: they do not depend on the number of threads. (Alternatives
+// measured and dropped: benchmarks/RESULTS.md.)
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -157,7 +156,7 @@ at::Tensor torque_sums(at::TensorList ms_in, at::TensorList gs_in) {
   return out;
 }
 
-// One Adam-family step of each tensor i (adatamw/momentum.py states the same equations), with
+// One Adam-family step of each tensor i (adatamw/update.py states the same equations), with
 // t = ++steps[i] and c = coefs[i]; kind 0 = "tam", 1 = "ema", 2 = "adam":
 //   m <- a m + c g   (tam, Eq. 7: a = beta1;  ema, Eq. 8: a = 1 - c;  adam: a = beta1, c = 1 - beta1)
 //   v <- beta2 v + (1 - beta2) g^2;   p <- p - lr wd p;

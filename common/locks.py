@@ -1,4 +1,6 @@
-"""One process at a time per lr run and per sweep cell: kernel file locks (``filelock``) with an owner note.
+"""Kernel file locks (``filelock``): :func:`hold`, one process at a time per lr run and per sweep
+cell (refused, naming the owner, when taken); :func:`wait_for`, a short read-modify-write of a
+shared file (waits its turn).
 
 The lock is an OS lock (``flock``) on a hidden file beside the folder it guards, so the kernel
 releases it when its holder exits in any way, ``kill -9`` included: a lock left by a dead
@@ -78,3 +80,13 @@ def hold(lock_path: str | os.PathLike, what: str):
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+@contextlib.contextmanager
+def wait_for(lock_path: str | os.PathLike):
+    """Hold the lock at ``lock_path`` for the ``with`` block, waiting while another process
+    holds it (for a short read-modify-write of a file that several processes update)."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        yield

@@ -1,30 +1,31 @@
-"""``DIR/models.json``: mteb model name -> {model, optimizer, epochs, lr, checkpoint, revision, tasks}.
+"""The index of evaluated models, ``DIR/models.json``: mteb model name -> {model, optimizer,
+epochs, lr, checkpoint, revision, tasks}.
 
 Written by every run (and by ``--emit slurm`` up front). Updates merge with the
-existing entries under a file lock (array jobs write concurrently) and replace the
-file atomically (temp file + ``os.replace``), so a reader never sees half a file.
+existing entries under a file lock (array jobs write concurrently: :func:`common.locks.wait_for`)
+and replace the file atomically (temp file + ``os.replace``), so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recipes.files import atomic_write_text
+from common.files import atomic_write_text
+from common.locks import wait_for
 
 FILENAME = "models.json"
 
 
-def registry_path(output: str | Path) -> Path:
+def index_path(output: str | Path) -> Path:
     return Path(output) / FILENAME
 
 
-def read_registry(output: str | Path) -> dict[str, dict[str, Any]]:
+def read_model_index(output: str | Path) -> dict[str, dict[str, Any]]:
     """The entries of ``output/models.json`` ({} when absent)."""
-    path = registry_path(output)
+    path = index_path(output)
     if not path.is_file():
         return {}
     try:
@@ -33,7 +34,7 @@ def read_registry(output: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it and rerun to rebuild it.") from err
 
 
-def update_registry(output: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def update_model_index(output: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Merge ``entries`` into ``output/models.json`` and return the merged content.
 
     An entry with a new revision replaces the stored one for its name. For the
@@ -42,11 +43,11 @@ def update_registry(output: str | Path, entries: Mapping[str, Mapping[str, Any]]
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    with _locked(output / (FILENAME + ".lock")):
-        merged = read_registry(output)
+    with wait_for(output / (FILENAME + ".lock")):
+        merged = read_model_index(output)
         for name, entry in entries.items():
             merged[name] = _merge_entry(merged.get(name, {}), dict(entry))
-        _atomic_write_json(registry_path(output), merged)
+        _atomic_write_json(index_path(output), merged)
     return merged
 
 
@@ -57,22 +58,6 @@ def _merge_entry(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged = {**old, **{k: v for k, v in new.items() if v is not None}}
     merged["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *new.get("tasks", [])]))
     return merged
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (no-op where fcntl is unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
