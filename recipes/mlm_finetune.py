@@ -55,6 +55,7 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
 
+from recipes import fsdp_prep
 from recipes import identity as run_id
 from recipes import results
 from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
@@ -368,10 +369,11 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
     args = run_args(training_args, run_dir, lr)
     identity = record["identity"]
     last = resume_point(run_dir) if run_dir.is_dir() else None
-    if args.should_save:
-        results.write_json_atomic(run_dir / run_id.IDENTITY_FILE, record)
     transformers.set_seed(args.seed)  # the same fresh MLM head for every lr
     model, head_initialised = load_model(model_path, cache_dir)
+    fsdp_prep.prepare_if_fsdp2(model, args)  # for accelerate's FSDP2 preparation; refuses what cannot run
+    if args.should_save:
+        results.write_json_atomic(run_dir / run_id.IDENTITY_FILE, record)
     collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, identity["mlm_probability"])
     trainer = _trainer_class()(
         model=model,
