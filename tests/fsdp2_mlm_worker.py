@@ -196,3 +196,38 @@ def worker(rank: int, world: int, port: int, cases: list[dict], env: dict[str, s
         if rank == 0:
             torch.save(results, out)
         dist.destroy_process_group()
+
+
+def force_fsdp_on_cpu() -> None:
+    """Let accelerate select FSDP on CPU, where it picks MULTI_CPU (DDP) whatever the config
+    (recipes/launch_checks.py): after ``AcceleratorState`` sets up MULTI_CPU with an FSDP plugin
+    (or once had one: the Trainer and accelerate build the state more than once), it switches to
+    ``DistributedType.FSDP`` as on GPUs. Test harness only: everything else is accelerate's and the
+    Trainer's own code."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    original, seen = AcceleratorState.__init__, {}
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        plugin = fsdp_plugin or seen.get("plugin")
+        if self.distributed_type == DistributedType.MULTI_CPU and plugin is not None:
+            seen["plugin"] = plugin
+            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, plugin
+
+    AcceleratorState.__init__ = init
+
+
+def recipe_worker(rank: int, world: int, port: int, env: dict[str, str], argv: list[str]) -> None:
+    """``recipes/mlm_finetune.py`` as ``accelerate launch`` starts it on each rank, with the
+    launcher's environment ``env`` (FSDP2 from fsdp.yaml, forced on CPU; empty: DDP)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      OMP_NUM_THREADS="1", **env)
+    torch.set_num_threads(1)
+    if env:
+        force_fsdp_on_cpu()
+    from recipes import mlm_finetune
+
+    mlm_finetune.main(argv)
