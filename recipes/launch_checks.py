@@ -2,7 +2,7 @@
 
 ``accelerate`` enables FSDP only on accelerator devices: ``AcceleratorState`` switches the
 distributed type to ``FSDP`` from ``MULTI_GPU`` / ``MULTI_XPU`` / ``MULTI_NPU`` / ... but never
-from ``MULTI_CPU`` (accelerate 1.15, ``state.py``). So ``accelerate launch --config_file
+from ``MULTI_CPU`` (accelerate 1.16, ``state.py``). So ``accelerate launch --config_file
 recipes/accelerate/fsdp.yaml`` with ``use_cpu: true`` (or on a machine without GPUs, where the
 recipe sets ``use_cpu``), and ``TrainingArguments(fsdp=...)`` on CPU, train with
 DistributedDataParallel: whole parameters on every rank, the same numbers as a DDP launch, and

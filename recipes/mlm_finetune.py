@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
 
 from adatamw.registry import OPTIM_NAMES, names_with
-from recipes import identity
+from recipes import fsdp_prep, identity
 from recipes import results
 from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
 from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, cache_only_when_unreachable, resolve_model
@@ -370,10 +370,11 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
     args = run_args(training_args, run_dir, lr)
     settings = record["identity"]
     last = resume_point(run_dir) if run_dir.is_dir() else None
-    if args.should_save:
-        results.write_json_atomic(run_dir / identity.IDENTITY_FILE, record)
     transformers.set_seed(args.seed)  # the same fresh MLM head for every lr
     model, head_initialised = load_model(model_path, cache_dir)
+    fsdp_prep.prepare_if_fsdp2(model, args)  # for accelerate's FSDP2 preparation; refuses what cannot run
+    if args.should_save:
+        results.write_json_atomic(run_dir / identity.IDENTITY_FILE, record)
     collator = IndexedMLMCollator(tokenizer, recipe.mask_seed, settings["mlm_probability"])
     trainer = _trainer_class()(
         model=model,

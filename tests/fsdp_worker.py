@@ -4,8 +4,10 @@ A tiny BERT masked LM (word embedding and decoder in a coupled group) or, under 
 tests/dist_worker.py's small model is trained on 2 gloo CPU ranks, one process per rank, under
 one of four layouts:
 
-- ``fsdp2-accelerate``: wrapped by accelerate's own FSDP2 preparation (``fsdp2_prepare_model``,
-  what ``accelerate launch`` with ``fsdp_version: 2`` runs) without a parallelism config, so
+- ``fsdp2-accelerate``: prepared by the recipe (``recipes.fsdp_prep.prepare_for_fsdp2``: one
+  registration of the tied decoder bias) and wrapped by accelerate's own FSDP2 preparation
+  (``fsdp2_prepare_model``, what ``accelerate launch`` with ``fsdp_version: 2`` runs) without a
+  parallelism config, so
   every ``fully_shard`` call builds its own (equal) default ``DeviceMesh``;
 - ``fsdp2``: the same by hand on the tied model, ``fully_shard(layer)`` per ``BertLayer`` and
   the root, no ``mesh``;
@@ -28,16 +30,19 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
 import dist_worker as D
+from fsdp2_mlm_worker import accelerator_view
 
 STEPS, FIRST = 6, 3
 VOCAB, SEQ, BATCH = 37, 6, 4
+WRAP_CLASSES = ["BertLayer"]
+#: The prepared model's name of the tied decoder bias -> the original model's first name of it.
+PREPARED_NAMES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 
 
 def _bert(case: dict) -> bool:
@@ -48,11 +53,8 @@ def _bert(case: dict) -> bool:
 
 
 def make_model(case: dict):
-    """Tiny BERT MLM, dropout 0 (deterministic); decoder tied to the word embedding except for
-    the accelerate layout: accelerate 1.15's FSDP2 preparation fails on a tied BertForMaskedLM
-    with torch 2.13 ("Parameter 'cls.predictions.decoder.bias' is shared with a parameter
-    already managed by another FSDP group": it shards the decoder apart from its tied bias).
-    FSDP1: tests/dist_worker.py's model (:func:`_bert`)."""
+    """Tiny BERT MLM, dropout 0 (deterministic), decoder tied to the word embedding and its bias
+    to the head's; FSDP1: tests/dist_worker.py's model (:func:`_bert`)."""
     from transformers import BertConfig, BertForMaskedLM
 
     if not _bert(case):
@@ -61,19 +63,13 @@ def make_model(case: dict):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=12, max_position_embeddings=16,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        tie_word_embeddings=case["sharding"] != "fsdp2-accelerate")
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = BertForMaskedLM(config)
     for layer in model.bert.encoder.layer:
         # softmax is invariant to the key bias: its gradient is 0 up to rounding, and Adam's
         # normalised step turns that rounding (which differs with the reduction order) into
         # +-lr steps. Frozen, so the comparisons measure the optimizer, not rounding noise.
         layer.attention.self.key.bias.requires_grad_(False)
-    if not config.tie_word_embeddings:
-        # Untied, cls.predictions.bias is unused (the decoder has its own): a parameter without
-        # a gradient has no optimizer state to save, for torch.optim too, and DCP's loader then
-        # finds the state its zero-gradient initialisation step created missing in the file.
-        model.cls.predictions.bias.requires_grad_(False)
     return model
 
 
@@ -151,22 +147,20 @@ def _accelerate(case: dict):
     full = case["state_dict"] == "accelerate-full"
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=["BertLayer"], reshard_after_forward=True,
+        transformer_cls_names_to_wrap=WRAP_CLASSES, reshard_after_forward=True,
         state_dict_type="FULL_STATE_DICT" if full else "SHARDED_STATE_DICT")
-    rank = dist.get_rank()
-    accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None,
-                                  parallelism_config=None, mixed_precision="no",
-                                  device=torch.device("cpu"), is_main_process=rank == 0,
-                                  process_index=rank, num_processes=dist.get_world_size(),
-                                  is_fsdp2=True, wait_for_everyone=dist.barrier)
-    return plugin, accelerator
+    return plugin, accelerator_view(plugin)
 
 
 def accelerate_fsdp2(model, case: dict):
-    """accelerate's FSDP2 preparation (``fsdp2_prepare_model``): ``mesh=None`` to every
-    ``fully_shard``, so each call builds its own (equal) default ``DeviceMesh``."""
+    """The recipe's preparation (``recipes.fsdp_prep``), then accelerate's FSDP2 preparation
+    (``fsdp2_prepare_model``): ``mesh=None`` to every ``fully_shard``, so each call builds its
+    own (equal) default ``DeviceMesh``."""
     from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
+    from recipes.fsdp_prep import prepare_for_fsdp2
+
+    prepare_for_fsdp2(model, "TRANSFORMER_BASED_WRAP", WRAP_CLASSES)
     return fsdp2_prepare_model(_accelerate(case)[1], model)
 
 
@@ -200,9 +194,12 @@ def build(case: dict):
 
 
 def full_params(model, case: dict) -> dict[str, torch.Tensor]:
+    """The full parameters under the unwrapped model's names (the prepared model's decoder bias
+    under the head's name, which ``named_parameters`` gives the tied bias)."""
     kind = case["sharding"]
     if kind.startswith("fsdp2"):
-        return {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
+        return {PREPARED_NAMES.get(n, n): p.full_tensor().detach().clone()
+                for n, p in model.named_parameters()}
     if kind == "fsdp1":
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 

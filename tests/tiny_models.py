@@ -1,4 +1,4 @@
-"""Tiny random BERT / RoBERTa / DeBERTa-v2 masked-LM folders for tests.
+"""Tiny random BERT / RoBERTa / DeBERTa (v1, v2) masked-LM folders for tests.
 
 Each folder holds a random-initialised model (2 layers, hidden 32, dropout 0 so
 multi-process comparisons are exact) and the WordPiece tokenizer of the embedded
@@ -19,6 +19,8 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
+    DebertaConfig,
+    DebertaForMaskedLM,
     DebertaV2Config,
     DebertaV2ForMaskedLM,
     RobertaConfig,
@@ -26,6 +28,9 @@ from transformers import (
 )
 
 FAMILIES = ("bert", "roberta", "deberta-v2")
+#: DeBERTa v1 (the paper's microsoft/deberta-base|large) too; not in FAMILIES, which other tests
+#: iterate over.
+ALL_FAMILIES = (*FAMILIES, "deberta")
 MAX_LENGTH = 128
 
 
@@ -72,7 +77,19 @@ def tiny_config(family: str, tokenizer):
             ),
             DebertaV2ForMaskedLM,
         )
-    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+    if family == "deberta":
+        return (
+            DebertaConfig(
+                max_position_embeddings=MAX_LENGTH,
+                relative_attention=True,
+                pos_att_type=["p2c", "c2p"],
+                max_relative_positions=-1,
+                type_vocab_size=0,
+                **common,
+            ),
+            DebertaForMaskedLM,
+        )
+    raise ValueError(f"unknown family {family!r}; choose one of {ALL_FAMILIES}")
 
 
 def save_tiny_model(family: str, folder: str | Path, seed: int = 0) -> Path:
