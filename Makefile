@@ -32,6 +32,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: install
 	$(PY) -m recipes.demo $(DEMO_ARGS)

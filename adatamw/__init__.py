@@ -29,6 +29,16 @@ from .lr import adamw_lr_to_adatamw, transfer_lr
 from .registry import OPTIM_NAMES, OPTIMIZERS
 from .tam import TAM
 
-__all__ = ["AdaTAM", "AdaTAMW", "AdamFamily", "CoupledAdamW", "OPTIMIZERS", "OPTIM_NAMES", "TAM",
-           "adamw_lr_to_adatamw", "embedding_param_groups", "transfer_lr"]
+__all__ = [
+    "AdaTAM",
+    "AdaTAMW",
+    "AdamFamily",
+    "CoupledAdamW",
+    "OPTIMIZERS",
+    "OPTIM_NAMES",
+    "TAM",
+    "adamw_lr_to_adatamw",
+    "embedding_param_groups",
+    "transfer_lr",
+]
 __version__ = "0.2.0"

@@ -8,5 +8,9 @@ from .adam_family import AdamFamily as _AdamFamily  # noqa: F401 - the old priva
 from .adatamw import AdaTAM, AdaTAMW  # noqa: F401
 from .coupled import CoupledAdamW  # noqa: F401
 
-warnings.warn("adatamw.adam is deprecated; import AdaTAMW, AdaTAM, CoupledAdamW from adatamw "
-              "(the base: adatamw.adam_family.AdamFamily)", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "adatamw.adam is deprecated; import AdaTAMW, AdaTAM, CoupledAdamW from adatamw "
+    "(the base: adatamw.adam_family.AdamFamily)",
+    DeprecationWarning,
+    stacklevel=2,
+)

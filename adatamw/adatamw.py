@@ -49,15 +49,40 @@ class AdaTAMW(CoupledSecondMoment, AdamFamily):
     lr of equal step size.
     """
 
-    def __init__(self, params: Iterable, lr: float | Tensor = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, *, gamma: float = 0.9, torque_eps: float = 1e-8,
-                 cosine_scope: str = "global", momentum: str = "tam",
-                 foreach: Optional[bool] = None, maximize: bool = False,
-                 coupled: bool = False, coupled_scale: float = 1.0,
-                 fused: Optional[bool] = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, gamma, torque_eps, cosine_scope,
-                         momentum, coupled, coupled_scale, foreach, maximize, fused)
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        gamma: float = 0.9,
+        torque_eps: float = 1e-8,
+        cosine_scope: str = "global",
+        momentum: str = "tam",
+        foreach: Optional[bool] = None,
+        maximize: bool = False,
+        coupled: bool = False,
+        coupled_scale: float = 1.0,
+        fused: Optional[bool] = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            gamma,
+            torque_eps,
+            cosine_scope,
+            momentum,
+            coupled,
+            coupled_scale,
+            foreach,
+            maximize,
+            fused,
+        )
 
 
 class AdaTAM(AdaTAMW):
@@ -65,16 +90,26 @@ class AdaTAM(AdaTAMW):
 
     l2_weight_decay = True
 
-    def __init__(self, params: Iterable, lr: float | Tensor = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     """``adatamw.adatamw._AdamFamily``, the base's name before 0.2.0 (deprecated)."""
     if name == "_AdamFamily":
-        warnings.warn("adatamw.adatamw._AdamFamily is deprecated; use adatamw.adam_family.AdamFamily "
-                      "(also exported as adatamw.AdamFamily)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "adatamw.adatamw._AdamFamily is deprecated; use adatamw.adam_family.AdamFamily "
+            "(also exported as adatamw.AdamFamily)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return AdamFamily
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

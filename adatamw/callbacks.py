@@ -193,7 +193,9 @@ class TAMWarmupCallback(TrainerCallback):
 
     def _switch(self, optimizer, lr_scheduler, step: int, lr_factor: float) -> None:
         if optimizer is None:
-            raise RuntimeError("TAMWarmupCallback needs the trainer's optimizer; none was passed to the callback")
+            raise RuntimeError(
+                "TAMWarmupCallback needs the trainer's optimizer; none was passed to the callback"
+            )
         wrapper = innermost_wrapper(optimizer)
         if wrapper is None:
             raise RuntimeError(
@@ -264,7 +266,9 @@ class TAMWarmupCallback(TrainerCallback):
                         # TAM momentum is a damped sum (no 1 - beta1 factor); AdamW keeps an average.
                         exp_avg = exp_avg * (1.0 - new_group["betas"][0])
                     step = state["step"]
-                    step = step.detach().clone().float() if torch.is_tensor(step) else torch.tensor(float(step))
+                    step = (
+                        step.detach().clone().float() if torch.is_tensor(step) else torch.tensor(float(step))
+                    )
                     new.state[p].update(exp_avg=exp_avg, exp_avg_sq=state["exp_avg_sq"], step=step)
                     carried = True
         return carried

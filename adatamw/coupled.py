@@ -20,8 +20,9 @@ from .base import GroupBatch
 __all__ = ["CoupledAdamW", "CoupledSecondMoment", "coupled_second_moment"]
 
 
-def coupled_second_moment(v: Tensor, scale: float,
-                          row_mean: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+def coupled_second_moment(
+    v: Tensor, scale: float, row_mean: Optional[Callable[[Tensor], Tensor]] = None
+) -> Tensor:
     """Coupled Adam's second moment of a ``[V, H]`` tensor: ``scale * mean(v, dim=0)``
     (shape ``[1, H]``). ``row_mean``: the mean over all shards' rows (None: the local rows)."""
     mean = row_mean(v) if row_mean is not None else v.mean(dim=0, keepdim=True)
@@ -45,8 +46,10 @@ class CoupledSecondMoment:
         def transform(row_mean):
             return lambda v: coupled_second_moment(v, scale, row_mean)
 
-        return [transform(batch.row_means[i] if batch.row_means else None)
-                if batch.params[i].dim() == 2 else None for i in idx]
+        return [
+            transform(batch.row_means[i] if batch.row_means else None) if batch.params[i].dim() == 2 else None
+            for i in idx
+        ]
 
 
 class CoupledAdamW(CoupledSecondMoment, AdamFamily):
@@ -58,12 +61,33 @@ class CoupledAdamW(CoupledSecondMoment, AdamFamily):
 
     uses_torque = False
 
-    def __init__(self, params, lr: float | Tensor = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, *, coupled_scale: float = 1.0,
-                 foreach: Optional[bool] = None, maximize: bool = False,
-                 coupled: bool = False, fused: Optional[bool] = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, gamma=0.0, torque_eps=0.0,
-                         cosine_scope="tensor", momentum="adam", coupled=coupled,
-                         coupled_scale=coupled_scale, foreach=foreach, maximize=maximize,
-                         fused=fused)
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        coupled_scale: float = 1.0,
+        foreach: Optional[bool] = None,
+        maximize: bool = False,
+        coupled: bool = False,
+        fused: Optional[bool] = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            gamma=0.0,
+            torque_eps=0.0,
+            cosine_scope="tensor",
+            momentum="adam",
+            coupled=coupled,
+            coupled_scale=coupled_scale,
+            foreach=foreach,
+            maximize=maximize,
+            fused=fused,
+        )

@@ -9,5 +9,13 @@ from .sharding.base import RowMean, Sharding, is_dtensor
 from .sharding.fsdp import DTensorSharding, FlatShardSharding, describe_mesh, shard_aware
 from .sharding.resolve import resolve
 
-__all__ = ["DTensorSharding", "FlatShardSharding", "RowMean", "Sharding", "describe_mesh",
-           "is_dtensor", "resolve", "shard_aware"]
+__all__ = [
+    "DTensorSharding",
+    "FlatShardSharding",
+    "RowMean",
+    "Sharding",
+    "describe_mesh",
+    "is_dtensor",
+    "resolve",
+    "shard_aware",
+]

@@ -7,9 +7,12 @@ from typing import Iterable, Optional
 from torch import nn
 
 
-def embedding_param_groups(model: nn.Module, weight_decay: float = 0.0,
-                           coupled_scale: float = 1.0,
-                           decay_parameter_names: Optional[Iterable[str]] = None) -> list[dict]:
+def embedding_param_groups(
+    model: nn.Module,
+    weight_decay: float = 0.0,
+    coupled_scale: float = 1.0,
+    decay_parameter_names: Optional[Iterable[str]] = None,
+) -> list[dict]:
     """Param groups: the input embedding (and the output embedding, once when tied) coupled.
 
     Returns up to three groups: ``{"params": [embeddings], "coupled": True, "coupled_scale":
@@ -20,8 +23,10 @@ def embedding_param_groups(model: nn.Module, weight_decay: float = 0.0,
     """
     get_in = getattr(model, "get_input_embeddings", None)
     if get_in is None or get_in() is None:
-        raise ValueError(f"{type(model).__name__} has no get_input_embeddings(); build the "
-                         "coupled group by hand: {'params': [embedding.weight], 'coupled': True}")
+        raise ValueError(
+            f"{type(model).__name__} has no get_input_embeddings(); build the "
+            "coupled group by hand: {'params': [embedding.weight], 'coupled': True}"
+        )
     embeddings = [get_in().weight]
     get_out = getattr(model, "get_output_embeddings", None)
     out = get_out() if get_out is not None else None
@@ -38,8 +43,7 @@ def embedding_param_groups(model: nn.Module, weight_decay: float = 0.0,
         wants_decay = name in decay_names if decay_names is not None else p.dim() >= 2
         (decay if wants_decay else no_decay).append(p)
     groups = [
-        {"params": embeddings, "coupled": True, "coupled_scale": coupled_scale,
-         "weight_decay": weight_decay},
+        {"params": embeddings, "coupled": True, "coupled_scale": coupled_scale, "weight_decay": weight_decay},
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]

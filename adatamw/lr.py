@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 
-def transfer_lr(
-    lr_sgdm: float, beta_sgdm: float = 0.9, beta_tam: float = 0.9, s_star: float = 0.0
-) -> float:
+def transfer_lr(lr_sgdm: float, beta_sgdm: float = 0.9, beta_tam: float = 0.9, s_star: float = 0.0) -> float:
     """Eq. 6: the TAM learning rate whose steady-state step matches SGDM's.
 
     ``lr_tam = 2 (1 - beta_tam) / ((1 + s_star) (1 - beta_sgdm)) * lr_sgdm``; with the
@@ -22,8 +20,9 @@ def transfer_lr(
     return 2.0 * (1.0 - beta_tam) / ((1.0 + s_star) * (1.0 - beta_sgdm)) * lr_sgdm
 
 
-def adamw_lr_to_adatamw(lr_adamw: float, beta1: float = 0.9, s_star: float = 0.0,
-                        torque_eps: float = 1e-8) -> float:
+def adamw_lr_to_adatamw(
+    lr_adamw: float, beta1: float = 0.9, s_star: float = 0.0, torque_eps: float = 1e-8
+) -> float:
     """The AdaTAMW learning rate whose step matches AdamW's at ``lr_adamw`` (same betas, eps).
 
     AdaTAMW's momentum has no bias correction: m_t = beta1 m_{t-1} + c g_t (Eq. 7), c = eps_tau +

@@ -4,12 +4,19 @@ update: m, v, bias corrections, decoupled decay, not only the momentum)."""
 import warnings
 
 from .update import (  # noqa: F401 - re-exported names of the old module
-    adam_step, bias_correction, decoupled_decay, momentum_update, second_moment_update,
+    adam_step,
+    bias_correction,
+    decoupled_decay,
+    momentum_update,
+    second_moment_update,
 )
 from .update import sgd_step as _sgd_step
 
-warnings.warn("adatamw.momentum is deprecated; import adatamw.update (sgd_step takes beta= "
-              "instead of momentum=)", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "adatamw.momentum is deprecated; import adatamw.update (sgd_step takes beta= instead of momentum=)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 
 def sgd_step(p, g, buf, c, *, lr, momentum):

@@ -44,13 +44,16 @@ class OptimizerInfo:
         return issubclass(self.cls, torch.optim.AdamW) or bool(getattr(self.cls, "has_fused", False))
 
 
-OPTIMIZERS: dict[str, OptimizerInfo] = {info.name: info for info in (
-    OptimizerInfo("adamw", torch.optim.AdamW, hf_optim="adamw_torch_fused"),
-    OptimizerInfo("adatamw", AdaTAMW),
-    OptimizerInfo("adatam", AdaTAM),
-    OptimizerInfo("tam", TAM),
-    OptimizerInfo("coupled_adamw", CoupledAdamW),
-)}
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    info.name: info
+    for info in (
+        OptimizerInfo("adamw", torch.optim.AdamW, hf_optim="adamw_torch_fused"),
+        OptimizerInfo("adatamw", AdaTAMW),
+        OptimizerInfo("adatam", AdaTAM),
+        OptimizerInfo("tam", TAM),
+        OptimizerInfo("coupled_adamw", CoupledAdamW),
+    )
+}
 
 #: The valid ``--optim`` / ``optim_name`` values.
 OPTIM_NAMES = tuple(OPTIMIZERS)

@@ -34,13 +34,29 @@ class TAM(TorqueOptimizer):
         maximize: maximize the objective instead of minimizing.
     """
 
-    def __init__(self, params: Iterable, lr: float | torch.Tensor = 1e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, *, gamma: float = 0.9, torque_eps: float = 1e-8,
-                 cosine_scope: str = "global", foreach: Optional[bool] = None,
-                 maximize: bool = False) -> None:
-        defaults = dict(lr=lr, momentum=momentum, gamma=gamma, torque_eps=torque_eps,
-                        weight_decay=weight_decay, cosine_scope=cosine_scope, foreach=foreach,
-                        maximize=maximize)
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        gamma: float = 0.9,
+        torque_eps: float = 1e-8,
+        cosine_scope: str = "global",
+        foreach: Optional[bool] = None,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            gamma=gamma,
+            torque_eps=torque_eps,
+            weight_decay=weight_decay,
+            cosine_scope=cosine_scope,
+            foreach=foreach,
+            maximize=maximize,
+        )
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict) -> None:
@@ -57,7 +73,7 @@ class TAM(TorqueOptimizer):
     def _update(self, group: dict, batch: GroupBatch) -> None:
         """adatamw.update.sgd_step on each implementation's share of the group."""
         for impl, idx in batch.plan:
-            params, grads, buffers, coefs = batch.subset(idx, batch.params, batch.grads,
-                                                         batch.momenta, batch.coefs)
-            impl.sgd_update(params, grads, buffers, coefs, lr=group["lr"],
-                            beta=group["momentum"])
+            params, grads, buffers, coefs = batch.subset(
+                idx, batch.params, batch.grads, batch.momenta, batch.coefs
+            )
+            impl.sgd_update(params, grads, buffers, coefs, lr=group["lr"], beta=group["momentum"])

@@ -123,7 +123,10 @@ class TAMTrainer(Trainer):
         else:
             trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             groups = [
-                {"params": [p for n, p in trainable if n in decay_names], "weight_decay": self.args.weight_decay},
+                {
+                    "params": [p for n, p in trainable if n in decay_names],
+                    "weight_decay": self.args.weight_decay,
+                },
                 {"params": [p for n, p in trainable if n not in decay_names], "weight_decay": 0.0},
             ]
         return [group for group in groups if group["params"]]

@@ -5,5 +5,6 @@ import warnings
 
 from .lr import transfer_lr  # noqa: F401
 
-warnings.warn("adatamw.transfer is deprecated; use adatamw.transfer_lr (adatamw.lr)",
-              DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "adatamw.transfer is deprecated; use adatamw.transfer_lr (adatamw.lr)", DeprecationWarning, stacklevel=2
+)

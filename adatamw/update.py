@@ -128,9 +128,22 @@ def _exponent(step: Tensors, dtype: torch.dtype) -> Tensors:
     return [t.double() for t in step] if _many(step) else step.double()
 
 
-def adam_step(p: Tensors, g: Tensors, m: Tensors, v: Tensors, step: Tensors, c, *, lr: Scalar,
-              beta1: float, beta2: float, eps: float, decoupled_wd: float, kind: str,
-              v_transform: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+def adam_step(
+    p: Tensors,
+    g: Tensors,
+    m: Tensors,
+    v: Tensors,
+    step: Tensors,
+    c,
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decoupled_wd: float,
+    kind: str,
+    v_transform: Optional[Callable[[Tensor], Tensor]] = None,
+) -> None:
     """One step of AdaTAMW / AdaTAM / CoupledAdamW on p, in place (module docstring):
 
         t += 1;  p <- p - lr wd p;  m_t (Eq. 7 / Eq. 8 / Adam);  v_t;

@@ -26,13 +26,28 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 THRESHOLD = 0.002
 
 
-def run(checkpoint: Path, precision: str, out: Path, suite_flags: list[str], device: str) -> dict[str, float] | str:
+def run(
+    checkpoint: Path, precision: str, out: Path, suite_flags: list[str], device: str
+) -> dict[str, float] | str:
     """Task -> score (percent) at ``precision``, or the error text when it cannot run."""
     from evaluation import run_mteb
     from evaluation.collect import collect_scores
 
-    args = ["--model", str(checkpoint), "--name", "probe", "--output", str(out), "--precision", precision,
-            "--device", device, "--batch_size", "64", *suite_flags]
+    args = [
+        "--model",
+        str(checkpoint),
+        "--name",
+        "probe",
+        "--output",
+        str(out),
+        "--precision",
+        precision,
+        "--device",
+        device,
+        "--batch_size",
+        "64",
+        *suite_flags,
+    ]
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         status = run_mteb.main(args)
@@ -44,6 +59,7 @@ def run(checkpoint: Path, precision: str, out: Path, suite_flags: list[str], dev
 
 def main(argv: list[str] | None = None) -> int:
     import datasets.config
+
     from tests.mteb_fixture import STANDARD_TASKS, write_offline_cache
     from tests.tiny_models import minilm_tokenizer_path
 
@@ -58,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     suites = {"offline suite": ["--offline_suite"], "real-task fixture": ["--tasks", *STANDARD_TASKS]}
     worst: dict[str, float] = {}
     for suite, flags in suites.items():
-        scores = {p: run(args.checkpoint, p, work / f"{suite.replace(' ', '_')}_{p}", flags, args.device) for p in ("fp32", "bf16", "fp16")}
+        scores = {
+            p: run(args.checkpoint, p, work / f"{suite.replace(' ', '_')}_{p}", flags, args.device)
+            for p in ("fp32", "bf16", "fp16")
+        }
         print(f"\n## {suite} ({args.checkpoint.name}, {args.device})\n")
         for precision in ("bf16", "fp16"):
             if isinstance(scores[precision], str):
@@ -75,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 flag = " (> 0.2 %)" if rel >= THRESHOLD else ""
                 cells.append(f"{value:.3f} | {100 * rel:.3f} %{flag}")
             print(f"| {task} | {base:.3f} | " + " | ".join(cells) + " |")
-    print("\nLargest relative change over both suites: "
-          + ", ".join(f"{p} {100 * v:.3f} % ({v / THRESHOLD:.2f}x the 0.2 % threshold)" for p, v in worst.items()))
+    print(
+        "\nLargest relative change over both suites: "
+        + ", ".join(
+            f"{p} {100 * v:.3f} % ({v / THRESHOLD:.2f}x the 0.2 % threshold)" for p, v in worst.items()
+        )
+    )
     return 0
 
 

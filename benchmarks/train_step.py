@@ -94,10 +94,14 @@ def bench_steps(args) -> None:
                 total[name].append(t2 - t0)
                 opt_only[name].append(t2 - t1)
 
-    print(f"\n## Full training step (batch {args.batch} x seq {args.seq}), median of {args.reps}, interleaved")
+    print(
+        f"\n## Full training step (batch {args.batch} x seq {args.seq}), median of {args.reps}, interleaved"
+    )
     ref_total, ref_opt = statistics.median(total["adamw"]), statistics.median(opt_only["adamw"])
     ref_foreach = statistics.median(total["adamw_foreach"])
-    print(f"{'optimizer':<18}{'step ms':>10}{'opt.step ms':>13}{'vs adamw':>10}{'vs foreach':>12}{'opt.step vs adamw':>19}")
+    print(
+        f"{'optimizer':<18}{'step ms':>10}{'opt.step ms':>13}{'vs adamw':>10}{'vs foreach':>12}{'opt.step vs adamw':>19}"
+    )
     for name in names:
         t, o = statistics.median(total[name]), statistics.median(opt_only[name])
         print(
@@ -139,7 +143,9 @@ def _run_trainer(kind: str, args, dataset, collator, out: str) -> float:
         seed=0,
     )
     common = dict(model=load_model(), args=targs, train_dataset=dataset, data_collator=collator)
-    trainer = TAMTrainer(**common, optim_name="adatamw") if kind == "tamtrainer_adatamw" else Trainer(**common)
+    trainer = (
+        TAMTrainer(**common, optim_name="adatamw") if kind == "tamtrainer_adatamw" else Trainer(**common)
+    )
     trainer.remove_callback(PrinterCallback)
     runtime = trainer.train().metrics["train_runtime"]
     return args.trainer_steps * args.batch * args.seq / runtime
@@ -164,7 +170,9 @@ def bench_trainer(args) -> None:
     for kind in kinds:
         runs = ", ".join(f"{v:.0f}" for v in tokens_per_s[kind])
         print(f"{kind:<20} tokens/s median {statistics.median(tokens_per_s[kind]):8.0f}   (runs: {runs})")
-    ratio = statistics.median(tokens_per_s["tamtrainer_adatamw"]) / statistics.median(tokens_per_s["trainer_adamw"])
+    ratio = statistics.median(tokens_per_s["tamtrainer_adatamw"]) / statistics.median(
+        tokens_per_s["trainer_adamw"]
+    )
     print(f"ratio TAMTrainer(AdaTAMW) / Trainer(default AdamW) tokens/s: {ratio:.3f}")
 
 
@@ -176,7 +184,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--trainer-steps", type=int, default=20, help="steps of each Trainer run; 0 skips")
-    parser.add_argument("--trainer-rounds", type=int, default=2, help="alternating Trainer / TAMTrainer rounds")
+    parser.add_argument(
+        "--trainer-rounds", type=int, default=2, help="alternating Trainer / TAMTrainer rounds"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # results appear as they come, also when redirected

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None],
-                 mode: Optional[int] = None) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], mode: Optional[int] = None) -> Path:
     """Run ``write(tmp)`` on a temporary file next to ``path``, flush it to disk, give it
     ``mode`` (default: the usual 0o666 less the umask; mkstemp makes 0o600) and
     ``os.replace`` it into place. Creates the parent folder. Returns ``path``."""

@@ -71,7 +71,10 @@ def cluster_max_array_size(timeout: float = 20.0) -> tuple[int, str]:
     except FileNotFoundError:
         return DEFAULT_MAX_ARRAY_SIZE, "Slurm's default (no scontrol on this machine)"
     except subprocess.TimeoutExpired:
-        return DEFAULT_MAX_ARRAY_SIZE, f"Slurm's default (`scontrol show config` did not answer in {timeout:g} s)"
+        return (
+            DEFAULT_MAX_ARRAY_SIZE,
+            f"Slurm's default (`scontrol show config` did not answer in {timeout:g} s)",
+        )
     value = parse_max_array_size(proc.stdout) if proc.returncode == 0 else None
     if value is None:
         why = (proc.stderr.strip().splitlines() or ["no MaxArraySize in its output"])[-1]
@@ -103,7 +106,8 @@ def pack(commands: int, max_array_size: int) -> Packing:
     if max_array_size < 1:
         raise ValueError(
             f"MaxArraySize = {max_array_size}: this cluster accepts no job arrays (slurm.conf sets "
-            "MaxArraySize=0); ask its administrators, or run the commands another way")
+            "MaxArraySize=0); ask its administrators, or run the commands another way"
+        )
     per_task = math.ceil(commands / max_array_size)
     return Packing(commands, max_array_size, per_task, math.ceil(commands / per_task))
 
@@ -116,13 +120,17 @@ def normalise_directive(directive: str) -> str:
     options the renderer writes itself and anything that would break the script's header."""
     text = directive.strip()
     if not text or "\n" in text or "\r" in text:
-        raise ValueError(f"--slurm_directive {directive!r}: give one sbatch option per --slurm_directive, on one line")
+        raise ValueError(
+            f"--slurm_directive {directive!r}: give one sbatch option per --slurm_directive, on one line"
+        )
     if not text.startswith("-"):
         text = "--" + text
     name = re.split(r"[=\s]", text, maxsplit=1)[0]
     if name in OWNED_DIRECTIVES:
-        raise ValueError(f"--slurm_directive {directive!r}: {name} is written by the script's renderer; "
-                         f"use {OWNED_DIRECTIVES[name]}")  # fmt: skip
+        raise ValueError(
+            f"--slurm_directive {directive!r}: {name} is written by the script's renderer; "
+            f"use {OWNED_DIRECTIVES[name]}"
+        )
     return text
 
 
@@ -148,8 +156,14 @@ def interpreter() -> str:
     return os.path.abspath(sys.executable)
 
 
-def render(job: ArrayJob, packing: Packing, *, throttle: int | None = None, limit_source: str = "",
-           python: str | None = None) -> str:  # fmt: skip
+def render(
+    job: ArrayJob,
+    packing: Packing,
+    *,
+    throttle: int | None = None,
+    limit_source: str = "",
+    python: str | None = None,
+) -> str:
     """The text of the ``sbatch`` script of ``job`` laid out as ``packing``."""
     if packing.commands != len(job.commands):
         raise ValueError(f"packing is for {packing.commands} commands, the job has {len(job.commands)}")
@@ -158,7 +172,11 @@ def render(job: ArrayJob, packing: Packing, *, throttle: int | None = None, limi
     python = python or interpreter()
     directives = [normalise_directive(d) for d in job.directives]
     array = f"0-{packing.tasks - 1}" + (f"%{throttle}" if throttle else "")
-    per_task = "one per array task" if packing.per_task == 1 else f"{packing.per_task} per array task, one after another"
+    per_task = (
+        "one per array task"
+        if packing.per_task == 1
+        else f"{packing.per_task} per array task, one after another"
+    )
     limit = f"MaxArraySize {packing.max_array_size}" + (f" from {limit_source}" if limit_source else "")
     final = shlex.join(job.final_command) if job.final_command else ""
     lines = [
@@ -181,7 +199,11 @@ def render(job: ArrayJob, packing: Packing, *, throttle: int | None = None, limi
         "  exit 2",
         "fi",
         f"cd {shlex.quote(str(job.workdir))}",
-        *([f"export PYTHONPATH={shlex.quote(str(job.python_path))}${{PYTHONPATH:+:$PYTHONPATH}}"] if job.python_path else []),
+        *(
+            [f"export PYTHONPATH={shlex.quote(str(job.python_path))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+            if job.python_path
+            else []
+        ),
         "COMMANDS=(",
         *(f"  {shlex.quote(shlex.join(command))}" for command in job.commands),
         ")",
@@ -190,7 +212,7 @@ def render(job: ArrayJob, packing: Packing, *, throttle: int | None = None, limi
         "FIRST=$((TASK * PER_TASK))",
         "LAST=$((FIRST + PER_TASK < ${#COMMANDS[@]} ? FIRST + PER_TASK : ${#COMMANDS[@]}))",
         "STATUS=0",
-        'for ((i = FIRST; i < LAST; i++)); do',
+        "for ((i = FIRST; i < LAST; i++)); do",
         '  echo "[$(date +%FT%T)] command $((i + 1)) of ${#COMMANDS[@]}: ${COMMANDS[$i]}"',
         '  eval "${COMMANDS[$i]}" || { rc=$?; echo "command $((i + 1)) failed (exit $rc)" >&2; STATUS=1; }',
         "done",
@@ -218,25 +240,47 @@ def _positive_int(text: str) -> int:
 
 
 # The dests of add_arguments' options (a job's command never forwards them).
-DESTS = ("slurm_out", "slurm_directive", "slurm_options", "slurm_throttle", "slurm_max_array_size", "slurm_job_name")
+DESTS = (
+    "slurm_out",
+    "slurm_directive",
+    "slurm_options",
+    "slurm_throttle",
+    "slurm_max_array_size",
+    "slurm_job_name",
+)
 
 
 def add_arguments(group, job_name: str) -> None:
     """The SLURM options of a command line (their dests: :data:`DESTS`)."""
     actions = [
-        group.add_argument("--slurm_out", type=Path, metavar="FILE", help="where --emit slurm writes the array script"),
-        group.add_argument("--slurm_directive", action="append", default=[], metavar="OPTION",
-                           help="an extra #SBATCH option, repeatable: --slurm_directive=--gres=gpu:1 "
-                           "--slurm_directive=--time=08:00:00 (the leading -- may be left out)"),
+        group.add_argument(
+            "--slurm_out", type=Path, metavar="FILE", help="where --emit slurm writes the array script"
+        ),
+        group.add_argument(
+            "--slurm_directive",
+            action="append",
+            default=[],
+            metavar="OPTION",
+            help="an extra #SBATCH option, repeatable: --slurm_directive=--gres=gpu:1 "
+            "--slurm_directive=--time=08:00:00 (the leading -- may be left out)",
+        ),
         group.add_argument("--slurm_options", help=argparse.SUPPRESS),  # deprecated: --slurm_directive
-        group.add_argument("--slurm_throttle", type=_positive_int, metavar="N",
-                           help="run at most N array tasks at a time (#SBATCH --array=...%%N)"),
-        group.add_argument("--slurm_max_array_size", type=_positive_int, metavar="N",
-                           help="the cluster's MaxArraySize (default: read from `scontrol show config`, else "
-                           f"Slurm's default {DEFAULT_MAX_ARRAY_SIZE}); more commands than N are packed several "
-                           "per array task"),
+        group.add_argument(
+            "--slurm_throttle",
+            type=_positive_int,
+            metavar="N",
+            help="run at most N array tasks at a time (#SBATCH --array=...%%N)",
+        ),
+        group.add_argument(
+            "--slurm_max_array_size",
+            type=_positive_int,
+            metavar="N",
+            help="the cluster's MaxArraySize (default: read from `scontrol show config`, else "
+            f"Slurm's default {DEFAULT_MAX_ARRAY_SIZE}); more commands than N are packed several "
+            "per array task",
+        ),
         group.add_argument("--slurm_job_name", "--job_name", default=job_name, help=f"default {job_name}"),
-    ]  # fmt: skip
+    ]
     assert tuple(action.dest for action in actions) == DESTS
 
 
@@ -245,8 +289,11 @@ def directives_of(args: argparse.Namespace) -> list[str]:
     directives = list(args.slurm_directive)
     if args.slurm_options:
         split = shlex.split(args.slurm_options)
-        print("warning: --slurm_options is deprecated and will be removed; give each option as "
-              f"{' '.join(shlex.quote('--slurm_directive=' + o) for o in split)}", file=sys.stderr)  # fmt: skip
+        print(
+            "warning: --slurm_options is deprecated and will be removed; give each option as "
+            f"{' '.join(shlex.quote('--slurm_directive=' + o) for o in split)}",
+            file=sys.stderr,
+        )
         directives += split
     try:
         return [normalise_directive(d) for d in directives]
@@ -266,14 +313,24 @@ def emit(args: argparse.Namespace, job: ArrayJob) -> Packing:
     packing = pack(len(job.commands), limit)
     text = render(job, packing, throttle=args.slurm_throttle, limit_source=source)
     write(args.slurm_out, text, job.log_dir)
-    packed = (f"; {packing.per_task} commands per array task (MaxArraySize {limit} from {source}): "
-              f"give --time for {packing.per_task} of them") if packing.per_task > 1 else ""  # fmt: skip
-    print(f"Wrote {args.slurm_out}: {packing.commands} command(s) in {packing.tasks} array task(s){packed}. "
-          f"Submit with: sbatch {args.slurm_out}   (logs: {job.log_dir})")  # fmt: skip
+    packed = (
+        (
+            f"; {packing.per_task} commands per array task (MaxArraySize {limit} from {source}): "
+            f"give --time for {packing.per_task} of them"
+        )
+        if packing.per_task > 1
+        else ""
+    )
+    print(
+        f"Wrote {args.slurm_out}: {packing.commands} command(s) in {packing.tasks} array task(s){packed}. "
+        f"Submit with: sbatch {args.slurm_out}   (logs: {job.log_dir})"
+    )
     return packing
 
 
-def forwarded_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, exclude: Sequence[str]) -> list[str]:
+def forwarded_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, exclude: Sequence[str]
+) -> list[str]:
     """The options of ``args`` that differ from ``parser``'s defaults, as command-line arguments again
     (for a job that must run with the same settings), leaving out the dests in ``exclude``.
 
@@ -282,7 +339,11 @@ def forwarded_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     """
     argv: list[str] = []
     for action in parser._actions:  # argparse has no public list of its actions
-        if action.dest in exclude or action.dest == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+        if (
+            action.dest in exclude
+            or action.dest == argparse.SUPPRESS
+            or isinstance(action, argparse._HelpAction)
+        ):
             continue
         value = getattr(args, action.dest, action.default)
         if value == action.default or value is None:
@@ -292,10 +353,12 @@ def forwarded_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
         if isinstance(action, argparse.BooleanOptionalAction):
             argv.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
+        elif isinstance(
+            action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
+        ):
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            for item in value[len(action.default or []):]:
+            for item in value[len(action.default or []) :]:
                 argv += [flag, _argument_text(item)]
         elif isinstance(action, argparse._StoreAction):
             many = action.nargs not in (None, "?")

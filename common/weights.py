@@ -18,8 +18,10 @@ __all__ = ["WEIGHT_FILES", "WeightFilesError", "weight_files", "weights_sha256"]
 
 #: The weight files of a ``save_pretrained`` folder, in the order ``from_pretrained`` looks for
 #: them: a single file, else its sharded index.
-WEIGHT_FILES = (("model.safetensors", "model.safetensors.index.json"),
-                ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+WEIGHT_FILES = (
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+)
 
 
 class WeightFilesError(FileNotFoundError):
@@ -44,20 +46,32 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
             try:
                 shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
             except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise WeightFilesError(f"{index} is not a readable shard index ({err}); re-save the checkpoint.") from err
+                raise WeightFilesError(
+                    f"{index} is not a readable shard index ({err}); re-save the checkpoint."
+                ) from err
             missing = [name for name in shards if not (folder / name).is_file()]
             if missing:
-                raise WeightFilesError(f"{index} names {len(missing)} shard(s) that are missing from {folder}: "
-                                       f"{', '.join(missing[:5])}; the checkpoint is incomplete.")
+                raise WeightFilesError(
+                    f"{index} names {len(missing)} shard(s) that are missing from {folder}: "
+                    f"{', '.join(missing[:5])}; the checkpoint is incomplete."
+                )
             return [index, *(folder / name for name in shards)]
-    present = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"}) \
-        if folder.is_dir() else []
+    present = (
+        sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix in {".pt", ".pth", ".bin", ".safetensors"}
+        )
+        if folder.is_dir()
+        else []
+    )
     found = f" It holds only {', '.join(present)} (training state, not model weights)." if present else ""
     expected = " or ".join(single for single, _ in WEIGHT_FILES)
     indexes = " / ".join(index for _, index in WEIGHT_FILES)
     raise WeightFilesError(
         f"No model weights in {folder}: expected {expected} or a sharded index ({indexes}).{found} The checkpoint "
-        "looks incomplete; point at a folder written by save_pretrained / Trainer.save_model.")
+        "looks incomplete; point at a folder written by save_pretrained / Trainer.save_model."
+    )
 
 
 @functools.lru_cache(maxsize=64)

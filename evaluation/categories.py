@@ -6,6 +6,7 @@ the mean score over the datasets of one MTEB category, per model (size) and epoc
 weak models) the denominator is |mean_cat(AdamW)| so that a positive percent still means
 AdaTAMW is higher; a zero mean gives NaN ("n/a").
 """
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,9 @@ def category_improvement(pairs: pd.DataFrame) -> pd.DataFrame:
     out = percent.rename("percent").reset_index()
     out["size"] = out["model"].map(model_size)
     rank = {c: i for i, c in enumerate(category_order(out["category"]))}
-    out = out.sort_values(["model", "category", "epochs"],
-                          key=lambda c: c.map(rank) if c.name == "category" else c,
-                          ignore_index=True)
+    out = out.sort_values(
+        ["model", "category", "epochs"],
+        key=lambda c: c.map(rank) if c.name == "category" else c,
+        ignore_index=True,
+    )
     return out[CATEGORY_COLUMNS]

@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import pandas as pd
 
-CODE_PATH_CHECKS = frozenset({
-    # mteb's mock tasks (mteb/mocks/mock_tasks), one per MTEB(eng, v1) category
-    "MockClassificationTask", "MockClusteringTask", "MockPairClassificationTask", "MockRerankingTask",
-    "MockRetrievalTask", "MockSTSTask", "MockSummarizationTask",
-    # the hand-written tiny tasks (evaluation/offline_tasks/__init__.py)
-    "TinyEnglishSTS", "TinyEnglishClassification", "TinyEnglishRetrieval",
-})  # fmt: skip
+CODE_PATH_CHECKS = frozenset(
+    {
+        # mteb's mock tasks (mteb/mocks/mock_tasks), one per MTEB(eng, v1) category
+        "MockClassificationTask",
+        "MockClusteringTask",
+        "MockPairClassificationTask",
+        "MockRerankingTask",
+        "MockRetrievalTask",
+        "MockSTSTask",
+        "MockSummarizationTask",
+        # the hand-written tiny tasks (evaluation/offline_tasks/__init__.py)
+        "TinyEnglishSTS",
+        "TinyEnglishClassification",
+        "TinyEnglishRetrieval",
+    }
+)
 
 
 def is_code_path_check(task: str) -> bool:
@@ -39,11 +48,23 @@ def split_code_path_checks(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     mask = pairs["task"].map(is_code_path_check).astype(bool)
     checks = pairs[mask].reset_index(drop=True)
     if mask.all() and len(pairs):
-        return pairs, checks, ["Every task is a code-path check: the win rates and category figures below are over "
-                               "code-path checks only and measure nothing (add a human-judged task, e.g. SimLex999, "
-                               "WordSim353, PangLeePolarityClassification)."]  # fmt: skip
-    notes = [f"{checks['task'].nunique()} code-path check task(s) left out of the win rates and category figures "
-             f"(listed in their own section)."] if len(checks) else []  # fmt: skip
+        return (
+            pairs,
+            checks,
+            [
+                "Every task is a code-path check: the win rates and category figures below are over "
+                "code-path checks only and measure nothing (add a human-judged task, e.g. SimLex999, "
+                "WordSim353, PangLeePolarityClassification)."
+            ],
+        )
+    notes = (
+        [
+            f"{checks['task'].nunique()} code-path check task(s) left out of the win rates and category figures "
+            f"(listed in their own section)."
+        ]
+        if len(checks)
+        else []
+    )
     return pairs[~mask].reset_index(drop=True), checks, notes
 
 
@@ -58,11 +79,19 @@ def code_path_section(checks: pd.DataFrame, compared: pd.DataFrame) -> str:
     lines = ["| Model | Epochs | Task | Category | AdamW | AdaTAMW |", "|---|---|---|---|---|---|"]
     for r in checks.sort_values(["model", "epochs", "category", "task"]).itertuples(index=False):
         row = r._asdict()
-        lines.append(f"| {row['model']} | {row['epochs']} | {row['task']} | {row['category']} | "
-                     f"{row[BASELINE]:.2f} | {row[CANDIDATE]:.2f} |")  # fmt: skip
-    where = ("They are also the only tasks, so the sections above are over them (see Notes)."
-             if compared_all else "They are not in the win rates, the sign test or the category figures above.")
-    return ("## Code-path checks (not a measurement)\n\n"
-            "mteb's mock tasks and the hand-written tiny tasks run the real evaluators, but on a handful of "
-            f"examples: their scores saturate or tie, and show only that the code path runs. {where}\n\n"
-            + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {row['model']} | {row['epochs']} | {row['task']} | {row['category']} | "
+            f"{row[BASELINE]:.2f} | {row[CANDIDATE]:.2f} |"
+        )
+    where = (
+        "They are also the only tasks, so the sections above are over them (see Notes)."
+        if compared_all
+        else "They are not in the win rates, the sign test or the category figures above."
+    )
+    return (
+        "## Code-path checks (not a measurement)\n\n"
+        "mteb's mock tasks and the hand-written tiny tasks run the real evaluators, but on a handful of "
+        f"examples: their scores saturate or tie, and show only that the code path runs. {where}\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )

@@ -74,15 +74,18 @@ def identity(meta: dict) -> dict:
         "base_weights": base.get("weights_sha256"),
         "data": data_name,
         "data_fingerprint": data.get("fingerprint"),
-        **{key: settings.get(key) for key in ("precision", "max_seq_length", "pooling", "normalize", "suite")},
-        "benchmark": meta.get("benchmark") or (suite_benchmark(settings["suite"]) if settings.get("suite") else None),
+        **{
+            key: settings.get(key) for key in ("precision", "max_seq_length", "pooling", "normalize", "suite")
+        },
+        "benchmark": meta.get("benchmark")
+        or (suite_benchmark(settings["suite"]) if settings.get("suite") else None),
     }
     return {key: "" if values.get(key) is None else str(values[key]) for key in IDENTITY_COLUMNS}
 
 
 def _refuse_two_cqadupstack(rows: list[dict]) -> None:
     """One model with both the CQADupstack aggregate and the paper's TeX forum: two suites mixed."""
-    (aggregate, tex), = PAPER_SWAP.items()
+    ((aggregate, tex),) = PAPER_SWAP.items()
     tasks: dict[str, set[str]] = {}
     for row in rows:
         tasks.setdefault(row["_name"], set()).add(row["task"])
@@ -91,7 +94,8 @@ def _refuse_two_cqadupstack(rows: list[dict]) -> None:
         raise ValueError(
             f"{', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} results for both {aggregate} (MTEB(eng, v1)) and "
             f"{tex} (--paper_tasks): two suites in one output, which would count CQADupstack twice. "
-            f"Evaluate each suite into its own --output folder.")
+            f"Evaluate each suite into its own --output folder."
+        )
 
 
 def _refuse_two_benchmarks(index: dict) -> None:
@@ -106,7 +110,8 @@ def _refuse_two_benchmarks(index: dict) -> None:
         raise ValueError(
             f"results of {len(benchmarks)} benchmarks in one folder ({shown}); scores of "
             f"{' and '.join(sorted(benchmarks))} are not comparable and are never mixed in one table. "
-            f"Evaluate each benchmark into its own --output folder.")
+            f"Evaluate each benchmark into its own --output folder."
+        )
 
 
 def collect_scores(results_dir: str | Path) -> pd.DataFrame:
@@ -122,7 +127,9 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     index = read_model_index(results_dir)
     if not index:
-        raise FileNotFoundError(f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first).")
+        raise FileNotFoundError(
+            f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first)."
+        )
     _refuse_two_benchmarks(index)
     rows = []
     for mteb_name, meta in sorted(index.items()):
@@ -132,14 +139,18 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
             try:
                 result = read_result(path)
             except CorruptResultError as err:
-                logger.warning("%s Left out; re-run python -m evaluation.run_mteb with the same flags to redo it.", err)
+                logger.warning(
+                    "%s Left out; re-run python -m evaluation.run_mteb with the same flags to redo it.", err
+                )
                 continue
             if wanted and result.task_name not in wanted:
                 continue
             task = lookup_task(result.task_name, suite)
             score = task_score(result, task)
             if math.isnan(score):
-                logger.warning("%s: %s is incomplete (missing subsets); left out.", mteb_name, result.task_name)
+                logger.warning(
+                    "%s: %s is incomplete (missing subsets); left out.", mteb_name, result.task_name
+                )
                 continue
             rows.append(
                 {
@@ -161,11 +172,17 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.collect", description="Long score table of a run_mteb output folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.collect", description="Long score table of a run_mteb output folder."
+    )
     parser.add_argument("results", type=Path, help="the --output folder of evaluation.run_mteb")
     parser.add_argument("--out", type=Path, help="CSV to write (default: print to stdout)")
-    parser.add_argument("--identity", action="store_true", help="add the evaluation settings, provenance and data revision columns: "
-                        + ",".join(IDENTITY_COLUMNS + [TASK_VERSION_COLUMN]))
+    parser.add_argument(
+        "--identity",
+        action="store_true",
+        help="add the evaluation settings, provenance and data revision columns: "
+        + ",".join(IDENTITY_COLUMNS + [TASK_VERSION_COLUMN]),
+    )
     args = parser.parse_args(argv)
     try:
         table = collect_scores(args.results)
@@ -179,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
-    print(f"Wrote {len(table)} rows ({table['model'].nunique()} model(s), {table['task'].nunique()} task(s)) to {args.out}")
+    print(
+        f"Wrote {len(table)} rows ({table['model'].nunique()} model(s), {table['task'].nunique()} task(s)) to {args.out}"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@
 
 Functions return a ``matplotlib.figure.Figure``; the caller saves it (atomically).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,13 +34,29 @@ def win_rate_figure(cells: pd.DataFrame, title: str) -> Figure:
         i, j = models.index(c["model"]), epochs.index(c["epochs"])
         better, sob = c["better_pct"], c["similar_or_better_pct"]
         x, width = j + 0.05, 0.9
-        for start, share, colour in ((0, better, BETTER), (better, sob - better, SIMILAR),
-                                     (sob, 100 - sob, WORSE)):
-            ax.add_patch(Rectangle((x + width * start / 100, i + 0.1), width * share / 100, 0.8,
-                                   facecolor=colour, edgecolor="none"))
-        ax.text(j + 0.5, i + 0.5, f"better {better}%\nsim./better {sob}%", ha="center",
-                va="center", fontsize=8.5,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
+        for start, share, colour in (
+            (0, better, BETTER),
+            (better, sob - better, SIMILAR),
+            (sob, 100 - sob, WORSE),
+        ):
+            ax.add_patch(
+                Rectangle(
+                    (x + width * start / 100, i + 0.1),
+                    width * share / 100,
+                    0.8,
+                    facecolor=colour,
+                    edgecolor="none",
+                )
+            )
+        ax.text(
+            j + 0.5,
+            i + 0.5,
+            f"better {better}%\nsim./better {sob}%",
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
+        )
     ax.set_xlim(0, len(epochs))
     ax.set_ylim(len(models), 0)
     ax.set_xticks(np.arange(len(epochs)) + 0.5, [f"{e} epochs" for e in epochs])
@@ -48,10 +65,18 @@ def win_rate_figure(cells: pd.DataFrame, title: str) -> Figure:
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=[Patch(color=BETTER, label="AdaTAMW better (>=)"),
-                       Patch(color=SIMILAR, label="similar, not better"),
-                       Patch(color=WORSE, label="worse")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
+    ax.legend(
+        handles=[
+            Patch(color=BETTER, label="AdaTAMW better (>=)"),
+            Patch(color=SIMILAR, label="similar, not better"),
+            Patch(color=WORSE, label="worse"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.08),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     return fig
 
@@ -62,11 +87,9 @@ def category_figure(improvement: pd.DataFrame, benchmark: str | None = None) -> 
     One column per category that has a task (a benchmark without e.g. Summarization gets no
     Summarization column); ``benchmark`` goes into the title."""
     categories = category_order(improvement["category"])
-    rows = improvement[["model", "size", "epochs"]].drop_duplicates().sort_values(
-        ["model", "epochs"])
+    rows = improvement[["model", "size", "epochs"]].drop_duplicates().sort_values(["model", "epochs"])
     grid = improvement.pivot(index=["model", "epochs"], columns="category", values="percent")
-    grid = grid.reindex(index=pd.MultiIndex.from_frame(rows[["model", "epochs"]]),
-                        columns=categories)
+    grid = grid.reindex(index=pd.MultiIndex.from_frame(rows[["model", "epochs"]]), columns=categories)
     values = grid.to_numpy(dtype=float)
     limit = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0, 0.1)
     fig = Figure(figsize=(1.1 * len(categories) + 3.6, 0.42 * len(rows) + 2.4), dpi=120)
@@ -74,8 +97,15 @@ def category_figure(improvement: pd.DataFrame, benchmark: str | None = None) -> 
     image = ax.imshow(values, cmap="RdYlGn", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
     for (i, j), v in np.ndenumerate(values):
         dark = np.isfinite(v) and abs(v) > 0.6 * limit
-        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center",
-                fontsize=8, color="white" if dark else "black")
+        ax.text(
+            j,
+            i,
+            "n/a" if np.isnan(v) else f"{v:+.1f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if dark else "black",
+        )
     labels = [f"{m} ({s}), {e} ep" for m, s, e in rows.itertuples(index=False)]
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)

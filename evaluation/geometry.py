@@ -68,7 +68,11 @@ def _as_float64_matrix(E: Any) -> tuple[np.ndarray, float]:
         E = E.detach().to(device="cpu").double().numpy()
     else:
         E = np.asarray(E)
-        eps = float(np.finfo(E.dtype).eps) if np.issubdtype(E.dtype, np.floating) else float(np.finfo(np.float64).eps)
+        eps = (
+            float(np.finfo(E.dtype).eps)
+            if np.issubdtype(E.dtype, np.floating)
+            else float(np.finfo(np.float64).eps)
+        )
     E = np.asarray(E, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] == 0 or E.shape[1] == 0:
         raise ValueError(
@@ -131,8 +135,9 @@ def _condition_ratio(E: np.ndarray, input_eps: float) -> float:
     sigma = np.linalg.svd(E, compute_uv=False)  # descending
     sigma_max, sigma_min = float(sigma[0]), float(sigma[-1])
     rms = float(np.sqrt(np.mean(E * E)))
-    tol = max(sigma_max * max(V, H) * np.finfo(np.float64).eps,
-              input_eps * rms * (math.sqrt(V) + math.sqrt(H)))
+    tol = max(
+        sigma_max * max(V, H) * np.finfo(np.float64).eps, input_eps * rms * (math.sqrt(V) + math.sqrt(H))
+    )
     if sigma_max == 0.0 or sigma_min <= tol:
         return 0.0
     return sigma_min / sigma_max
@@ -275,14 +280,21 @@ def geometry_rows(entries: Sequence[dict], corpus_texts: Sequence[str] | None = 
     rows = []
     for entry in tqdm(entries, desc="embedding geometry", unit="ckpt"):
         metrics = checkpoint_geometry(entry["checkpoint"], corpus_texts)
-        rows.append({"model": entry.get("model", ""), "optimizer": entry.get("optimizer", ""),
-                     "epochs": entry.get("epochs", ""), **metrics})
+        rows.append(
+            {
+                "model": entry.get("model", ""),
+                "optimizer": entry.get("optimizer", ""),
+                "epochs": entry.get("epochs", ""),
+                **metrics,
+            }
+        )
     return rows
 
 
 def write_csv_atomic(rows: Sequence[dict], out: str | os.PathLike) -> None:
     """Write ``rows`` with exactly :data:`CSV_COLUMNS` to ``out`` via a temp file and ``os.replace``,
     so a reader never sees a half-written file.  ``None`` (no corpus for rho) is an empty cell."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -303,17 +315,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Isotropy metrics (iso, ||mu||, r, ||mu||/r, rho, kappa) of checkpoints' input embeddings.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest", help='sweep manifest JSON {"selected": [{"model", "optimizer", "epochs", "checkpoint"}]}')
+    source.add_argument(
+        "--manifest",
+        help='sweep manifest JSON {"selected": [{"model", "optimizer", "epochs", "checkpoint"}]}',
+    )
     source.add_argument("--checkpoint", help="one Hugging Face checkpoint folder")
     parser.add_argument("--out", default="geometry.csv", help="CSV to write (default: geometry.csv)")
-    parser.add_argument("--corpus", help="text file of the fine-tuning corpus, for rho (omit: rho left empty)")
+    parser.add_argument(
+        "--corpus", help="text file of the fine-tuning corpus, for rho (omit: rho left empty)"
+    )
     args = parser.parse_args(argv)
 
     if args.manifest:
         from evaluation.manifest import read_manifest  # the same reader as run_mteb
 
-        entries = [{"model": spec.model, "optimizer": spec.optimizer, "epochs": spec.epochs,
-                    "checkpoint": spec.checkpoint} for spec in read_manifest(args.manifest)]
+        entries = [
+            {
+                "model": spec.model,
+                "optimizer": spec.optimizer,
+                "epochs": spec.epochs,
+                "checkpoint": spec.checkpoint,
+            }
+            for spec in read_manifest(args.manifest)
+        ]
     else:
         entries = [{"model": args.checkpoint, "optimizer": "", "epochs": "", "checkpoint": args.checkpoint}]
     corpus = _read_corpus(args.corpus) if args.corpus else None

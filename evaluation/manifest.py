@@ -46,14 +46,18 @@ def load_manifest(path: str | Path) -> list[ModelSpec]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"Manifest not found: {path}. Pass the sweep manifest JSON written by the sweep driver.")
+        raise ManifestError(
+            f"Manifest not found: {path}. Pass the sweep manifest JSON written by the sweep driver."
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ManifestError(f"Manifest {path} is not valid JSON: {err}") from err
     entries = data.get("selected") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise ManifestError(f'Manifest {path} needs a non-empty "selected" list of {{model, optimizer, epochs, lr, checkpoint}} entries.')
+        raise ManifestError(
+            f'Manifest {path} needs a non-empty "selected" list of {{model, optimizer, epochs, lr, checkpoint}} entries.'
+        )
 
     specs = [_entry_to_spec(i, entry, path) for i, entry in enumerate(entries)]
     _check_unique(specs, path)
@@ -89,22 +93,35 @@ def read_manifest(path: str | Path) -> list[ModelSpec]:
 def _check_provenance(index: int, provenance: object, manifest: Path) -> None:
     where = f"Manifest {manifest}: selected[{index}].provenance"
     if not isinstance(provenance, dict):
-        raise ManifestError(f"{where} is {type(provenance).__name__}; expected {{\"model\": {{...}}, \"data\": {{...}}}}.")
+        raise ManifestError(
+            f'{where} is {type(provenance).__name__}; expected {{"model": {{...}}, "data": {{...}}}}.'
+        )
     for part, keys in PROVENANCE_KEYS.items():
         value = provenance.get(part)
         if value is not None and not isinstance(value, dict):
-            raise ManifestError(f"{where}.{part} is {type(value).__name__}; expected an object with {', '.join(keys)}.")
+            raise ManifestError(
+                f"{where}.{part} is {type(value).__name__}; expected an object with {', '.join(keys)}."
+            )
 
 
 def _entry_to_spec(index: int, entry: object, manifest: Path) -> ModelSpec:
     if not isinstance(entry, dict):
-        raise ManifestError(f"Manifest {manifest}: selected[{index}] is {type(entry).__name__}, expected an object.")
+        raise ManifestError(
+            f"Manifest {manifest}: selected[{index}] is {type(entry).__name__}, expected an object."
+        )
     missing = [k for k in REQUIRED_KEYS if entry.get(k) in (None, "")]
     if missing:
-        raise ManifestError(f"Manifest {manifest}: selected[{index}] lacks {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)}).")
+        raise ManifestError(
+            f"Manifest {manifest}: selected[{index}] lacks {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)})."
+        )
     unknown = set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
-        logger.warning("Manifest %s: selected[%d] has keys %s that are kept in models.json but not used.", manifest, index, sorted(unknown))
+        logger.warning(
+            "Manifest %s: selected[%d] has keys %s that are kept in models.json but not used.",
+            manifest,
+            index,
+            sorted(unknown),
+        )
     if entry.get("provenance") is not None:
         _check_provenance(index, entry["provenance"], manifest)
     checkpoint = Path(entry["checkpoint"])

@@ -34,7 +34,9 @@ def read_model_index(output: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it and rerun to rebuild it.") from err
 
 
-def update_model_index(output: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def update_model_index(
+    output: str | Path, entries: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Merge ``entries`` into ``output/models.json`` and return the merged content.
 
     An entry with a new revision replaces the stored one for its name. For the
@@ -61,5 +63,4 @@ def _merge_entry(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n",
-                      mode=0o644)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", mode=0o644)

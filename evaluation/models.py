@@ -78,7 +78,9 @@ def sanitise_name(name: str) -> str:
     """A file-system- and mteb-safe name: ``[A-Za-z0-9._-]`` only, ``/`` becomes ``-``."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
     if not cleaned:
-        raise ValueError(f"Model name {name!r} has no usable characters; pass a name made of letters, digits, '.', '_' or '-'.")
+        raise ValueError(
+            f"Model name {name!r} has no usable characters; pass a name made of letters, digits, '.', '_' or '-'."
+        )
     return cleaned
 
 
@@ -98,7 +100,9 @@ def transformer_dir(checkpoint: Path) -> Path:
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
-        raise CheckpointError(f"Checkpoint folder not found: {checkpoint}. Check the path (manifest paths are relative to the manifest's folder).")
+        raise CheckpointError(
+            f"Checkpoint folder not found: {checkpoint}. Check the path (manifest paths are relative to the manifest's folder)."
+        )
     modules = checkpoint / "modules.json"
     if modules.is_file():
         for module in json.loads(modules.read_text(encoding="utf-8")):
@@ -106,7 +110,9 @@ def transformer_dir(checkpoint: Path) -> Path:
                 checkpoint = checkpoint / module.get("path", "")
                 break
     if not (checkpoint / "config.json").is_file():
-        raise CheckpointError(f"No config.json in {checkpoint}: not a transformers checkpoint. Point at the folder written by save_pretrained / Trainer.save_model.")
+        raise CheckpointError(
+            f"No config.json in {checkpoint}: not a transformers checkpoint. Point at the folder written by save_pretrained / Trainer.save_model."
+        )
     return checkpoint
 
 
@@ -178,7 +184,11 @@ def _st_modules(checkpoint: Path) -> list[dict[str, Any]] | None:
 def _pooling_name(config: dict[str, Any]) -> str:
     if isinstance(config.get("pooling_mode"), str):
         return config["pooling_mode"]
-    modes = [k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+    modes = [
+        k.removeprefix("pooling_mode_").removesuffix("_tokens")
+        for k, v in config.items()
+        if k.startswith("pooling_mode_") and v is True
+    ]
     return "+".join(sorted(modes)) or "mean"
 
 
@@ -195,7 +205,9 @@ def _default_max_seq_length(root: Path) -> int:
     return min(limits) if limits else 512
 
 
-def eval_settings(checkpoint: Path, *, precision: str = DEFAULT_PRECISION, max_seq_length: int | None = None, suite: str) -> EvalSettings:
+def eval_settings(
+    checkpoint: Path, *, precision: str = DEFAULT_PRECISION, max_seq_length: int | None = None, suite: str
+) -> EvalSettings:
     """The settings ``checkpoint`` is evaluated under, read from its files without loading it.
 
     A sentence-transformers folder keeps its pooling, Normalize module and ``max_seq_length``
@@ -217,7 +229,9 @@ def eval_settings(checkpoint: Path, *, precision: str = DEFAULT_PRECISION, max_s
             elif kind.endswith("Normalize"):
                 normalize = True
     length = max_seq_length or own_length or _default_max_seq_length(root)
-    return EvalSettings(precision=precision, max_seq_length=int(length), pooling=pooling, normalize=normalize, suite=suite)
+    return EvalSettings(
+        precision=precision, max_seq_length=int(length), pooling=pooling, normalize=normalize, suite=suite
+    )
 
 
 def pick_device_and_dtype(device: str | None = None, precision: str = DEFAULT_PRECISION) -> tuple[str, Any]:
@@ -231,7 +245,13 @@ def pick_device_and_dtype(device: str | None = None, precision: str = DEFAULT_PR
     return device, dtypes[precision]
 
 
-def load_sentence_transformer(checkpoint: Path, *, device: str | None = None, precision: str = DEFAULT_PRECISION, max_seq_length: int | None = None):
+def load_sentence_transformer(
+    checkpoint: Path,
+    *,
+    device: str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    max_seq_length: int | None = None,
+):
     """A ``SentenceTransformer`` for ``checkpoint``.
 
     A sentence-transformers folder is loaded with its own modules (pooling, Normalize, ...)
@@ -248,10 +268,16 @@ def load_sentence_transformer(checkpoint: Path, *, device: str | None = None, pr
 
     device, dtype = pick_device_and_dtype(device, precision)
     if _st_modules(Path(checkpoint)) is not None:
-        model = SentenceTransformer(str(checkpoint), device=device, model_kwargs={"dtype": dtype}, local_files_only=True)
+        model = SentenceTransformer(
+            str(checkpoint), device=device, model_kwargs={"dtype": dtype}, local_files_only=True
+        )
     else:
         root = transformer_dir(checkpoint)
-        encoder = Transformer(str(root), model_kwargs={"dtype": dtype}, max_seq_length=max_seq_length or _default_max_seq_length(root))
+        encoder = Transformer(
+            str(root),
+            model_kwargs={"dtype": dtype},
+            max_seq_length=max_seq_length or _default_max_seq_length(root),
+        )
         pooling = Pooling(encoder.get_embedding_dimension(), pooling_mode="mean")
         model = SentenceTransformer(modules=[encoder, pooling], device=device)
     if max_seq_length:
@@ -306,9 +332,16 @@ def build_mteb_model(
 
     revision = revision or result_revision(weights_revision(spec.checkpoint), settings)
     wrapper = SentenceTransformerEncoderWrapper(
-        load_sentence_transformer(spec.checkpoint, device=device, precision=settings.precision, max_seq_length=settings.max_seq_length)
+        load_sentence_transformer(
+            spec.checkpoint,
+            device=device,
+            precision=settings.precision,
+            max_seq_length=settings.max_seq_length,
+        )
     )
-    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": spec.mteb_name, "revision": revision})
+    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(
+        update={"name": spec.mteb_name, "revision": revision}
+    )
     meter = EncodeMeter()
     wrapper.encode = meter.wrap(wrapper.encode)
     if embedding_cache is None:

@@ -22,8 +22,10 @@ class CorruptResultError(ValueError):
 
     def __init__(self, path: Path, cause: Exception):
         self.path = Path(path)
-        super().__init__(f"{path} is not a readable mteb result ({type(cause).__name__}: {cause}); "
-                         f"it was probably truncated by a job killed while mteb wrote it.")
+        super().__init__(
+            f"{path} is not a readable mteb result ({type(cause).__name__}: {cause}); "
+            f"it was probably truncated by a job killed while mteb wrote it."
+        )
 
 
 def result_folder(output: str | Path, mteb_name: str, revision: str) -> Path:

@@ -44,8 +44,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from common import slurm
-
+from evaluation.estimate import (
+    TokenSetting,
+    estimate_plan,
+    format_estimate,
+    measure_chars_per_token,
+    token_setting,
+)
 from evaluation.manifest import ManifestError, checkpoint_problems, load_manifest
+from evaluation.model_index import read_model_index, update_model_index
 from evaluation.models import (
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -60,11 +67,9 @@ from evaluation.models import (
     transformer_dir,
     weights_revision,
 )
-from evaluation.model_index import read_model_index, update_model_index
-from evaluation.slurm import array_job
 from evaluation.result_files import result_folder, set_aside_corrupt
+from evaluation.slurm import array_job
 from evaluation.task_data import TaskDataError, load_task_data, offline_config_names
-from evaluation.estimate import TokenSetting, estimate_plan, format_estimate, measure_chars_per_token, token_setting
 from evaluation.tasks import DEFAULT_BENCHMARK, UnknownTaskError, select_tasks, suite_benchmark, suite_name
 
 logger = logging.getLogger("evaluation.run_mteb")
@@ -87,41 +92,101 @@ class ModelRun:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.run_mteb", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.run_mteb", description=__doc__.split("\n\n")[0]
+    )
     source = parser.add_argument_group("models (either --model/--name or --manifest)")
-    source.add_argument("--model", type=Path, help="checkpoint folder (HF transformers or sentence-transformers)")
+    source.add_argument(
+        "--model", type=Path, help="checkpoint folder (HF transformers or sentence-transformers)"
+    )
     source.add_argument("--name", help="result name of --model (sanitised; results go under adatamw/<name>)")
-    source.add_argument("--manifest", type=Path, help='sweep manifest JSON: {"selected": [{model, optimizer, epochs, lr, checkpoint}, ...]}')
+    source.add_argument(
+        "--manifest",
+        type=Path,
+        help='sweep manifest JSON: {"selected": [{model, optimizer, epochs, lr, checkpoint}, ...]}',
+    )
     meta = parser.add_argument_group("metadata for --model (stored in models.json)")
     meta.add_argument("--base_model", help="base model name, e.g. bert-base-uncased (default: --name)")
     meta.add_argument("--optimizer")
     meta.add_argument("--epochs", type=int)
     meta.add_argument("--lr", type=float)
     tasks = parser.add_argument_group("tasks")
-    tasks.add_argument("--benchmark", default=DEFAULT_BENCHMARK, metavar="NAME",
-                       help=f"any benchmark mteb.get_benchmark knows, e.g. 'MTEB(eng, v2)' (default: the paper's {DEFAULT_BENCHMARK!r})")
-    tasks.add_argument("--paper_tasks", action="store_true", help="swap CQADupstackRetrieval for CQADupstackTexRetrieval (the paper's tables; MTEB(eng, v1) only)")
+    tasks.add_argument(
+        "--benchmark",
+        default=DEFAULT_BENCHMARK,
+        metavar="NAME",
+        help=f"any benchmark mteb.get_benchmark knows, e.g. 'MTEB(eng, v2)' (default: the paper's {DEFAULT_BENCHMARK!r})",
+    )
+    tasks.add_argument(
+        "--paper_tasks",
+        action="store_true",
+        help="swap CQADupstackRetrieval for CQADupstackTexRetrieval (the paper's tables; MTEB(eng, v1) only)",
+    )
     tasks.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the suite")
-    tasks.add_argument("--offline_suite", action="store_true", help="mteb mock tasks (7 categories) + the project's local tasks; no hub needed")
+    tasks.add_argument(
+        "--offline_suite",
+        action="store_true",
+        help="mteb mock tasks (7 categories) + the project's local tasks; no hub needed",
+    )
     run = parser.add_argument_group("run")
-    run.add_argument("--output", type=Path, help="result folder (shared by all models and array jobs); required unless --estimate")
+    run.add_argument(
+        "--output",
+        type=Path,
+        help="result folder (shared by all models and array jobs); required unless --estimate",
+    )
     run.add_argument("--batch_size", type=int, default=32, help="encode batch size (default 32)")
-    run.add_argument("--embedding_cache", type=Path, help="cache embeddings here (mteb CachedEmbeddingWrapper), keyed by model name and revision")
+    run.add_argument(
+        "--embedding_cache",
+        type=Path,
+        help="cache embeddings here (mteb CachedEmbeddingWrapper), keyed by model name and revision",
+    )
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)")
-    run.add_argument("--max_seq_length", type=int, help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)")
+    run.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)",
+    )
+    run.add_argument(
+        "--max_seq_length",
+        type=int,
+        help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)",
+    )
     cost = parser.add_argument_group("cost before the run (--estimate: nothing is loaded or evaluated)")
-    cost.add_argument("--estimate", action="store_true", help="print texts / tokens per task and the plan's GPU-hours, then stop")
-    cost.add_argument("--checkpoints", type=int, metavar="N", help="plan size without a manifest, e.g. 36 for the paper's grid")
-    cost.add_argument("--tokens_per_second", type=float, help="measured encode speed (default: an assumed 100k tokens/s, labelled as such)")
-    cost.add_argument("--chars_per_token", type=float, help="characters per token (default: measured with each checkpoint's tokenizer, else 4.82)")
+    cost.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print texts / tokens per task and the plan's GPU-hours, then stop",
+    )
+    cost.add_argument(
+        "--checkpoints",
+        type=int,
+        metavar="N",
+        help="plan size without a manifest, e.g. 36 for the paper's grid",
+    )
+    cost.add_argument(
+        "--tokens_per_second",
+        type=float,
+        help="measured encode speed (default: an assumed 100k tokens/s, labelled as such)",
+    )
+    cost.add_argument(
+        "--chars_per_token",
+        type=float,
+        help="characters per token (default: measured with each checkpoint's tokenizer, else 4.82)",
+    )
     emit = parser.add_argument_group("cluster (common/slurm.py)")
-    emit.add_argument("--emit", choices=["slurm"], help="write a SLURM array script (one command per model and task) instead of running")
+    emit.add_argument(
+        "--emit",
+        choices=["slurm"],
+        help="write a SLURM array script (one command per model and task) instead of running",
+    )
     slurm.add_arguments(emit, job_name="adatamw-mteb")
     return parser
 
 
-def specs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list[ModelSpec], dict[str, str]]:
+def specs_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[list[ModelSpec], dict[str, str]]:
     """The models to evaluate, from --manifest or --model/--name, and name -> why a checkpoint is unusable."""
     if args.manifest and args.model:
         parser.error("pass either --manifest or --model/--name, not both")
@@ -131,7 +196,9 @@ def specs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     if not args.model:
         parser.error("no models: pass --model CKPT --name NAME, or --manifest FILE")
     if not args.name:
-        parser.error("--model needs --name (the result identity of this checkpoint), e.g. --name bert-base__adatamw__ep3")
+        parser.error(
+            "--model needs --name (the result identity of this checkpoint), e.g. --name bert-base__adatamw__ep3"
+        )
     check_checkpoint(args.model)  # clear error now rather than after task setup
     spec = ModelSpec(
         name=sanitise_name(args.name),
@@ -179,7 +246,9 @@ def _load(parts: list) -> str | None:
 
 def settings_for(spec: ModelSpec, args: argparse.Namespace) -> EvalSettings:
     """The evaluation settings of ``spec`` under this run's flags."""
-    return eval_settings(spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=run_suite(args))
+    return eval_settings(
+        spec.checkpoint, precision=args.precision, max_seq_length=args.max_seq_length, suite=run_suite(args)
+    )
 
 
 def run_suite(args: argparse.Namespace) -> str:
@@ -194,15 +263,21 @@ def check_one_suite(output: Path, suite: str) -> None:
     and v2), (and double-count) CQADupstackRetrieval and CQADupstackTexRetrieval, or mock tasks
     and real ones.
     """
-    others = {name: entry["settings"]["suite"] for name, entry in read_model_index(output).items()
-              if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)}
+    others = {
+        name: entry["settings"]["suite"]
+        for name, entry in read_model_index(output).items()
+        if isinstance(entry.get("settings"), dict) and entry["settings"].get("suite") not in (None, suite)
+    }
     if others:
-        shown = ", ".join(f"{name} ({other}: {suite_benchmark(other)})" for name, other in sorted(others.items()))
+        shown = ", ".join(
+            f"{name} ({other}: {suite_benchmark(other)})" for name, other in sorted(others.items())
+        )
         raise ValueError(
             f"{output} already holds results of another task suite: {shown}; this run is suite {suite!r} "
             f"({suite_benchmark(suite)}). Mixing suites in one output would mix benchmarks, count CQADupstack twice "
             f"or mix mock and real tasks. Use another --output for this suite, or the same task flags "
-            f"(--benchmark / --paper_tasks / --offline_suite) as before.")
+            f"(--benchmark / --paper_tasks / --offline_suite) as before."
+        )
 
 
 def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argparse.Namespace) -> ModelRun:
@@ -216,12 +291,20 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
     revision = result_revision(weights, settings)
     run = ModelRun(spec=spec, revision=revision)
     task_names = [t.metadata.name for t in tasks]
-    entry = {**spec.metadata(revision, settings), "weights_revision": weights, "tasks": task_names,
-             "benchmark": suite_benchmark(settings.suite)}
+    entry = {
+        **spec.metadata(revision, settings),
+        "weights_revision": weights,
+        "tasks": task_names,
+        "benchmark": suite_benchmark(settings.suite),
+    }
     update_model_index(output, {spec.mteb_name: entry})
 
     folder = result_folder(output, spec.mteb_name, revision)
-    result_names = {name: None for task in tasks for name in [task.metadata.name, *(p.metadata.name for p in _parts(task))]}
+    result_names = {
+        name: None
+        for task in tasks
+        for name in [task.metadata.name, *(p.metadata.name for p in _parts(task))]
+    }
     set_aside_corrupt(folder, list(result_names))
     cache = ResultCache(output)
     todo = pending_tasks(cache, spec.mteb_name, revision, tasks)
@@ -231,7 +314,9 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
         run.seconds = time.monotonic() - start
         return run
 
-    model = build_mteb_model(spec, settings=settings, revision=revision, device=args.device, embedding_cache=args.embedding_cache)
+    model = build_mteb_model(
+        spec, settings=settings, revision=revision, device=args.device, embedding_cache=args.embedding_cache
+    )
     for task in todo:
         name = task.metadata.name
         parts = _parts(task)
@@ -259,12 +344,17 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
         meter = model.encode_meter
         run.throughput[name] = (meter.texts, meter.seconds)
         if meter.texts:
-            print(f"  {name}: encoded {meter.texts} texts in {meter.seconds:.2f} s = {meter.per_second:.1f} sentences/s", flush=True)
+            print(
+                f"  {name}: encoded {meter.texts} texts in {meter.seconds:.2f} s = {meter.per_second:.1f} sentences/s",
+                flush=True,
+            )
     run.seconds = time.monotonic() - start
     return run
 
 
-def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def emit_slurm(
+    specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> int:
     """Write the array script (``evaluation/slurm.py``) and pre-register every model in models.json."""
     if not args.slurm_out:
         parser.error("--emit slurm needs --slurm_out FILE")
@@ -273,13 +363,19 @@ def emit_slurm(specs: Sequence[ModelSpec], tasks: Sequence, args: argparse.Names
     entries = {}
     for s in specs:
         weights, settings = weights_revision(s.checkpoint), settings_for(s, args)
-        entries[s.mteb_name] = {**s.metadata(result_revision(weights, settings), settings), "weights_revision": weights, "tasks": names}
+        entries[s.mteb_name] = {
+            **s.metadata(result_revision(weights, settings), settings),
+            "weights_revision": weights,
+            "tasks": names,
+        }
     update_model_index(args.output, entries)
     slurm.emit(args, job)
     return 0
 
 
-def checkpoint_token_setting(spec: ModelSpec, args: argparse.Namespace, measured: dict[Path, float]) -> TokenSetting:
+def checkpoint_token_setting(
+    spec: ModelSpec, args: argparse.Namespace, measured: dict[Path, float]
+) -> TokenSetting:
     """The characters per token (stated, or measured with the checkpoint's tokenizer) and the
     max_seq_length this run would use for ``spec``."""
     settings = settings_for(spec, args)
@@ -288,13 +384,19 @@ def checkpoint_token_setting(spec: ModelSpec, args: argparse.Namespace, measured
     folder = transformer_dir(spec.checkpoint)
     if folder not in measured:
         measured[folder] = measure_chars_per_token(folder)
-    return token_setting(round(measured[folder], 2), settings.max_seq_length, "measured: this checkpoint's tokenizer on the bundled English sample")
+    return token_setting(
+        round(measured[folder], 2),
+        settings.max_seq_length,
+        "measured: this checkpoint's tokenizer on the bundled English sample",
+    )
 
 
 def estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--estimate``: print the plan's cost (checkpoints x benchmark) from mteb's task metadata;
     no data set is loaded and nothing is evaluated or written."""
-    tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite, benchmark=args.benchmark)
+    tasks = select_tasks(
+        args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite, benchmark=args.benchmark
+    )
     groups: Counter[TokenSetting] = Counter()
     if args.checkpoints:
         groups[token_setting(args.chars_per_token, args.max_seq_length)] += args.checkpoints
@@ -307,9 +409,17 @@ def estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 continue
             groups[checkpoint_token_setting(spec, args, measured)] += 1
     if not groups:
-        parser.error("--estimate needs the plan's checkpoints: --manifest FILE, --model CKPT --name NAME, or --checkpoints N")
-    label = suite_benchmark(run_suite(args)) + (" with the paper's CQADupstackTexRetrieval" if args.paper_tasks else "")
-    print(format_estimate(estimate_plan(tasks, benchmark=label, groups=groups, tokens_per_second=args.tokens_per_second)))
+        parser.error(
+            "--estimate needs the plan's checkpoints: --manifest FILE, --model CKPT --name NAME, or --checkpoints N"
+        )
+    label = suite_benchmark(run_suite(args)) + (
+        " with the paper's CQADupstackTexRetrieval" if args.paper_tasks else ""
+    )
+    print(
+        format_estimate(
+            estimate_plan(tasks, benchmark=label, groups=groups, tokens_per_second=args.tokens_per_second)
+        )
+    )
     return 0
 
 
@@ -352,7 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output is None:
             parser.error("--output DIR is required (the result folder), unless --estimate")
         specs, bad = specs_from_args(args, parser)
-        tasks = select_tasks(args.tasks, paper_tasks=args.paper_tasks, offline_suite=args.offline_suite, benchmark=args.benchmark)
+        tasks = select_tasks(
+            args.tasks,
+            paper_tasks=args.paper_tasks,
+            offline_suite=args.offline_suite,
+            benchmark=args.benchmark,
+        )
         check_one_suite(args.output, run_suite(args))
     except (CheckpointError, ManifestError, UnknownTaskError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -362,7 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     healthy = [spec for spec in specs if spec.name not in bad]
     if args.emit == "slurm":
         if bad:
-            print(f"error: {len(bad)} checkpoint(s) cannot be used; fix them before writing the array script.", file=sys.stderr)
+            print(
+                f"error: {len(bad)} checkpoint(s) cannot be used; fix them before writing the array script.",
+                file=sys.stderr,
+            )
             return 2
         return emit_slurm(specs, tasks, args, parser)
 

@@ -16,6 +16,7 @@ compared cell of a model has, and everything dropped is listed.
 The geometry table (``model,optimizer,epochs,iso,mu_norm,mean_norm,mu_ratio,rho,kappa``)
 is validated here too, with the same optimizer and row conventions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,13 +30,30 @@ COLUMNS = ["model", "optimizer", "epochs", "task", "category", "score"]
 KEY = ["model", "optimizer", "epochs", "task"]
 # Optional columns (evaluation.collect with identity_columns=True; a CSV may carry them too):
 # what a score is a score of. The two arms of a comparison must agree on every one recorded.
-IDENTITY_COLUMNS = ["base_model", "base_weights", "data", "data_fingerprint", "precision",
-                    "max_seq_length", "pooling", "normalize", "suite", "benchmark"]
-IDENTITY_LABELS = {"base_model": "base model", "base_weights": "base weights (sha256)",
-                   "data": "training data", "data_fingerprint": "data fingerprint",
-                   "precision": "evaluation precision", "max_seq_length": "max_seq_length",
-                   "pooling": "pooling", "normalize": "normalisation", "suite": "task suite",
-                   "benchmark": "benchmark"}
+IDENTITY_COLUMNS = [
+    "base_model",
+    "base_weights",
+    "data",
+    "data_fingerprint",
+    "precision",
+    "max_seq_length",
+    "pooling",
+    "normalize",
+    "suite",
+    "benchmark",
+]
+IDENTITY_LABELS = {
+    "base_model": "base model",
+    "base_weights": "base weights (sha256)",
+    "data": "training data",
+    "data_fingerprint": "data fingerprint",
+    "precision": "evaluation precision",
+    "max_seq_length": "max_seq_length",
+    "pooling": "pooling",
+    "normalize": "normalisation",
+    "suite": "task suite",
+    "benchmark": "benchmark",
+}
 # Optional per-row column: the data revision mteb recorded for the task's result (the task's
 # version besides its name, e.g. SummEvalSummarization.v2). Both arms must agree per task.
 TASK_VERSION_COLUMN = "dataset_revision"
@@ -45,39 +63,87 @@ COMPARED = (BASELINE, CANDIDATE)
 
 # Lower-cased spelling (also without "_" / "-") -> canonical name. The report compares
 # AdaTAMW with AdamW; the other project optimizers may appear in a sweep and are set aside.
-_CANONICAL = {"AdamW": "AdamW", "AdaTAMW": "AdaTAMW", "CoupledAdamW": "CoupledAdamW",
-              "AdaTAM": "AdaTAM", "TAM": "TAM"}
+_CANONICAL = {
+    "AdamW": "AdamW",
+    "AdaTAMW": "AdaTAMW",
+    "CoupledAdamW": "CoupledAdamW",
+    "AdaTAM": "AdaTAM",
+    "TAM": "TAM",
+}
 OPTIMIZER_ALIASES = {k.lower(): v for k, v in _CANONICAL.items()}
 OPTIMIZER_ALIASES["coupled_adamw"] = "CoupledAdamW"
 
-CATEGORY_ORDER = ["Classification", "Clustering", "PairClassification", "Reranking",
-                  "Retrieval", "STS", "Summarization"]
+CATEGORY_ORDER = [
+    "Classification",
+    "Clustering",
+    "PairClassification",
+    "Reranking",
+    "Retrieval",
+    "STS",
+    "Summarization",
+]
 
 # MTEB(eng, v1), the 56 datasets the paper scores (mteb.get_benchmark("MTEB(eng, v1)"),
 # checked against mteb in tests/test_report.py), by category.
 _ENG_V1 = {
     "Classification": [
-        "AmazonCounterfactualClassification", "AmazonPolarityClassification",
-        "AmazonReviewsClassification", "Banking77Classification", "EmotionClassification",
-        "ImdbClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
-        "MTOPDomainClassification", "MTOPIntentClassification",
-        "ToxicConversationsClassification", "TweetSentimentExtractionClassification"],
+        "AmazonCounterfactualClassification",
+        "AmazonPolarityClassification",
+        "AmazonReviewsClassification",
+        "Banking77Classification",
+        "EmotionClassification",
+        "ImdbClassification",
+        "MassiveIntentClassification",
+        "MassiveScenarioClassification",
+        "MTOPDomainClassification",
+        "MTOPIntentClassification",
+        "ToxicConversationsClassification",
+        "TweetSentimentExtractionClassification",
+    ],
     "Clustering": [
-        "ArxivClusteringP2P", "ArxivClusteringS2S", "BiorxivClusteringP2P",
-        "BiorxivClusteringS2S", "MedrxivClusteringP2P", "MedrxivClusteringS2S",
-        "RedditClustering", "RedditClusteringP2P", "StackExchangeClustering",
-        "StackExchangeClusteringP2P", "TwentyNewsgroupsClustering"],
-    "PairClassification": [
-        "SprintDuplicateQuestions", "TwitterSemEval2015", "TwitterURLCorpus"],
-    "Reranking": [
-        "AskUbuntuDupQuestions", "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions"],
+        "ArxivClusteringP2P",
+        "ArxivClusteringS2S",
+        "BiorxivClusteringP2P",
+        "BiorxivClusteringS2S",
+        "MedrxivClusteringP2P",
+        "MedrxivClusteringS2S",
+        "RedditClustering",
+        "RedditClusteringP2P",
+        "StackExchangeClustering",
+        "StackExchangeClusteringP2P",
+        "TwentyNewsgroupsClustering",
+    ],
+    "PairClassification": ["SprintDuplicateQuestions", "TwitterSemEval2015", "TwitterURLCorpus"],
+    "Reranking": ["AskUbuntuDupQuestions", "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions"],
     "Retrieval": [
-        "ArguAna", "ClimateFEVER", "CQADupstackRetrieval", "DBPedia", "FEVER", "FiQA2018",
-        "HotpotQA", "MSMARCO", "NFCorpus", "NQ", "QuoraRetrieval", "SCIDOCS", "SciFact",
-        "Touche2020", "TRECCOVID"],
+        "ArguAna",
+        "ClimateFEVER",
+        "CQADupstackRetrieval",
+        "DBPedia",
+        "FEVER",
+        "FiQA2018",
+        "HotpotQA",
+        "MSMARCO",
+        "NFCorpus",
+        "NQ",
+        "QuoraRetrieval",
+        "SCIDOCS",
+        "SciFact",
+        "Touche2020",
+        "TRECCOVID",
+    ],
     "STS": [
-        "BIOSSES", "SICK-R", "STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STS22",
-        "STSBenchmark"],
+        "BIOSSES",
+        "SICK-R",
+        "STS12",
+        "STS13",
+        "STS14",
+        "STS15",
+        "STS16",
+        "STS17",
+        "STS22",
+        "STSBenchmark",
+    ],
     "Summarization": ["SummEval"],
 }
 MTEB_ENG_V1_TASKS = {t: c for c, ts in _ENG_V1.items() for t in ts}
@@ -89,8 +155,7 @@ PAPER_SWAP = {CQADUPSTACK: CQADUPSTACK_TEX}
 PAPER_TASKS = {PAPER_SWAP.get(t, t): c for t, c in MTEB_ENG_V1_TASKS.items()}
 TASK_SETS = {"mteb_eng_v1": MTEB_ENG_V1_TASKS, "paper": PAPER_TASKS}
 
-GEOMETRY_COLUMNS = ["model", "optimizer", "epochs", "iso", "mu_norm", "mean_norm",
-                    "mu_ratio", "rho", "kappa"]
+GEOMETRY_COLUMNS = ["model", "optimizer", "epochs", "iso", "mu_norm", "mean_norm", "mu_ratio", "rho", "kappa"]
 
 _MAX_LISTED = 12  # rows named in one error message before "... and N more"
 
@@ -104,8 +169,8 @@ class ValidatedScores:
     """The AdamW / AdaTAMW rows to compare, plus what was set aside and why."""
 
     scores: pd.DataFrame
-    dropped: list[str] = field(default_factory=list)   # what --allow_missing removed
-    notes: list[str] = field(default_factory=list)     # everything else worth telling
+    dropped: list[str] = field(default_factory=list)  # what --allow_missing removed
+    notes: list[str] = field(default_factory=list)  # everything else worth telling
 
 
 def _row_names(df: pd.DataFrame, index: Iterable) -> str:
@@ -123,8 +188,9 @@ def load_scores_csv(path: str | Path) -> pd.DataFrame:
     """Read the long score CSV as text (validation turns it into numbers, naming bad rows)."""
     path = Path(path)
     if not path.is_file():
-        raise ScoreTableError(f"score table {path} does not exist; pass the long CSV "
-                              f"({','.join(COLUMNS)}) with --scores_csv")
+        raise ScoreTableError(
+            f"score table {path} does not exist; pass the long CSV ({','.join(COLUMNS)}) with --scores_csv"
+        )
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
@@ -138,15 +204,18 @@ def normalise_optimizers(df: pd.DataFrame, table: str = "score table") -> pd.Ser
         raise ScoreTableError(
             f"{table}: unknown optimizer name(s) {names} in {_row_names(df, df.index[bad])}. "
             f"Known: {sorted(set(OPTIMIZER_ALIASES.values()))} (case-insensitive, e.g. "
-            f"'adamw', 'adatamw'); fix the name or drop those rows.")
+            f"'adamw', 'adatamw'); fix the name or drop those rows."
+        )
     return canon
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], table: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ScoreTableError(f"{table}: missing column(s) {missing}; found {list(df.columns)}, "
-                              f"expected the header {','.join(columns)}")
+        raise ScoreTableError(
+            f"{table}: missing column(s) {missing}; found {list(df.columns)}, "
+            f"expected the header {','.join(columns)}"
+        )
     if df.empty:
         raise ScoreTableError(f"{table}: no rows")
 
@@ -162,8 +231,7 @@ def _clean_keys(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
     epochs = pd.to_numeric(df["epochs"], errors="coerce")
     bad = epochs.isna() | (epochs != epochs.round())
     if bad.any():
-        raise ScoreTableError(f"{table}: 'epochs' must be an integer in "
-                              f"{_row_names(df, df.index[bad])}")
+        raise ScoreTableError(f"{table}: 'epochs' must be an integer in {_row_names(df, df.index[bad])}")
     df["epochs"] = epochs.astype(int)
     return df
 
@@ -181,16 +249,20 @@ def _numeric(df: pd.DataFrame, column: str, table: str, allow_missing: bool = Fa
         bad &= ~missing.to_numpy(dtype=bool, na_value=True)
     if bad.any():
         shown = ", ".join(repr(v) for v in list(raw[bad])[:_MAX_LISTED])
-        raise ScoreTableError(f"{table}: non-numeric or non-finite '{column}' ({shown}) in "
-                              f"{_row_names(df, df.index[bad])}; scores must be numbers in percent")
+        raise ScoreTableError(
+            f"{table}: non-numeric or non-finite '{column}' ({shown}) in "
+            f"{_row_names(df, df.index[bad])}; scores must be numbers in percent"
+        )
     return values.astype(float)
 
 
 def _refuse_duplicates(df: pd.DataFrame, keys: list[str], table: str) -> None:
     dup = df.duplicated(keys, keep=False)
     if dup.any():
-        raise ScoreTableError(f"{table}: duplicate rows for the same ({', '.join(keys)}) in "
-                              f"{_row_names(df, df.index[dup])}; keep one row per key")
+        raise ScoreTableError(
+            f"{table}: duplicate rows for the same ({', '.join(keys)}) in "
+            f"{_row_names(df, df.index[dup])}; keep one row per key"
+        )
 
 
 def _check_categories(df: pd.DataFrame) -> None:
@@ -198,8 +270,10 @@ def _check_categories(df: pd.DataFrame) -> None:
     clash = per_task[per_task.apply(len) > 1]
     if len(clash):
         shown = "; ".join(f"{t}: {sorted(c)}" for t, c in clash.items())
-        raise ScoreTableError(f"score table: a task is filed under more than one category ({shown}); "
-                              f"each task needs one category")
+        raise ScoreTableError(
+            f"score table: a task is filed under more than one category ({shown}); "
+            f"each task needs one category"
+        )
 
 
 def _expected_tasks(df: pd.DataFrame, model: str, expected) -> set[str]:
@@ -219,18 +293,21 @@ def _check_pairs(df: pd.DataFrame, allow_missing: bool, dropped: list[str]) -> p
         return df
     shown = "; ".join(f"{m} {e} epochs has only {v}" for (m, e), v in lone.items())
     if len(lone) == len(present):
-        raise ScoreTableError(f"score table: no (model, epochs) has both AdamW and AdaTAMW "
-                              f"({shown}); the report compares AdaTAMW with AdamW")
+        raise ScoreTableError(
+            f"score table: no (model, epochs) has both AdamW and AdaTAMW "
+            f"({shown}); the report compares AdaTAMW with AdamW"
+        )
     if not allow_missing:
-        raise ScoreTableError(f"score table: missing optimizer runs: {shown}. Add the missing "
-                              f"runs, or pass --allow_missing to report without those cells")
+        raise ScoreTableError(
+            f"score table: missing optimizer runs: {shown}. Add the missing "
+            f"runs, or pass --allow_missing to report without those cells"
+        )
     dropped.append(f"(model, epochs) without both optimizers: {shown}")
     keep = ~df.set_index(["model", "epochs"]).index.isin(list(lone))
     return df[keep]
 
 
-def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
-                     dropped: list[str]) -> pd.DataFrame:
+def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool, dropped: list[str]) -> pd.DataFrame:
     """Refuse (or, with allow_missing, intersect) cells whose tasks differ from the expected set."""
     problems, keep_tasks = [], {}
     for model, g in df.groupby("model", sort=False):
@@ -240,11 +317,11 @@ def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
             have = set(cell["task"])
             missing, extra = sorted(want - have), sorted(have - want)
             if missing:
-                problems.append(f"{model}/{opt}/{ep} epochs is missing {len(missing)} task(s): "
-                                f"{missing}")
+                problems.append(f"{model}/{opt}/{ep} epochs is missing {len(missing)} task(s): {missing}")
             if extra:
-                problems.append(f"{model}/{opt}/{ep} epochs has {len(extra)} task(s) not in the "
-                                f"expected set: {extra}")
+                problems.append(
+                    f"{model}/{opt}/{ep} epochs has {len(extra)} task(s) not in the expected set: {extra}"
+                )
             common &= have
         keep_tasks[model] = common
     if not problems:
@@ -253,24 +330,30 @@ def _check_task_sets(df: pd.DataFrame, expected, allow_missing: bool,
     if expected == "mteb_eng_v1" and CQADUPSTACK_TEX in set(df["task"]):
         hint = " (the paper's tables use CQADupstackTexRetrieval: pass --paper_tasks)"
     if not allow_missing:
-        raise ScoreTableError("score table: task sets differ between compared cells: "
-                              + "; ".join(problems) + hint
-                              + ". Re-run the missing tasks, or pass --allow_missing to report "
-                                "on the tasks all cells share")
+        raise ScoreTableError(
+            "score table: task sets differ between compared cells: "
+            + "; ".join(problems)
+            + hint
+            + ". Re-run the missing tasks, or pass --allow_missing to report "
+            "on the tasks all cells share"
+        )
     dropped.extend(problems)
     for model, common in keep_tasks.items():
         left_out = sorted(set(df.loc[df["model"] == model, "task"]) - common)
         if left_out:
-            dropped.append(f"{model}: left out of every comparison of this model: {left_out} "
-                           f"({len(common)} tasks compared)")
+            dropped.append(
+                f"{model}: left out of every comparison of this model: {left_out} "
+                f"({len(common)} tasks compared)"
+            )
     keep = df.apply(lambda r: r["task"] in keep_tasks[r["model"]], axis=1)
     if not keep.any():
         raise ScoreTableError("score table: no task is shared by all compared cells of any model")
     return df[keep]
 
 
-def validate_scores(df: pd.DataFrame, expected_tasks=None,
-                    allow_missing: bool = False, benchmark_tasks=None) -> ValidatedScores:
+def validate_scores(
+    df: pd.DataFrame, expected_tasks=None, allow_missing: bool = False, benchmark_tasks=None
+) -> ValidatedScores:
     """Validate the long score table and return the AdamW / AdaTAMW rows to compare.
 
     expected_tasks: None (the union of tasks seen for each model: any suite works as long as
@@ -280,13 +363,17 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
     table records (its ``benchmark`` column), for the note on a partial run.
     """
     if isinstance(expected_tasks, str) and expected_tasks not in TASK_SETS:
-        raise ValueError(f"expected_tasks={expected_tasks!r}; use None, a set of task names, "
-                         f"or one of {sorted(TASK_SETS)}")
+        raise ValueError(
+            f"expected_tasks={expected_tasks!r}; use None, a set of task names, or one of {sorted(TASK_SETS)}"
+        )
     table = "score table"
     _require_columns(df, COLUMNS, table)
     identity = [c for c in IDENTITY_COLUMNS + [TASK_VERSION_COLUMN] if c in df.columns]
-    df = _clean_keys(df[COLUMNS + identity].reset_index(drop=True),
-                     ["model", "optimizer", "epochs", "task", "category"], table)
+    df = _clean_keys(
+        df[COLUMNS + identity].reset_index(drop=True),
+        ["model", "optimizer", "epochs", "task", "category"],
+        table,
+    )
     for c in identity:
         df[c] = df[c].fillna("").astype(str).str.strip().replace({"nan": "", "None": "", "<NA>": ""})
     df["optimizer"] = normalise_optimizers(df, table)
@@ -297,8 +384,10 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
     notes, dropped = [], []
     others = sorted(set(df["optimizer"]) - set(COMPARED))
     if others:
-        notes.append(f"Rows of {others} ({int((~df['optimizer'].isin(COMPARED)).sum())} rows) "
-                     f"are carried in the input but not part of the AdaTAMW vs AdamW figures.")
+        notes.append(
+            f"Rows of {others} ({int((~df['optimizer'].isin(COMPARED)).sum())} rows) "
+            f"are carried in the input but not part of the AdaTAMW vs AdamW figures."
+        )
     df = df[df["optimizer"].isin(COMPARED)]
     if df.empty:
         raise ScoreTableError(f"score table: no AdamW or AdaTAMW rows (optimizers found: {others})")
@@ -311,8 +400,10 @@ def validate_scores(df: pd.DataFrame, expected_tasks=None,
     negative = df[df["score"] < 0]
     if len(negative):
         shown = _row_names(negative, negative.index[:3])
-        notes.append(f"{len(negative)} negative score(s) (e.g. {shown}): similarity uses "
-                     f"max(|a|, |b|) and Figure 3 divides by |mean(AdamW)|.")
+        notes.append(
+            f"{len(negative)} negative score(s) (e.g. {shown}): similarity uses "
+            f"max(|a|, |b|) and Figure 3 divides by |mean(AdamW)|."
+        )
     notes.extend(_coverage_notes(df, expected_tasks, benchmark_tasks))
     return ValidatedScores(df.reset_index(drop=True), dropped, notes)
 
@@ -326,7 +417,8 @@ def _refuse_two_cqadupstack(df: pd.DataFrame) -> None:
         raise ScoreTableError(
             f"score table: {', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} both CQADupstackRetrieval "
             f"(MTEB(eng, v1)) and CQADupstackTexRetrieval (the paper's tables): two suites mixed, CQADupstack "
-            f"would count twice. Keep the rows of one suite (evaluate each suite into its own folder).")
+            f"would count twice. Keep the rows of one suite (evaluate each suite into its own folder)."
+        )
 
 
 def table_benchmarks(df: pd.DataFrame) -> list[str]:
@@ -345,7 +437,8 @@ def refuse_two_benchmarks(df: pd.DataFrame) -> None:
         raise ScoreTableError(
             f"score table: results of {len(found)} benchmarks ({shown}); {' and '.join(found)} differ in "
             f"tasks and task versions, so one report never mixes them. Report each benchmark on its own "
-            f"(its own --results folder or CSV).")
+            f"(its own --results folder or CSV)."
+        )
 
 
 def check_task_versions_agree(df: pd.DataFrame) -> None:
@@ -357,12 +450,17 @@ def check_task_versions_agree(df: pd.DataFrame) -> None:
         values = {opt: set(g[TASK_VERSION_COLUMN]) - {""} for opt, g in cell.groupby("optimizer")}
         base, cand = values.get(BASELINE, set()), values.get(CANDIDATE, set())
         if base and cand and base != cand:
-            problems.append(f"{model} {epochs} epochs {task}: AdamW {', '.join(sorted(base))} vs "
-                            f"AdaTAMW {', '.join(sorted(cand))}")
+            problems.append(
+                f"{model} {epochs} epochs {task}: AdamW {', '.join(sorted(base))} vs "
+                f"AdaTAMW {', '.join(sorted(cand))}"
+            )
     if problems:
-        raise ScoreTableError("score table: the AdamW and AdaTAMW arms were scored on different data revisions "
-                              "of a task: " + "; ".join(problems[:_MAX_LISTED])
-                              + ". Re-evaluate both arms with the same mteb task versions.")
+        raise ScoreTableError(
+            "score table: the AdamW and AdaTAMW arms were scored on different data revisions "
+            "of a task: "
+            + "; ".join(problems[:_MAX_LISTED])
+            + ". Re-evaluate both arms with the same mteb task versions."
+        )
 
 
 def check_arms_agree(df: pd.DataFrame) -> list[str]:
@@ -384,17 +482,23 @@ def check_arms_agree(df: pd.DataFrame) -> list[str]:
                     problems.append(f"{model} {epochs} epochs {opt} has more than one {label}: {vals}")
             base, cand = values.get(BASELINE, []), values.get(CANDIDATE, [])
             if base and cand and base != cand:
-                problems.append(f"{model} {epochs} epochs: {label} differs between the arms: "
-                                f"AdamW {', '.join(base)} vs AdaTAMW {', '.join(cand)}")
+                problems.append(
+                    f"{model} {epochs} epochs: {label} differs between the arms: "
+                    f"AdamW {', '.join(base)} vs AdaTAMW {', '.join(cand)}"
+                )
             elif bool(base) != bool(cand) and (base or cand):
-                notes.append(f"{model} {epochs} epochs: {label} is recorded for one arm only "
-                             f"({BASELINE if base else CANDIDATE}: {', '.join(base or cand)}).")
+                notes.append(
+                    f"{model} {epochs} epochs: {label} is recorded for one arm only "
+                    f"({BASELINE if base else CANDIDATE}: {', '.join(base or cand)})."
+                )
     if problems:
         raise ScoreTableError(
             "score table: the AdamW and AdaTAMW arms of a comparison must come from the same base "
             "weights and training data and be evaluated under the same settings; "
-            + "; ".join(problems) + ". Retrain or re-evaluate the differing arm (same --model / data "
-            "for the sweep, same --precision / --max_seq_length / suite flags for run_mteb).")
+            + "; ".join(problems)
+            + ". Retrain or re-evaluate the differing arm (same --model / data "
+            "for the sweep, same --precision / --max_seq_length / suite flags for run_mteb)."
+        )
     return notes
 
 
@@ -403,29 +507,41 @@ def _coverage_notes(df: pd.DataFrame, expected, benchmark_tasks=None) -> list[st
     notes = []
     tasks_by_model = df.groupby("model")["task"].apply(frozenset)
     if tasks_by_model.nunique() > 1:
-        notes.append("Models were compared on different task sets: "
-                     + "; ".join(f"{m}: {len(t)} tasks" for m, t in tasks_by_model.items()))
+        notes.append(
+            "Models were compared on different task sets: "
+            + "; ".join(f"{m}: {len(t)} tasks" for m, t in tasks_by_model.items())
+        )
     seen = set(df["task"])
     known = set(MTEB_ENG_V1_TASKS) | set(PAPER_TASKS)
     recorded = table_benchmarks(df)
     if recorded and recorded != [PAPER_BENCHMARK]:  # another benchmark: measured against its own tasks
         outside = sorted(seen - set(benchmark_tasks or seen))
         if outside:
-            notes.append(f"{len(outside)} task(s) are not tasks of {recorded[0]} as this mteb defines it: "
-                         f"{outside}.")
+            notes.append(
+                f"{len(outside)} task(s) are not tasks of {recorded[0]} as this mteb defines it: {outside}."
+            )
         if expected is None and benchmark_tasks is not None and set(benchmark_tasks) - seen:
             missing = sorted(set(benchmark_tasks) - seen)
-            notes.append(f"Only {len(seen & set(benchmark_tasks))} of the {len(set(benchmark_tasks))} "
-                         f"{recorded[0]} datasets are present (no model has {missing}); percentages "
-                         f"are over the datasets present.")
+            notes.append(
+                f"Only {len(seen & set(benchmark_tasks))} of the {len(set(benchmark_tasks))} "
+                f"{recorded[0]} datasets are present (no model has {missing}); percentages "
+                f"are over the datasets present."
+            )
     elif expected is None and seen <= known and len(seen) < len(MTEB_ENG_V1_TASKS):
-        missing = sorted(set(MTEB_ENG_V1_TASKS) - seen - {CQADUPSTACK}
-                         if CQADUPSTACK_TEX in seen else set(MTEB_ENG_V1_TASKS) - seen)
-        notes.append(f"Only {len(seen)} of the 56 MTEB(eng, v1) datasets are present (no model "
-                     f"has {missing}); percentages are over the datasets present.")
+        missing = sorted(
+            set(MTEB_ENG_V1_TASKS) - seen - {CQADUPSTACK}
+            if CQADUPSTACK_TEX in seen
+            else set(MTEB_ENG_V1_TASKS) - seen
+        )
+        notes.append(
+            f"Only {len(seen)} of the 56 MTEB(eng, v1) datasets are present (no model "
+            f"has {missing}); percentages are over the datasets present."
+        )
     if CQADUPSTACK_TEX in seen:
-        notes.append("CQADupstackTexRetrieval stands where MTEB(eng, v1) has CQADupstackRetrieval, "
-                     "as in the paper's tables.")
+        notes.append(
+            "CQADupstackTexRetrieval stands where MTEB(eng, v1) has CQADupstackRetrieval, "
+            "as in the paper's tables."
+        )
     return notes
 
 
@@ -433,8 +549,7 @@ def validate_geometry(df: pd.DataFrame) -> pd.DataFrame:
     """Validate the embedding-geometry table (one row per model, optimizer, epochs)."""
     table = "geometry table"
     _require_columns(df, GEOMETRY_COLUMNS, table)
-    df = _clean_keys(df[GEOMETRY_COLUMNS].reset_index(drop=True),
-                     ["model", "optimizer", "epochs"], table)
+    df = _clean_keys(df[GEOMETRY_COLUMNS].reset_index(drop=True), ["model", "optimizer", "epochs"], table)
     df["optimizer"] = normalise_optimizers(df, table)
     for c in GEOMETRY_COLUMNS[3:]:
         # rho needs the fine-tuning corpus (evaluation.geometry --corpus); without it it is empty

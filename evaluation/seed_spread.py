@@ -37,8 +37,10 @@ class SeedSpreadError(ValueError):
 def _scores(run: Path) -> pd.DataFrame:
     path = run / "scores_compared.csv" if run.is_dir() else run
     if not path.is_file():
-        raise SeedSpreadError(f"{path}: no such file; give a demo output folder (python -m recipes.demo --out DIR) "
-                              "or its scores_compared.csv")  # fmt: skip
+        raise SeedSpreadError(
+            f"{path}: no such file; give a demo output folder (python -m recipes.demo --out DIR) "
+            "or its scores_compared.csv"
+        )
     df = pd.read_csv(path)
     missing = {"optimizer", "epochs", "task", "score"} - set(df.columns)
     if missing:
@@ -51,8 +53,12 @@ def seed_spread(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if len(runs) < 2:
         raise SeedSpreadError("give at least two runs (demo outputs with different --seed)")
     long = pd.concat([df.assign(run=name) for name, df in runs.items()], ignore_index=True)
-    long["optimizer"] = long["optimizer"].map(lambda o: {"adamw": BASELINE, "adatamw": CANDIDATE}.get(str(o).lower(), o))
-    wide = long.pivot_table(index=["task", "epochs", "optimizer"], columns="run", values="score", aggfunc="first")
+    long["optimizer"] = long["optimizer"].map(
+        lambda o: {"adamw": BASELINE, "adatamw": CANDIDATE}.get(str(o).lower(), o)
+    )
+    wide = long.pivot_table(
+        index=["task", "epochs", "optimizer"], columns="run", values="score", aggfunc="first"
+    )
     wide = wide.dropna()
     if wide.empty:
         raise SeedSpreadError(f"the runs share no (task, epochs, optimizer) score: {sorted(runs)}")
@@ -61,26 +67,42 @@ def seed_spread(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     arms = wide[names].unstack("optimizer")
     rows = []
     for (task, epochs), arm in arms.iterrows():
-        diffs = {name: float(arm[(name, CANDIDATE)] - arm[(name, BASELINE)]) for name in names
-                 if (name, CANDIDATE) in arm and (name, BASELINE) in arm}  # fmt: skip
+        diffs = {
+            name: float(arm[(name, CANDIDATE)] - arm[(name, BASELINE)])
+            for name in names
+            if (name, CANDIDATE) in arm and (name, BASELINE) in arm
+        }
         if len(diffs) < 2 or any(pd.isna(v) for v in diffs.values()):
             continue
         s = float(spread.loc[(task, epochs)])
         mean_diff = sum(diffs.values()) / len(diffs)
         signs = {(d > 0) - (d < 0) for d in diffs.values()}
-        rows.append({
-            "task": task, "epochs": int(epochs), "seed_spread": round(s, 4),
-            **{f"diff_{name}": round(float(d), 4) for name, d in diffs.items()},
-            "same_sign": len(signs) == 1 and 0 not in signs,
-            "diff_over_spread": round(abs(mean_diff) / s, 3) if s > 0 else float("inf") if mean_diff else float("nan"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "task": task,
+                "epochs": int(epochs),
+                "seed_spread": round(s, 4),
+                **{f"diff_{name}": round(float(d), 4) for name, d in diffs.items()},
+                "same_sign": len(signs) == 1 and 0 not in signs,
+                "diff_over_spread": round(abs(mean_diff) / s, 3)
+                if s > 0
+                else float("inf")
+                if mean_diff
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.seed_spread", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("runs", nargs="+", type=Path, help="demo output folders (or their scores_compared.csv)")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.seed_spread",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="demo output folders (or their scores_compared.csv)"
+    )
     parser.add_argument("--out", type=Path, help="write the table as CSV here")
     args = parser.parse_args(argv)
     try:
@@ -95,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(table):
         agree = int(table["same_sign"].sum())
         beyond = int((table["diff_over_spread"] > 1).sum())
-        print(f"\n{agree} of {len(table)} (task, epochs) differences keep their sign across seeds; "
-              f"{beyond} exceed the seed spread.")  # fmt: skip
+        print(
+            f"\n{agree} of {len(table)} (task, epochs) differences keep their sign across seeds; "
+            f"{beyond} exceed the seed spread."
+        )
     if args.out:
         table.to_csv(args.out, index=False)
         print(f"written to {args.out}")

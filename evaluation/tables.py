@@ -4,6 +4,7 @@ One table per model; rows are datasets grouped by category (with the category me
 each group), columns are AdamW / AdaTAMW for each epochs setting. In each pair the better
 score (score >= the other's, as Figure 4's "better") is bold, so a tie bolds both.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -21,10 +22,10 @@ def model_table(pairs: pd.DataFrame, model: str) -> str:
     """The Markdown table of one model (pairs: paired_scores rows)."""
     g = pairs[pairs["model"] == model]
     epochs = sorted(g["epochs"].unique())
-    wide = g.pivot_table(index=["category", "task"], columns="epochs",
-                         values=[BASELINE, CANDIDATE], aggfunc="first")
-    header = ["Category", "Dataset"] + [f"{opt} {e} ep" for e in epochs
-                                        for opt in (BASELINE, CANDIDATE)]
+    wide = g.pivot_table(
+        index=["category", "task"], columns="epochs", values=[BASELINE, CANDIDATE], aggfunc="first"
+    )
+    header = ["Category", "Dataset"] + [f"{opt} {e} ep" for e in epochs for opt in (BASELINE, CANDIDATE)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (2 * len(epochs))]
 
     def row(category: str, label: str, values: pd.DataFrame) -> str:

@@ -59,8 +59,10 @@ def cached_configs(repo_id: str) -> dict[str, list[str]]:
 
 def fill_cache_command(repo_id: str, config: str, revision: str) -> str:
     """The command that caches one config at one revision (run on a machine with network)."""
-    return (f"python -c \"from datasets import load_dataset; load_dataset('{repo_id}', '{config}', "
-            f"revision='{revision}')\"")
+    return (
+        f"python -c \"from datasets import load_dataset; load_dataset('{repo_id}', '{config}', "
+        f"revision='{revision}')\""
+    )
 
 
 @contextlib.contextmanager
@@ -119,8 +121,11 @@ def check_revision(task) -> None:
     repo_id = task.metadata.dataset.get("path")
     if not wanted:
         return
-    wrong = {config: sorted(commits - {wanted}) for config, commits in loaded_revisions(task).items()
-             if commits - {wanted}}
+    wrong = {
+        config: sorted(commits - {wanted})
+        for config, commits in loaded_revisions(task).items()
+        if commits - {wanted}
+    }
     if wrong:
         loaded = ", ".join(sorted({commit for commits in wrong.values() for commit in commits}))
         config = sorted(wrong)[0].split("/")[-1]
@@ -129,7 +134,8 @@ def check_revision(task) -> None:
             f"{', '.join(sorted(wrong))}), but the task asks for revision {wanted}. The offline datasets cache "
             f"serves the newest cached commit of a config, whatever revision is requested. Fix: cache revision "
             f"{wanted} ({fill_cache_command(repo_id, config, wanted)}) and remove the other commit's folder "
-            f"under {cache_root(repo_id)}.")
+            f"under {cache_root(repo_id)}."
+        )
 
 
 def _is_retrieval(task) -> bool:
@@ -142,18 +148,26 @@ def check_reranking_candidates(task) -> None:
     """A Reranking task must carry its ``top_ranked`` candidates in every subset and split."""
     if task.metadata.type != "Reranking" or not _is_retrieval(task):
         return
-    missing = [f"{subset}/{split}" for subset, splits in (task.dataset or {}).items()
-               for split, data in splits.items() if not data.get("top_ranked")]
+    missing = [
+        f"{subset}/{split}"
+        for subset, splits in (task.dataset or {}).items()
+        for split, data in splits.items()
+        if not data.get("top_ranked")
+    ]
     if missing:
         repo_id, revision = task.metadata.dataset.get("path"), task.metadata.dataset.get("revision")
         cached = sorted(cached_configs(repo_id)) if offline() else []
-        where = (f"the offline datasets cache {cache_root(repo_id)} holds configs {cached} and no top_ranked"
-                 if offline() else "the dataset has no top_ranked config")
+        where = (
+            f"the offline datasets cache {cache_root(repo_id)} holds configs {cached} and no top_ranked"
+            if offline()
+            else "the dataset has no top_ranked config"
+        )
         raise TaskDataError(
             f"{task.metadata.name} (Reranking): no top_ranked candidates were loaded for {', '.join(missing)}; "
             f"{where}, so the task would be scored as full-corpus retrieval (different, lower scores). "
             f"Fix: cache the candidates on a machine with network "
-            f"({fill_cache_command(repo_id, 'top_ranked', revision)}) and copy the cache over.")
+            f"({fill_cache_command(repo_id, 'top_ranked', revision)}) and copy the cache over."
+        )
 
 
 def load_task_data(task) -> None:

@@ -61,8 +61,9 @@ def get_benchmark(name: str = DEFAULT_BENCHMARK):
     except (KeyError, ValueError) as err:
         raise UnknownBenchmarkError(
             f"Unknown benchmark {name!r} ({str(err).strip(chr(34)).rstrip('.')}). List the names with "
-            f"python -c \"import mteb; print([b.name for b in mteb.get_benchmarks()])\"; "
-            f"the paper's is {PAPER_BENCHMARK!r}, mteb recommends 'MTEB(eng, v2)'.") from None
+            f'python -c "import mteb; print([b.name for b in mteb.get_benchmarks()])"; '
+            f"the paper's is {PAPER_BENCHMARK!r}, mteb recommends 'MTEB(eng, v2)'."
+        ) from None
 
 
 def benchmark_name(name: str = DEFAULT_BENCHMARK) -> str:
@@ -92,7 +93,8 @@ def benchmark_tasks(name: str = DEFAULT_BENCHMARK, paper_tasks: bool = False) ->
         raise UnknownBenchmarkError(
             f"--paper_tasks swaps CQADupstackRetrieval for CQADupstackTexRetrieval in the paper's "
             f"{PAPER_BENCHMARK}; {benchmark_name(name)!r} is another benchmark. Drop --paper_tasks, "
-            f"or pass --benchmark {PAPER_BENCHMARK!r}.")
+            f"or pass --benchmark {PAPER_BENCHMARK!r}."
+        )
     return [
         mteb.get_task(PAPER_SWAP[t.metadata.name], languages=["eng"], eval_splits=["test"])
         if t.metadata.name in PAPER_SWAP
@@ -127,7 +129,9 @@ def offline_suite_tasks() -> list[AbsTask]:
     for name in MOCK_TASK_NAMES.values():
         cls = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
         if cls is None:
-            raise ImportError(f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) differs from the one this suite was written for (2.x).")
+            raise ImportError(
+                f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) differs from the one this suite was written for (2.x)."
+            )
         mocks.append(cls())
     return mocks + [cls() for cls in (*LOCAL_TASK_CLASSES, *HUMAN_JUDGED_TASK_CLASSES)]
 
@@ -135,7 +139,9 @@ def offline_suite_tasks() -> list[AbsTask]:
 SUITES = ("mteb_eng_v1", "paper", "offline")  # the fixed suite names; any other benchmark's suite is its name
 
 
-def suite_name(paper_tasks: bool = False, offline_suite: bool = False, *, benchmark: str = DEFAULT_BENCHMARK) -> str:
+def suite_name(
+    paper_tasks: bool = False, offline_suite: bool = False, *, benchmark: str = DEFAULT_BENCHMARK
+) -> str:
     """The suite a run's flags select (part of a result's identity): ``offline``, ``paper`` or
     ``mteb_eng_v1`` for the paper's benchmark (the names results had before ``--benchmark``),
     else the benchmark's canonical name, e.g. ``MTEB(eng, v2)``.
@@ -147,7 +153,8 @@ def suite_name(paper_tasks: bool = False, offline_suite: bool = False, *, benchm
     if offline_suite:
         if benchmark_name(benchmark) != DEFAULT_BENCHMARK:
             raise UnknownBenchmarkError(
-                f"--offline_suite runs its own tasks instead of a benchmark; drop --benchmark {benchmark!r} or --offline_suite.")
+                f"--offline_suite runs its own tasks instead of a benchmark; drop --benchmark {benchmark!r} or --offline_suite."
+            )
         return "offline"
     if is_paper_benchmark(benchmark):
         return "paper" if paper_tasks else "mteb_eng_v1"
@@ -163,7 +170,9 @@ def suite_benchmark(suite: str) -> str:
     return OFFLINE_SUITE_LABEL if suite == "offline" else suite
 
 
-def suite_tasks(*, paper_tasks: bool = False, offline_suite: bool = False, benchmark: str = DEFAULT_BENCHMARK) -> list[AbsTask]:
+def suite_tasks(
+    *, paper_tasks: bool = False, offline_suite: bool = False, benchmark: str = DEFAULT_BENCHMARK
+) -> list[AbsTask]:
     """The full task list of the chosen suite."""
     return offline_suite_tasks() if offline_suite else benchmark_tasks(benchmark, paper_tasks)
 
@@ -199,12 +208,27 @@ def select_tasks(
     by_name = {t.metadata.name: t for t in tasks}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise UnknownTaskError(_unknown_message(unknown, by_name, paper_tasks=paper_tasks, offline_suite=offline_suite, benchmark=benchmark))
+        raise UnknownTaskError(
+            _unknown_message(
+                unknown, by_name, paper_tasks=paper_tasks, offline_suite=offline_suite, benchmark=benchmark
+            )
+        )
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-def _unknown_message(unknown: Iterable[str], by_name: dict[str, AbsTask], *, paper_tasks: bool, offline_suite: bool, benchmark: str) -> str:
-    suite = "the offline suite" if offline_suite else f"{benchmark_name(benchmark)}{' (paper variant)' if paper_tasks else ''}"
+def _unknown_message(
+    unknown: Iterable[str],
+    by_name: dict[str, AbsTask],
+    *,
+    paper_tasks: bool,
+    offline_suite: bool,
+    benchmark: str,
+) -> str:
+    suite = (
+        "the offline suite"
+        if offline_suite
+        else f"{benchmark_name(benchmark)}{' (paper variant)' if paper_tasks else ''}"
+    )
     lines = [f"Unknown task name(s) for {suite}:"]
     for name in unknown:
         hint = difflib.get_close_matches(name, list(by_name), n=3)
@@ -216,7 +240,9 @@ def _unknown_message(unknown: Iterable[str], by_name: dict[str, AbsTask], *, pap
         elif not offline_suite and name in _offline_names():
             extra = " (add --offline_suite to use it)"
         else:
-            holders = [b for b in _HINT_BENCHMARKS if b != benchmark_name(benchmark) and name in _benchmark_names(b)]
+            holders = [
+                b for b in _HINT_BENCHMARKS if b != benchmark_name(benchmark) and name in _benchmark_names(b)
+            ]
             if holders:
                 extra = f" (it is in {holders[0]}: pass --benchmark {holders[0]!r})"
         lines.append(f"  {name!r}{extra}" + (f"; did you mean {', '.join(hint)}?" if hint else ""))

@@ -15,6 +15,7 @@ A sign test goes with each cell: over the datasets that are *not* similar, AdaTA
 (a > b) versus losses (a < b), two-sided exact binomial test with p = 0.5
 (``scipy.stats.binomtest``), so a reader can see whether e.g. 71 % could be chance.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -26,8 +27,14 @@ from evaluation.scores import BASELINE, CANDIDATE
 THRESHOLDS = {"0.2%": (0.002, "Figure 4"), "1%": (0.01, "Figure 10")}
 WIN_RATE_COLUMNS = ["model", "epochs", "threshold", "better_pct", "similar_or_better_pct"]
 STATS_COLUMNS = WIN_RATE_COLUMNS + [
-    "n_datasets", "n_better", "n_similar", "n_similar_or_better",
-    "sign_test_wins", "sign_test_losses", "sign_test_p"]
+    "n_datasets",
+    "n_better",
+    "n_similar",
+    "n_similar_or_better",
+    "sign_test_wins",
+    "sign_test_losses",
+    "sign_test_p",
+]
 # Scores are two-decimal percentages; a difference this close to t * max(a, b) is the
 # boundary itself, which the strict "<" counts as not similar.
 _BOUNDARY_TOL = 1e-9
@@ -35,8 +42,9 @@ _BOUNDARY_TOL = 1e-9
 
 def paired_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, epochs, task): columns category, AdamW, AdaTAMW."""
-    wide = scores.pivot_table(index=["model", "epochs", "task", "category"],
-                              columns="optimizer", values="score", aggfunc="first")
+    wide = scores.pivot_table(
+        index=["model", "epochs", "task", "category"], columns="optimizer", values="score", aggfunc="first"
+    )
     return wide.reset_index().dropna(subset=[BASELINE, CANDIDATE])
 
 
@@ -72,21 +80,29 @@ def win_rate_stats(pairs: pd.DataFrame) -> pd.DataFrame:
         for (model, epochs), g in cmp.groupby(["model", "epochs"], sort=False):
             n = len(g)
             wins, losses = int(g["win"].sum()), int(g["loss"].sum())
-            rows.append({
-                "model": model, "epochs": int(epochs), "threshold": label,
-                "better_pct": round_percent(int(g["better"].sum()), n),
-                "similar_or_better_pct": round_percent(int(g["similar_or_better"].sum()), n),
-                "n_datasets": n, "n_better": int(g["better"].sum()),
-                "n_similar": int(g["similar"].sum()),
-                "n_similar_or_better": int(g["similar_or_better"].sum()),
-                "sign_test_wins": wins, "sign_test_losses": losses,
-                "sign_test_p": sign_test_p(wins, losses),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "epochs": int(epochs),
+                    "threshold": label,
+                    "better_pct": round_percent(int(g["better"].sum()), n),
+                    "similar_or_better_pct": round_percent(int(g["similar_or_better"].sum()), n),
+                    "n_datasets": n,
+                    "n_better": int(g["better"].sum()),
+                    "n_similar": int(g["similar"].sum()),
+                    "n_similar_or_better": int(g["similar_or_better"].sum()),
+                    "sign_test_wins": wins,
+                    "sign_test_losses": losses,
+                    "sign_test_p": sign_test_p(wins, losses),
+                }
+            )
     stats = pd.DataFrame(rows, columns=STATS_COLUMNS)
     order = {label: i for i, label in enumerate(THRESHOLDS)}
-    return stats.sort_values(["model", "epochs", "threshold"],
-                             key=lambda c: c.map(order) if c.name == "threshold" else c,
-                             ignore_index=True)
+    return stats.sort_values(
+        ["model", "epochs", "threshold"],
+        key=lambda c: c.map(order) if c.name == "threshold" else c,
+        ignore_index=True,
+    )
 
 
 def win_rates(stats: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,14 @@ INDEX_COLUMN = "idx"
 #: The source label of the bundled text (manifests, reports): an excerpt of the English Wikipedia
 #: from gensim's test data, in WikiText layout (recipes/sample_data/SOURCE.md).
 SAMPLE_SOURCE = "enwiki-excerpt"
-_EXTENSIONS = {".txt": "text", ".raw": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+_EXTENSIONS = {
+    ".txt": "text",
+    ".raw": "text",
+    ".text": "text",
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+}
 
 
 def _builder_for(path: str) -> str:
@@ -68,7 +75,9 @@ def _check_text(flag: str, path: str) -> None:
     except UnicodeDecodeError:
         raise SystemExit(f"{flag} {path}: not valid UTF-8 (truncated character at the end)") from None
     if blank:
-        raise SystemExit(f"{flag} {path}: the file is empty{' (whitespace only)' if offset else ''}; give a file with text")
+        raise SystemExit(
+            f"{flag} {path}: the file is empty{' (whitespace only)' if offset else ''}; give a file with text"
+        )
 
 
 def check_files(train_file: str | None, validation_file: str | None) -> None:
@@ -79,13 +88,17 @@ def check_files(train_file: str | None, validation_file: str | None) -> None:
     if validation_file is not None and train_file is None:
         raise SystemExit("--validation_file needs --train_file too")
     if train_file and validation_file and _builder_for(train_file) != _builder_for(validation_file):
-        raise SystemExit("--train_file and --validation_file must have the same format (both text, csv or json)")
+        raise SystemExit(
+            "--train_file and --validation_file must have the same format (both text, csv or json)"
+        )
 
 
 def _load_files(files: dict[str, str], cache_dir: str | None) -> DatasetDict:
     builder = _builder_for(next(iter(files.values())))
     kwargs = {"keep_linebreaks": True} if builder == "text" else {}
-    return load_dataset(builder, data_files={k: str(v) for k, v in files.items()}, cache_dir=cache_dir, **kwargs)
+    return load_dataset(
+        builder, data_files={k: str(v) for k, v in files.items()}, cache_dir=cache_dir, **kwargs
+    )
 
 
 def _split_validation(raw: DatasetDict, percentage: int) -> DatasetDict:
@@ -96,7 +109,9 @@ def _split_validation(raw: DatasetDict, percentage: int) -> DatasetDict:
         raise SystemExit(f"--validation_split_percentage must be in 1..99, got {percentage}")
     n_valid = max(1, len(raw["train"]) * percentage // 100)
     train = raw["train"]
-    return DatasetDict(validation=train.select(range(n_valid)), train=train.select(range(n_valid, len(train))))
+    return DatasetDict(
+        validation=train.select(range(n_valid)), train=train.select(range(n_valid, len(train)))
+    )
 
 
 def load_raw_datasets(data_args, cache_dir: str | None = None) -> tuple[DatasetDict, dict]:
@@ -111,7 +126,9 @@ def load_raw_datasets(data_args, cache_dir: str | None = None) -> tuple[DatasetD
         if data_args.validation_file:
             files["validation"] = data_args.validation_file
         raw = _split_validation(_load_files(files, cache_dir), data_args.validation_split_percentage)
-        resolved = [str(Path(f).resolve()) if f else None for f in (data_args.train_file, data_args.validation_file)]
+        resolved = [
+            str(Path(f).resolve()) if f else None for f in (data_args.train_file, data_args.validation_file)
+        ]
         return raw, {"name": resolved[0], "config": resolved[1]}
     if data_args.offline_sample:
         logger.info("Using the bundled offline sample %s (--offline_sample).", SAMPLE_FILES["train"].parent)
@@ -150,7 +167,9 @@ def block_size_for(requested: int, tokenizer, config) -> int:
     max_pos = getattr(config, "max_position_embeddings", None)
     if max_pos:
         # RoBERTa-style position ids start after the padding index.
-        offset = (config.pad_token_id + 1) if config.model_type in {"roberta", "xlm-roberta", "camembert"} else 0
+        offset = (
+            (config.pad_token_id + 1) if config.model_type in {"roberta", "xlm-roberta", "camembert"} else 0
+        )
         limits.append(int(max_pos) - offset)
     cap = min(limits) if limits else requested
     if requested > cap:
@@ -158,8 +177,14 @@ def block_size_for(requested: int, tokenizer, config) -> int:
     return min(requested, cap)
 
 
-def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_first=None, num_proc: int | None = None,
-                       source: str = "the data"):
+def tokenize_and_group(
+    raw: DatasetDict,
+    tokenizer,
+    block_size: int,
+    process_first=None,
+    num_proc: int | None = None,
+    source: str = "the data",
+):
     """Tokenize every line, concatenate, cut into ``block_size`` blocks, add the ``idx`` column.
 
     ``process_first`` is a context-manager factory (``TrainingArguments.main_process_first``)
@@ -174,7 +199,9 @@ def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_fir
     def group_texts(examples):
         concatenated = {k: list(chain(*examples[k])) for k in examples.keys()}
         total = (len(concatenated["input_ids"]) // block_size) * block_size
-        return {k: [t[i : i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()}
+        return {
+            k: [t[i : i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()
+        }
 
     with process_first(desc="tokenizing"):
         tokenized = raw.map(
@@ -185,14 +212,18 @@ def tokenize_and_group(raw: DatasetDict, tokenizer, block_size: int, process_fir
             desc="Tokenizing",
         )
     with process_first(desc="grouping texts"):
-        grouped = tokenized.map(group_texts, batched=True, num_proc=num_proc, desc=f"Grouping into blocks of {block_size}")
+        grouped = tokenized.map(
+            group_texts, batched=True, num_proc=num_proc, desc=f"Grouping into blocks of {block_size}"
+        )
     for split in grouped:
         if len(grouped[split]) == 0:
             raise SystemExit(
                 f"{source}: the {split} split gives no block of {block_size} tokens "
                 f"({sum(map(len, tokenized[split]['input_ids']))} tokens in all): provide more text or lower --max_seq_length"
             )
-    return DatasetDict({split: ds.add_column(INDEX_COLUMN, list(range(len(ds)))) for split, ds in grouped.items()})
+    return DatasetDict(
+        {split: ds.add_column(INDEX_COLUMN, list(range(len(ds)))) for split, ds in grouped.items()}
+    )
 
 
 def truncate(ds, max_samples: int | None, flag: str):

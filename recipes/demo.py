@@ -75,7 +75,16 @@ class Size:
 FULL = Size((5e-5, 2e-4), (1, 2), 128, 128, 32, 16, (), SAMPLE_TRAIN)
 # --quick (the test): the same pipeline on tiny data and three offline tasks.
 # Two human-judged tasks carry its comparison; MockRetrievalTask checks the retrieval code path.
-QUICK = Size((5e-5, 2e-4), (1, 2), 32, 16, 8, 8, ("WordSim353", "PangLeePolarityClassification", "MockRetrievalTask"), SAMPLE_VALID)
+QUICK = Size(
+    (5e-5, 2e-4),
+    (1, 2),
+    32,
+    16,
+    8,
+    8,
+    ("WordSim353", "PangLeePolarityClassification", "MockRetrievalTask"),
+    SAMPLE_VALID,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,20 +93,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Sweep -> selection by validation perplexity -> offline MTEB -> geometry -> report, "
         "on the embedded offline default (all-MiniLM-L6-v2 BERT, bundled WikiText sample).",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
-    p.add_argument("--quick", action="store_true", help="tiny run (~1 min): 16 blocks of 32 tokens, 3 offline tasks")
-    p.add_argument("--model", default="minilm-offline",
-                   help="model to fine-tune (default: minilm-offline, the embedded all-MiniLM-L6-v2 BERT)")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny run (~1 min): 16 blocks of 32 tokens, 3 offline tasks"
+    )
+    p.add_argument(
+        "--model",
+        default="minilm-offline",
+        help="model to fine-tune (default: minilm-offline, the embedded all-MiniLM-L6-v2 BERT)",
+    )
     size = p.add_argument_group("size (defaults: the full demo, or --quick)")
-    size.add_argument("--learning_rates", nargs="+", type=float, help=f"lr grid (default {' '.join(f'{x:g}' for x in FULL.learning_rates)})")
-    size.add_argument("--epochs", nargs="+", type=int, help=f"epoch settings (default {' '.join(map(str, FULL.epochs))})")
-    size.add_argument("--max_seq_length", type=int, help=f"block length in tokens (default {FULL.max_seq_length})")
-    size.add_argument("--max_train_samples", type=int, help=f"training blocks (default {FULL.max_train_samples})")
-    size.add_argument("--max_eval_samples", type=int, help=f"validation blocks (default {FULL.max_eval_samples})")
+    size.add_argument(
+        "--learning_rates",
+        nargs="+",
+        type=float,
+        help=f"lr grid (default {' '.join(f'{x:g}' for x in FULL.learning_rates)})",
+    )
+    size.add_argument(
+        "--epochs", nargs="+", type=int, help=f"epoch settings (default {' '.join(map(str, FULL.epochs))})"
+    )
+    size.add_argument(
+        "--max_seq_length", type=int, help=f"block length in tokens (default {FULL.max_seq_length})"
+    )
+    size.add_argument(
+        "--max_train_samples", type=int, help=f"training blocks (default {FULL.max_train_samples})"
+    )
+    size.add_argument(
+        "--max_eval_samples", type=int, help=f"validation blocks (default {FULL.max_eval_samples})"
+    )
     size.add_argument("--batch_size", type=int, help=f"training batch size (default {FULL.batch_size})")
     size.add_argument("--tasks", nargs="+", help="offline-suite tasks to evaluate (default: all of them)")
-    size.add_argument("--seed", type=int, help="training seed (--seed and --mask_seed of every run); a second demo "
-                      "with another seed measures the seed-to-seed spread (python -m evaluation.seed_spread)")
+    size.add_argument(
+        "--seed",
+        type=int,
+        help="training seed (--seed and --mask_seed of every run); a second demo "
+        "with another seed measures the seed-to-seed spread (python -m evaluation.seed_spread)",
+    )
     return p.parse_args(argv)
 
 
@@ -105,9 +138,15 @@ def resolve_size(args: argparse.Namespace) -> Size:
     base = QUICK if args.quick else FULL
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(base, name)  # noqa: E731
     size = Size(
-        tuple(pick("learning_rates")), tuple(pick("epochs")), pick("max_seq_length"), pick("max_train_samples"),
-        pick("max_eval_samples"), pick("batch_size"), tuple(pick("tasks")), base.rho_corpus,
-    )  # fmt: skip
+        tuple(pick("learning_rates")),
+        tuple(pick("epochs")),
+        pick("max_seq_length"),
+        pick("max_train_samples"),
+        pick("max_eval_samples"),
+        pick("batch_size"),
+        tuple(pick("tasks")),
+        base.rho_corpus,
+    )
     if len(size.learning_rates) < 1 or len(size.epochs) < 1:
         raise SystemExit("--learning_rates and --epochs need at least one value")
     return dataclasses.replace(size, seed=args.seed)
@@ -130,7 +169,9 @@ def run_step(cmd: list[str]) -> None:
     print(f"$ {shlex.join(shown)}", flush=True)
     rc = subprocess.call(cmd, cwd=REPO, env=_env())
     if rc != 0:
-        raise SystemExit(f"demo: step failed (exit {rc}): {shlex.join(shown)}\nRe-run the demo to resume; finished work is kept.")
+        raise SystemExit(
+            f"demo: step failed (exit {rc}): {shlex.join(shown)}\nRe-run the demo to resume; finished work is kept."
+        )
 
 
 class Stages:
@@ -144,7 +185,9 @@ class Stages:
     def start(self, name: str, what: str) -> None:
         self.finish()
         self.n += 1
-        print(f"\n==> [{self.n}/{self.total}] {what}  (t = {self._fmt(time.monotonic() - self.t0)})", flush=True)
+        print(
+            f"\n==> [{self.n}/{self.total}] {what}  (t = {self._fmt(time.monotonic() - self.t0)})", flush=True
+        )
         self._last = (name, time.monotonic())
 
     def finish(self) -> None:
@@ -162,29 +205,43 @@ def recipe_args(size: Size) -> list[str]:
     """What the sweep passes on to every recipe run: the explicit offline stand-ins and the size."""
     return [
         "--offline_defaults",  # the bundled sample (the model is named by --models)
-        "--max_seq_length", str(size.max_seq_length),
-        "--max_train_samples", str(size.max_train_samples),
-        "--max_eval_samples", str(size.max_eval_samples),
-        "--per_device_train_batch_size", str(size.batch_size),
-        "--per_device_eval_batch_size", str(size.batch_size),
-        "--logging_steps", "1",
-        "--report_to", "none",
+        "--max_seq_length",
+        str(size.max_seq_length),
+        "--max_train_samples",
+        str(size.max_train_samples),
+        "--max_eval_samples",
+        str(size.max_eval_samples),
+        "--per_device_train_batch_size",
+        str(size.batch_size),
+        "--per_device_eval_batch_size",
+        str(size.batch_size),
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
         *(["--seed", str(size.seed), "--mask_seed", str(size.seed)] if size.seed is not None else []),
-    ]  # fmt: skip
+    ]
 
 
 def sweep_args(args: argparse.Namespace, size: Size, root: Path) -> list[str]:
     """Arguments of ``recipes/sweep.py`` (and, after the sweep's own, of the recipe)."""
     return [
-        "--models", args.model,
-        "--optims", "adamw", "adatamw",
-        "--epochs", *map(str, size.epochs),
-        "--learning_rates", *(f"{lr:g}" for lr in size.learning_rates),
-        "--output_root", str(root),
-        "--launcher", "python",
+        "--models",
+        args.model,
+        "--optims",
+        "adamw",
+        "adatamw",
+        "--epochs",
+        *map(str, size.epochs),
+        "--learning_rates",
+        *(f"{lr:g}" for lr in size.learning_rates),
+        "--output_root",
+        str(root),
+        "--launcher",
+        "python",
         "--in_process",  # one process for all cells: saves a Python + transformers start per cell
         *recipe_args(size),
-    ]  # fmt: skip
+    ]
 
 
 def _sha(path: Path) -> str:
@@ -212,14 +269,22 @@ def summary(out: Path, manifest: dict) -> str:
     compared = out / "scores_compared.csv"
     if compared.is_file():
         for row in _read_csv(compared):
-            scores.setdefault((row["optimizer"].lower(), str(int(float(row["epochs"])))), []).append(float(row["score"]))
+            scores.setdefault((row["optimizer"].lower(), str(int(float(row["epochs"])))), []).append(
+                float(row["score"])
+            )
     rows = []
     for entry in sorted(manifest["selected"], key=lambda e: (e["epochs"], e["optimizer"])):
         s = scores.get((entry["optimizer"].lower(), str(entry["epochs"])), [])
-        rows.append([
-            entry["optimizer"], entry["epochs"], f"{entry['lr']:g}", f"{entry['val_perplexity']:.1f}",
-            f"{sum(s) / len(s):.2f}" if s else "n/a", len(s),
-        ])  # fmt: skip
+        rows.append(
+            [
+                entry["optimizer"],
+                entry["epochs"],
+                f"{entry['lr']:g}",
+                f"{entry['val_perplexity']:.1f}",
+                f"{sum(s) / len(s):.2f}" if s else "n/a",
+                len(s),
+            ]
+        )
     parts = [
         "Selected checkpoints (best validation perplexity over the lr grid; mean over the compared tasks):",
         _table(["optimizer", "epochs", "lr", "val ppl", "mean score", "tasks"], rows),
@@ -229,28 +294,64 @@ def summary(out: Path, manifest: dict) -> str:
         for row in _read_csv(compared):
             key = (int(float(row["epochs"])), row["optimizer"])
             per_task.setdefault(row["task"], {})[key] = f"{float(row['score']):.2f}"
-        arms = sorted({k for cells in per_task.values() for k in cells}, key=lambda k: (k[0], k[1].lower() != "adamw"))
-        parts += ["", "Scores of the compared tasks (code-path checks, not compared: report.md):",
-                  _table(["task", *(f"{o} {e}ep" for e, o in arms)],
-                         [[t, *(cells.get(k, "n/a") for k in arms)] for t, cells in sorted(per_task.items())])]  # fmt: skip
+        arms = sorted(
+            {k for cells in per_task.values() for k in cells}, key=lambda k: (k[0], k[1].lower() != "adamw")
+        )
+        parts += [
+            "",
+            "Scores of the compared tasks (code-path checks, not compared: report.md):",
+            _table(
+                ["task", *(f"{o} {e}ep" for e, o in arms)],
+                [[t, *(cells.get(k, "n/a") for k in arms)] for t, cells in sorted(per_task.items())],
+            ),
+        ]
     stats = out / "win_rates_stats.csv"
     if stats.is_file():
         wrows = _read_csv(stats)
-        parts += ["", "AdaTAMW vs AdamW (Figures 4 / 10; win_rates.csv, win_rates_stats.csv). Better: AdaTAMW >= AdamW,"
-                  " so ties count as better; 'similar' = within the threshold; sign test over the rest:",
-                  _table(["epochs", "threshold", "better %", "similar or better %", "tasks", "similar", "wins/losses", "sign p"],
-                         [[r["epochs"], r["threshold"], r["better_pct"], r["similar_or_better_pct"], r["n_datasets"],
-                           r["n_similar"], f"{r['sign_test_wins']}/{r['sign_test_losses']}", r["sign_test_p"] or "n/a"]
-                          for r in wrows])]  # fmt: skip
+        parts += [
+            "",
+            "AdaTAMW vs AdamW (Figures 4 / 10; win_rates.csv, win_rates_stats.csv). Better: AdaTAMW >= AdamW,"
+            " so ties count as better; 'similar' = within the threshold; sign test over the rest:",
+            _table(
+                [
+                    "epochs",
+                    "threshold",
+                    "better %",
+                    "similar or better %",
+                    "tasks",
+                    "similar",
+                    "wins/losses",
+                    "sign p",
+                ],
+                [
+                    [
+                        r["epochs"],
+                        r["threshold"],
+                        r["better_pct"],
+                        r["similar_or_better_pct"],
+                        r["n_datasets"],
+                        r["n_similar"],
+                        f"{r['sign_test_wins']}/{r['sign_test_losses']}",
+                        r["sign_test_p"] or "n/a",
+                    ]
+                    for r in wrows
+                ],
+            ),
+        ]
     cat = out / "category_improvement.csv"
     if cat.is_file():
         crows = _read_csv(cat)
         categories = sorted({r["category"] for r in crows})
         grid = {(int(float(r["epochs"])), r["category"]): r["percent"] for r in crows}
         fmt = lambda v: "n/a" if v in (None, "", "nan") else f"{float(v):+.1f}"  # noqa: E731
-        parts += ["", "Category means, % improvement of AdaTAMW over AdamW (Figure 3; category_improvement.csv):",
-                  _table(["epochs", *categories],
-                         [[e, *(fmt(grid.get((e, c))) for c in categories)] for e in sorted({k[0] for k in grid})])]  # fmt: skip
+        parts += [
+            "",
+            "Category means, % improvement of AdaTAMW over AdamW (Figure 3; category_improvement.csv):",
+            _table(
+                ["epochs", *categories],
+                [[e, *(fmt(grid.get((e, c))) for c in categories)] for e in sorted({k[0] for k in grid})],
+            ),
+        ]
     return "\n".join(parts)
 
 
@@ -269,12 +370,19 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     # The sweep would refuse cells of another size (their identity differs): say so in the demo's terms first.
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    settings = {"model": args.model, **{k: (list(v) if isinstance(v, tuple) else v.name if isinstance(v, Path) else v)
-                                         for k, v in asdict(size).items()}}  # fmt: skip
+    settings = {
+        "model": args.model,
+        **{
+            k: (list(v) if isinstance(v, tuple) else v.name if isinstance(v, Path) else v)
+            for k, v in asdict(size).items()
+        },
+    }
     if state.get("settings", settings) != settings:
         changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-        raise SystemExit(f"demo: {out} holds a demo run with other settings ({', '.join(changed)}); "
-                         "pass another --out or delete that folder")  # fmt: skip
+        raise SystemExit(
+            f"demo: {out} holds a demo run with other settings ({', '.join(changed)}); "
+            "pass another --out or delete that folder"
+        )
     state["settings"] = settings
     results.write_json_atomic(state_path, state)
     stages = Stages(4)
@@ -288,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     # 1. sweep (skipped cell by cell when finished)
     cells = sweep.grid_cells([args.model], ["adamw", "adatamw"], size.epochs, size.learning_rates, sweep_root)
     todo = [c for c in cells if not c.finished(recipe_args(size))]
-    stages.start("sweep", f"Fine-tuning sweep: {len(cells)} cells x {len(size.learning_rates)} lrs "
-                          f"({len(todo)} cells to run, {len(cells) - len(todo)} finished)")  # fmt: skip
+    stages.start(
+        "sweep",
+        f"Fine-tuning sweep: {len(cells)} cells x {len(size.learning_rates)} lrs "
+        f"({len(todo)} cells to run, {len(cells) - len(todo)} finished)",
+    )
     if todo:
         run_step([py, "-m", "recipes.sweep", *sweep_args(args, size, sweep_root)])
     else:
@@ -301,16 +412,32 @@ def main(argv: list[str] | None = None) -> int:
     if not expected <= have:
         raise SystemExit(f"demo: {manifest_path} lacks {sorted(expected - have)}; re-run to resume the sweep")
     # Only this demo's cells (a reused --out may hold others).
-    manifest = {"selected": [e for e in manifest["selected"] if (e["optimizer"], e["epochs"]) in expected
-                             and e["model"] == args.model]}  # fmt: skip
+    manifest = {
+        "selected": [
+            e
+            for e in manifest["selected"]
+            if (e["optimizer"], e["epochs"]) in expected and e["model"] == args.model
+        ]
+    }
     demo_manifest = sweep_root / "demo_manifest.json"
     if not demo_manifest.is_file() or json.loads(demo_manifest.read_text()) != manifest:
         results.write_json_atomic(demo_manifest, manifest)
 
     # 2. offline MTEB suite (finished tasks are reused by run_mteb)
     n_tasks = len(size.tasks) if size.tasks else "all"
-    stages.start("mteb", f"Offline MTEB suite ({n_tasks} tasks) on {len(manifest['selected'])} selected checkpoints")
-    cmd = [py, "-m", "evaluation.run_mteb", "--manifest", str(demo_manifest), "--offline_suite", "--output", str(mteb_dir)]
+    stages.start(
+        "mteb", f"Offline MTEB suite ({n_tasks} tasks) on {len(manifest['selected'])} selected checkpoints"
+    )
+    cmd = [
+        py,
+        "-m",
+        "evaluation.run_mteb",
+        "--manifest",
+        str(demo_manifest),
+        "--offline_suite",
+        "--output",
+        str(mteb_dir),
+    ]
     if size.tasks:
         cmd += ["--tasks", *size.tasks]
     run_step(cmd)
@@ -323,15 +450,37 @@ def main(argv: list[str] | None = None) -> int:
     if state.get("geometry_key") == geometry_key and geometry_csv.is_file():
         print(f"unchanged selection: reusing {geometry_csv}")
     else:
-        run_step([py, "-m", "evaluation.geometry", "--manifest", str(demo_manifest), "--out", str(geometry_csv),
-                  "--corpus", str(size.rho_corpus)])  # fmt: skip
+        run_step(
+            [
+                py,
+                "-m",
+                "evaluation.geometry",
+                "--manifest",
+                str(demo_manifest),
+                "--out",
+                str(geometry_csv),
+                "--corpus",
+                str(size.rho_corpus),
+            ]
+        )
         state["geometry_key"] = geometry_key
         results.write_json_atomic(state_path, state)
 
     # 4. report
     stages.start("report", "Comparison report (win rates, category improvements, figures, geometry)")
-    run_step([py, "-m", "evaluation.report", "--results", str(mteb_dir), "--geometry_csv", str(geometry_csv),
-              "--out", str(out)])  # fmt: skip
+    run_step(
+        [
+            py,
+            "-m",
+            "evaluation.report",
+            "--results",
+            str(mteb_dir),
+            "--geometry_csv",
+            str(geometry_csv),
+            "--out",
+            str(out),
+        ]
+    )
     stages.finish()
 
     total = round(time.monotonic() - stages.t0, 1)
@@ -347,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Tables:   {out / 'win_rates.csv'}, {out / 'category_improvement.csv'}, {geometry_csv}")
     print(f"Sweep:    {manifest_path}   MTEB results: {mteb_dir}")
     print("Time:     " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    print("Toy numbers: a smoke test of the pipeline on the offline default, not the paper's results (README.md).")
+    print(
+        "Toy numbers: a smoke test of the pipeline on the offline default, not the paper's results (README.md)."
+    )
     return 0
 
 

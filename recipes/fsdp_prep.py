@@ -82,7 +82,9 @@ def requested_wrapping(training_args: Any) -> tuple[str | None, list[str]]:
     ``TrainingArguments.fsdp_config``'s ``auto_wrap_policy`` / ``transformer_layer_cls_to_wrap``."""
     config = getattr(training_args, "fsdp_config", None) or {}
     policy = os.environ.get("FSDP_AUTO_WRAP_POLICY") or config.get("auto_wrap_policy")
-    names = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP") or config.get("transformer_layer_cls_to_wrap") or []
+    names = (
+        os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP") or config.get("transformer_layer_cls_to_wrap") or []
+    )
     if isinstance(names, str):
         names = names.split(",")
     return policy, [n.strip() for n in names if n.strip()]
@@ -120,14 +122,15 @@ def _drop_from_tie_maps(model: nn.Module, removed: set[str]) -> None:
         tied = getattr(module, "_tied_weights_keys", None)
         if not tied:
             continue
-        full = (lambda n, p=prefix: f"{p}.{n}" if p else n)  # noqa: E731 - binds this prefix
+        full = lambda n, p=prefix: f"{p}.{n}" if p else n  # noqa: E731 - binds this prefix
         kept = {t: s for t, s in tied.items() if full(t) not in removed and full(s) not in removed}
         if kept != tied:
             module._tied_weights_keys = kept  # instance attribute: the class's stays as it was
     all_tied = getattr(model, "all_tied_weights_keys", None)
     if all_tied:
-        model.all_tied_weights_keys = {t: s for t, s in all_tied.items()
-                                       if t not in removed and s not in removed}
+        model.all_tied_weights_keys = {
+            t: s for t, s in all_tied.items() if t not in removed and s not in removed
+        }
 
 
 def _embedding_modules(model: nn.Module) -> list[nn.Module]:
@@ -143,9 +146,11 @@ def embedding_holders(model: nn.Module) -> set[str]:
     """Class names of the modules that are or hold the input or the output embedding (the model
     itself aside): as a wrap class each makes a group that accelerate's tail group collides with."""
     embeddings = _embedding_modules(model)
-    return {type(m).__name__ for m in model.modules()
-            if m is not model and any(e is not m and any(e is d for d in m.modules())
-                                      for e in embeddings)} | {type(e).__name__ for e in embeddings}
+    return {
+        type(m).__name__
+        for m in model.modules()
+        if m is not model and any(e is not m and any(e is d for d in m.modules()) for e in embeddings)
+    } | {type(e).__name__ for e in embeddings}
 
 
 def encoder_layer_classes(model: nn.Module) -> list[str]:
@@ -158,12 +163,16 @@ def encoder_layer_classes(model: nn.Module) -> list[str]:
 
 def _check_head(model: nn.Module) -> None:
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", "") in ("deberta", "deberta-v2") and getattr(config, "legacy", True) is False:
+    if (
+        getattr(config, "model_type", "") in ("deberta", "deberta-v2")
+        and getattr(config, "legacy", True) is False
+    ):
         raise Fsdp2Unsupported(
             f"{type(model).__name__} with config.legacy=False cannot run under FSDP2: its head multiplies by "
             "deberta.embeddings.word_embeddings.weight outside the embedding's forward, where fully_shard holds that "
-            "weight sharded (\"mixed torch.Tensor and DTensor\"). Load it with legacy=True (the default of the "
-            "published configs), or launch with recipes/accelerate/ddp.yaml.")
+            'weight sharded ("mixed torch.Tensor and DTensor"). Load it with legacy=True (the default of the '
+            "published configs), or launch with recipes/accelerate/ddp.yaml."
+        )
 
 
 def _check_wrapping(model: nn.Module, policy: str | None, names: Iterable[str]) -> None:
@@ -173,18 +182,21 @@ def _check_wrapping(model: nn.Module, policy: str | None, names: Iterable[str]) 
             "than fsdp_min_num_params, the modules that hold one included, so the tied word embedding lands in two "
             "groups (the embedding's or the base model's, and the decoder's or accelerate's tail group), which "
             "fully_shard refuses. Use fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP (recipes/accelerate/fsdp.yaml), "
-            "or recipes/accelerate/ddp.yaml.")
+            "or recipes/accelerate/ddp.yaml."
+        )
     bad = sorted(set(names) & embedding_holders(model))
     if bad:
         layers = ", ".join(encoder_layer_classes(model)) or "the encoder layer class"
         raise Fsdp2Unsupported(
             f"fsdp_transformer_layer_cls_to_wrap names {', '.join(bad)}, which is or holds an embedding of the "
             "model: accelerate's FSDP2 preparation puts the embeddings in its tail group as well, and fully_shard "
-            f"refuses a parameter in two groups. Name the encoder layers only ({layers}), or drop the setting.")
+            f"refuses a parameter in two groups. Name the encoder layers only ({layers}), or drop the setting."
+        )
 
 
-def prepare_for_fsdp2(model: nn.Module, policy: str | None = None,
-                      wrap_classes: Iterable[str] = ()) -> Fsdp2Preparation:
+def prepare_for_fsdp2(
+    model: nn.Module, policy: str | None = None, wrap_classes: Iterable[str] = ()
+) -> Fsdp2Preparation:
     """Make ``model`` fit accelerate's ``fsdp2_prepare_model`` (module docstring), in place.
 
     ``policy`` and ``wrap_classes``: the request's ``fsdp_auto_wrap_policy`` and
@@ -217,6 +229,9 @@ def prepare_if_fsdp2(model: nn.Module, training_args: Any) -> Fsdp2Preparation |
         done = prepare_for_fsdp2(model, policy, names)
     except Fsdp2Unsupported as err:
         raise SystemExit(f"{err} (docs/distributed.md, FSDP2)") from err
-    logger.info("FSDP2: one registration per parameter (removed the aliases %s); wrap classes %s.",
-                done.aliases or "none", done.wrap_classes or "none")
+    logger.info(
+        "FSDP2: one registration per parameter (removed the aliases %s); wrap classes %s.",
+        done.aliases or "none",
+        done.wrap_classes or "none",
+    )
     return done

@@ -49,7 +49,9 @@ _CONNECTION_ERRORS = {
 
 def offline_env() -> bool:
     """True when an ``HF_*_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` variable asks for offline mode."""
-    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for name in _OFFLINE_ENV)
+    return any(
+        os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for name in _OFFLINE_ENV
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,7 +189,9 @@ def download_model(name: str, cache_dir: str | None) -> str:
 
     files = list_repo_files(name)
     weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model*.bin*"]
-    return snapshot_download(name, cache_dir=cache_dir, allow_patterns=["*.json", "*.txt", "*.model", *weights])
+    return snapshot_download(
+        name, cache_dir=cache_dir, allow_patterns=["*.json", "*.txt", "*.model", *weights]
+    )
 
 
 def resolve_model(name: str, cache_dir: str | None = None) -> str:
@@ -205,7 +209,9 @@ def resolve_model(name: str, cache_dir: str | None = None) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise SystemExit(f"--model_name_or_path {name}: the folder has no config.json; point it at a model folder")
+            raise SystemExit(
+                f"--model_name_or_path {name}: the folder has no config.json; point it at a model folder"
+            )
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local:

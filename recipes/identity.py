@@ -74,7 +74,11 @@ def provenance(requested_model: str, resolved_model: str, data_source: dict, dat
         raise SystemExit(str(err)) from None
     return {
         "model": {"name": requested_model, "resolved": str(resolved_model), "weights_sha256": weights},
-        "data": {"name": data_source["name"], "config": data_source["config"], "fingerprint": data_fingerprint},
+        "data": {
+            "name": data_source["name"],
+            "config": data_source["config"],
+            "fingerprint": data_fingerprint,
+        },
     }
 
 
@@ -118,7 +122,9 @@ def optimizer_settings(optimizer: str, training_args, optim_kwargs: dict) -> dic
     cls = info.cls
     kwargs: dict[str, Any] = {"lr": 1.0}
     if info.adam:
-        kwargs.update(betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon)
+        kwargs.update(
+            betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon
+        )
     kwargs.update(optim_kwargs)
     defaults = dict(cls([torch.zeros(1, requires_grad=True)], **kwargs).defaults)
     defaults["weight_decay"] = training_args.weight_decay
@@ -127,8 +133,15 @@ def optimizer_settings(optimizer: str, training_args, optim_kwargs: dict) -> dic
     return plain(defaults)
 
 
-def run_identity(model_args, data_args, recipe, training_args, provenance: dict, optim_overrides: dict,
-                 world_size: int | None = None) -> dict:
+def run_identity(
+    model_args,
+    data_args,
+    recipe,
+    training_args,
+    provenance: dict,
+    optim_overrides: dict,
+    world_size: int | None = None,
+) -> dict:
     """The identity of a recipe run over its lr grid (before tokenization: no derived keys).
 
     ``optim_overrides``: the optimizer keyword arguments the recipe's flags set (``--gamma``, ...).
@@ -171,7 +184,9 @@ def lr_identity(identity: dict, lr: float) -> dict:
 # ---- the reuse rule -------------------------------------------------------------------------
 
 
-def differences(recorded: dict | None, expected: dict, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+def differences(
+    recorded: dict | None, expected: dict, ignore: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
     """``(key, recorded value, expected value)`` for every key of ``expected`` that differs.
 
     Nested settings are compared key by key (``optimizer_settings.gamma``). Keys only in
@@ -199,7 +214,9 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def reusable(where: Path, recorded: dict | None, expected: dict, finished: bool, ignore: tuple[str, ...] = ()) -> bool:
+def reusable(
+    where: Path, recorded: dict | None, expected: dict, finished: bool, ignore: tuple[str, ...] = ()
+) -> bool:
     """True: ``where`` holds a finished run of this identity (skip it). False: train (or resume) it.
 
     Refuses (SystemExit) when ``where`` holds a run of another identity, naming each

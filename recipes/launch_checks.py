@@ -46,13 +46,17 @@ def warn_if_fsdp_downgraded(training_args: Any) -> Optional[str]:
     kind = state.distributed_type.name if state is not None else "NO"
     if kind not in _NO_FSDP_TYPES:
         return None
-    runs = ("DistributedDataParallel (whole parameters on every rank, the same run as a DDP "
-            "launch)" if kind == "MULTI_CPU" else "one process without sharding")
+    runs = (
+        "DistributedDataParallel (whole parameters on every rank, the same run as a DDP launch)"
+        if kind == "MULTI_CPU"
+        else "one process without sharding"
+    )
     message = (
         f"FSDP was requested ({requested}) but accelerate set up DistributedType.{kind}: it "
         "enables FSDP only on GPUs (and other accelerators), never on CPU (use_cpu), so this "
         f"run trains with {runs}. AdaTAMW stays exact, but nothing is sharded and no memory is "
         "saved. Run FSDP on GPUs, or launch with recipes/accelerate/ddp.yaml (--multi_gpu on "
-        "CPU) to say what runs; see docs/distributed.md")
+        "CPU) to say what runs; see docs/distributed.md"
+    )
     logger.warning(message)
     return message

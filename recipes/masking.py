@@ -85,7 +85,9 @@ class IndexedMLMCollator:
 
     def _mask(self, feature: dict) -> dict:
         if INDEX_COLUMN not in feature:
-            raise ValueError(f"training examples need an {INDEX_COLUMN!r} column (see recipes.data.tokenize_and_group)")
+            raise ValueError(
+                f"training examples need an {INDEX_COLUMN!r} column (see recipes.data.tokenize_and_group)"
+            )
         generator = example_generator(self.mask_seed, TRAIN, self.epoch, int(feature[INDEX_COLUMN]))
         ids, labels = mask_tokens(
             feature["input_ids"],

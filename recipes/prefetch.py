@@ -71,7 +71,11 @@ def arrow_splits(folder: Path) -> set[str]:
     for split, split_info in (info.get("splits") or {}).items():
         shards = len(split_info.get("shard_lengths") or [None])
         name = glob.escape(split)
-        patterns = [f"*-{name}.arrow"] if shards == 1 else [f"*-{name}-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+        patterns = (
+            [f"*-{name}.arrow"]
+            if shards == 1
+            else [f"*-{name}-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+        )
         if all(glob.glob(str(Path(glob.escape(str(folder))) / pattern)) for pattern in patterns):
             present.add(split)
     return present
@@ -123,8 +127,15 @@ def _retrieval_configs(task) -> list[ConfigNeed]:
     for subset in subsets:
         prefix = "" if subset == "default" else f"{subset}-"
         for split in task.eval_splits:
-            needs.append(ConfigNeed(repo_id, f"{prefix}qrels" if prefix else "default", revision, (split,),
-                                    alternatives=() if prefix else ("qrels",)))
+            needs.append(
+                ConfigNeed(
+                    repo_id,
+                    f"{prefix}qrels" if prefix else "default",
+                    revision,
+                    (split,),
+                    alternatives=() if prefix else ("qrels",),
+                )
+            )
             needs.append(ConfigNeed(repo_id, f"{prefix}corpus", revision))
             needs.append(ConfigNeed(repo_id, f"{prefix}queries", revision, alternatives=("query",)))
             if task.metadata.type == "Reranking":
@@ -145,7 +156,10 @@ def _plain_configs(task) -> list[ConfigNeed]:
         configs = list(task.hf_subsets)
     else:
         configs = [dataset.get("name") or "default"]
-    return [ConfigNeed(dataset["path"], config, dataset["revision"], tuple(dict.fromkeys(splits))) for config in configs]
+    return [
+        ConfigNeed(dataset["path"], config, dataset["revision"], tuple(dict.fromkeys(splits)))
+        for config in configs
+    ]
 
 
 def own_loader(task) -> bool:
@@ -186,7 +200,9 @@ def model_item(name: str) -> Item:
     def missing() -> list[str]:
         return [] if hub.cached_snapshot(name, None) else ["config and weights in the hub cache"]
 
-    return Item("model", name, missing, lambda: hub.download_model(name, None), f"hf download {shlex.quote(name)}")
+    return Item(
+        "model", name, missing, lambda: hub.download_model(name, None), f"hf download {shlex.quote(name)}"
+    )
 
 
 def train_data_item(name: str, config: str, command: str) -> Item:
@@ -211,7 +227,9 @@ def task_item(task, command: str, parent: str | None = None) -> Item:
 
     def missing() -> list[str]:
         if custom:  # none of MTEB(eng, v1) / v2: their classes all load through mteb's two loaders
-            return [f"{type(task).__name__} loads its data itself: the check cannot tell; run the fill command"]
+            return [
+                f"{type(task).__name__} loads its data itself: the check cannot tell; run the fill command"
+            ]
         return [need.label() for need in needs if not need.present()]
 
     def fill() -> None:
@@ -222,7 +240,9 @@ def task_item(task, command: str, parent: str | None = None) -> Item:
         finally:
             task.unload_data()
 
-    return Item("MTEB task", task.metadata.name, missing, fill, command, note=f"part of {parent}" if parent else "")
+    return Item(
+        "MTEB task", task.metadata.name, missing, fill, command, note=f"part of {parent}" if parent else ""
+    )
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -264,10 +284,18 @@ def _pick(leaves, names: Sequence[str] | None, benchmark: str):
             by_name.setdefault(parent, []).append((task, parent))
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        hints = "; ".join(f"{n!r}" + (f" (did you mean {', '.join(close)}?)"
-                                      if (close := difflib.get_close_matches(n, list(by_name), n=3)) else "")
-                          for n in unknown)
-        raise SystemExit(f"--tasks: not in {benchmark} as selected: {hints}. Available: {', '.join(sorted(by_name))}")
+        hints = "; ".join(
+            f"{n!r}"
+            + (
+                f" (did you mean {', '.join(close)}?)"
+                if (close := difflib.get_close_matches(n, list(by_name), n=3))
+                else ""
+            )
+            for n in unknown
+        )
+        raise SystemExit(
+            f"--tasks: not in {benchmark} as selected: {hints}. Available: {', '.join(sorted(by_name))}"
+        )
     picked = [leaf for n in dict.fromkeys(names) for leaf in by_name[n]]
     return list({id(task): (task, parent) for task, parent in picked}.values())
 
@@ -293,13 +321,18 @@ def plan_items(args: argparse.Namespace) -> list[Item]:
         items += [model_item(name) for name in (args.models or PAPER_MODELS)]
     if "train_data" in args.only:
         name, config = args.dataset_name, args.dataset_config_name
-        flags = [] if (name, config) == train_data_defaults() else ["--dataset_name", name, "--dataset_config_name", config]
+        flags = (
+            []
+            if (name, config) == train_data_defaults()
+            else ["--dataset_name", name, "--dataset_config_name", config]
+        )
         items.append(train_data_item(name, config, _command("--only", "train_data", *flags)))
     if "tasks" in args.only:
         plan_flags = [] if args.benchmark == DEFAULT_BENCHMARK else ["--benchmark", args.benchmark]
         plan_flags += ["--standard_tasks"] if args.standard_tasks else []
-        for task, parent in _pick(leaf_tasks(benchmark_tasks(args.benchmark, args.standard_tasks)), args.tasks,
-                                  args.benchmark):
+        for task, parent in _pick(
+            leaf_tasks(benchmark_tasks(args.benchmark, args.standard_tasks)), args.tasks, args.benchmark
+        ):
             command = _command("--only", "tasks", *plan_flags, "--tasks", task.metadata.name)
             items.append(task_item(task, command, parent))
     return items
@@ -356,9 +389,11 @@ def fill(items: list[Item]) -> list[str]:
     """Fetch every missing item; the failures (item and cause), [] when all are present afterwards."""
     todo = [item for item in items if item.missing()]
     if todo and not hub.hub_reachable():
-        raise SystemExit(f"{len(todo)} of {len(items)} items are missing and the Hugging Face Hub is unreachable "
-                         f"(offline mode or no network). Run this on a machine with network (a login node), then "
-                         f"copy the cache; `{PROGRAM} --check` lists what is missing.")
+        raise SystemExit(
+            f"{len(todo)} of {len(items)} items are missing and the Hugging Face Hub is unreachable "
+            f"(offline mode or no network). Run this on a machine with network (a login node), then "
+            f"copy the cache; `{PROGRAM} --check` lists what is missing."
+        )
     failures = []
     for item in _progress(todo, "filling the cache"):
         try:
@@ -368,25 +403,46 @@ def fill(items: list[Item]) -> list[str]:
             continue
         still = item.missing()
         if still:
-            failures.append(f"{item.kind} {item.name}: loaded, but the cache still lacks {', '.join(still)} "
-                            "(the installed library reads other files than this check expects)")
+            failures.append(
+                f"{item.kind} {item.name}: loaded, but the cache still lacks {', '.join(still)} "
+                "(the installed library reads other files than this check expects)"
+            )
     return failures
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true",
-                   help="no network: list what is present and missing, with the command for each; exit 1 if any is missing")
-    p.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS), help="the kinds of items (default: all)")
-    p.add_argument("--models", nargs="+", help="hub model ids (default: the sweep's grid, recipes.sweep.PAPER_MODELS)")
+    p = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="no network: list what is present and missing, with the command for each; exit 1 if any is missing",
+    )
+    p.add_argument(
+        "--only", nargs="+", choices=KINDS, default=list(KINDS), help="the kinds of items (default: all)"
+    )
+    p.add_argument(
+        "--models", nargs="+", help="hub model ids (default: the sweep's grid, recipes.sweep.PAPER_MODELS)"
+    )
     p.add_argument("--dataset_name", help="training data set (default: the recipe's, Salesforce/wikitext)")
     p.add_argument("--dataset_config_name", help="its config (default: the recipe's, wikitext-2-raw-v1)")
-    p.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help=f"an mteb.get_benchmark name (default {DEFAULT_BENCHMARK!r})")
-    p.add_argument("--standard_tasks", action="store_true",
-                   help=f"{DEFAULT_BENCHMARK}: its own list (CQADupstackRetrieval's 12 forums) instead of the paper's "
-                        "(CQADupstackTexRetrieval, as run_mteb --paper_tasks)")
-    p.add_argument("--tasks", nargs="+", help="only these tasks of the benchmark (an aggregate's name: all its parts)")
+    p.add_argument(
+        "--benchmark",
+        default=DEFAULT_BENCHMARK,
+        help=f"an mteb.get_benchmark name (default {DEFAULT_BENCHMARK!r})",
+    )
+    p.add_argument(
+        "--standard_tasks",
+        action="store_true",
+        help=f"{DEFAULT_BENCHMARK}: its own list (CQADupstackRetrieval's 12 forums) instead of the paper's "
+        "(CQADupstackTexRetrieval, as run_mteb --paper_tasks)",
+    )
+    p.add_argument(
+        "--tasks", nargs="+", help="only these tasks of the benchmark (an aggregate's name: all its parts)"
+    )
     return p
 
 

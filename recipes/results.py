@@ -79,8 +79,12 @@ def checkpoint_defect(folder: Path) -> str | None:
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """``checkpoint-N`` folders of ``run_dir``, newest (highest N) first."""
-    found = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+    found = [
+        p
+        for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), reverse=True)
 
 
 def last_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:

@@ -56,8 +56,7 @@ if __package__ in (None, ""):  # `python recipes/sweep.py`
 from adatamw.registry import OPTIM_NAMES
 from common import slurm
 from common.locks import hold, wait_for
-from recipes import identity
-from recipes import results
+from recipes import identity, results
 from recipes.hub import OFFLINE_MODEL_ALIAS
 
 PAPER_MODELS = (
@@ -89,13 +88,18 @@ class Cell:
 
     def recipe_args(self, extra: list[str]) -> list[str]:
         return [
-            "--model_name_or_path", self.model,
-            "--optim", self.optimizer,
-            "--num_train_epochs", str(self.epochs),
-            "--learning_rates", *(f"{lr:g}" for lr in self.learning_rates),
-            "--output_dir", str(self.output_dir),
+            "--model_name_or_path",
+            self.model,
+            "--optim",
+            self.optimizer,
+            "--num_train_epochs",
+            str(self.epochs),
+            "--learning_rates",
+            *(f"{lr:g}" for lr in self.learning_rates),
+            "--output_dir",
+            str(self.output_dir),
             *extra,
-        ]  # fmt: skip
+        ]
 
     def finished(self, extra: list[str], world_size: int | None = 1) -> bool:
         """Its selection.json records this cell's identity over exactly these lrs and its checkpoint exists.
@@ -134,9 +138,16 @@ def parsed_cell(cell: Cell, extra: list[str]):
     from recipes import mlm_finetune
 
     model_args, data_args, recipe, training_args = mlm_finetune.parse_args(cell.recipe_args(list(extra)))
-    key = (model_args.model_name_or_path, model_args.cache_dir, data_args.train_file, data_args.validation_file,
-           data_args.offline_sample, data_args.dataset_name, data_args.dataset_config_name,
-           data_args.validation_split_percentage)  # fmt: skip
+    key = (
+        model_args.model_name_or_path,
+        model_args.cache_dir,
+        data_args.train_file,
+        data_args.validation_file,
+        data_args.offline_sample,
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.validation_split_percentage,
+    )
     if key not in _PROVENANCE:
         _PROVENANCE[key] = mlm_finetune.load_sources(model_args, data_args)[2]
     return model_args, data_args, recipe, training_args, _PROVENANCE[key]
@@ -176,8 +187,9 @@ def launch_prefix(launcher: str, launch_args: str) -> list[str]:
     return ["python"]
 
 
-def command(cell: Cell, extra: list[str], launcher: str = "accelerate", launch_args: str = "",
-            recipe: str = RECIPE) -> list[str]:  # fmt: skip
+def command(
+    cell: Cell, extra: list[str], launcher: str = "accelerate", launch_args: str = "", recipe: str = RECIPE
+) -> list[str]:
     """The shell command of one cell (run from the repository root unless ``recipe`` is absolute)."""
     return [*launch_prefix(launcher, launch_args), recipe, *cell.recipe_args(extra)]
 
@@ -194,8 +206,10 @@ def collect_manifest(output_root: Path) -> dict:
         for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
             selection = results.read_json(path)
             if not selection or any(k not in selection for k in MANIFEST_KEYS if k != "checkpoint"):
-                print(f"manifest: {path} left out: {'unreadable' if not selection else 'no provenance recorded'}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"manifest: {path} left out: {'unreadable' if not selection else 'no provenance recorded'}",
+                    file=sys.stderr,
+                )
                 continue
             checkpoint = (path.parent / selection["checkpoint"]).relative_to(output_root)
             entries.append(
@@ -221,10 +235,14 @@ def collect_manifest(output_root: Path) -> dict:
 def print_cells(cells: list[Cell], extra, launcher, launch_args) -> None:
     world = launch_world_size(launcher, launch_args, in_process=False)
     status = {cell: cell.finished(extra, world) for cell in cells}
-    print(f"{len(cells)} runs ({sum(status.values())} finished), each over lrs "
-          f"{', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:")  # fmt: skip
+    print(
+        f"{len(cells)} runs ({sum(status.values())} finished), each over lrs "
+        f"{', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:"
+    )
     for cell in cells:
-        print(f"[{'done' if status[cell] else 'todo'}] {shlex.join(command(cell, extra, launcher, launch_args))}")
+        print(
+            f"[{'done' if status[cell] else 'todo'}] {shlex.join(command(cell, extra, launcher, launch_args))}"
+        )
 
 
 def launch_world_size(launcher: str, launch_args: str, in_process: bool) -> int | None:
@@ -237,22 +255,34 @@ def launch_world_size(launcher: str, launch_args: str, in_process: bool) -> int 
     return options.parse_known_args(shlex.split(launch_args))[0].num_processes
 
 
-def slurm_job(cells: list[Cell], extra, launcher, launch_args, output_root: Path, job_name: str,
-              directives=()) -> slurm.ArrayJob:  # fmt: skip
+def slurm_job(
+    cells: list[Cell], extra, launcher, launch_args, output_root: Path, job_name: str, directives=()
+) -> slurm.ArrayJob:
     """The SLURM array job: command i runs cell i with this interpreter, from the folder the sweep was
     started in (as ``--in_process`` would); each array task then refreshes the manifest."""
     python = slurm.interpreter()
     return slurm.ArrayJob(
         name=job_name,
-        commands=[_this_interpreter(command(c, extra, launcher, launch_args, str(REPO / RECIPE)), python) for c in cells],
+        commands=[
+            _this_interpreter(command(c, extra, launcher, launch_args, str(REPO / RECIPE)), python)
+            for c in cells
+        ],
         workdir=Path.cwd(),
         log_dir=output_root / "slurm_logs",
         directives=tuple(directives),
-        final_command=[python, str(REPO / "recipes" / "sweep.py"), "--collect", "--output_root", str(output_root)],
+        final_command=[
+            python,
+            str(REPO / "recipes" / "sweep.py"),
+            "--collect",
+            "--output_root",
+            str(output_root),
+        ],
         python_path=REPO,
-        about=(f"Written by recipes/sweep.py: {len(cells)} cells (model, optimizer, epochs), each over its lr grid, "
-               f"into {output_root}; every array task then rebuilds {output_root / MANIFEST}.",),
-    )  # fmt: skip
+        about=(
+            f"Written by recipes/sweep.py: {len(cells)} cells (model, optimizer, epochs), each over its lr grid, "
+            f"into {output_root}; every array task then rebuilds {output_root / MANIFEST}.",
+        ),
+    )
 
 
 def _this_interpreter(cmd: list[str], python: str | None = None) -> list[str]:
@@ -297,7 +327,9 @@ def run_child(cmd: list[str]) -> int:
                 previous[sig] = signal.signal(sig, forward)
             except ValueError:  # not the main thread: the child still dies with this process
                 break
-        proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent)
+        )
         group.append(proc.pid)
         if received:  # arrived while the child was starting
             forward(received.pop(), None)
@@ -312,8 +344,12 @@ def run_child(cmd: list[str]) -> int:
             signal.signal(sig, handler)
     if received:
         name = signal.Signals(received[0]).name
-        print(f"sweep: {name} received and forwarded to the running cell (PID {proc.pid}), which stopped "
-              f"(exit {rc}); re-run the sweep to resume it.", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"sweep: {name} received and forwarded to the running cell (PID {proc.pid}), which stopped "
+            f"(exit {rc}); re-run the sweep to resume it.",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(128 + received[0])
     return rc
 
@@ -323,7 +359,9 @@ def cell_lock(cell: Cell):
     return hold(cell.output_dir.parent / f".{cell.output_dir.name}.lock", f"sweep cell {cell.output_dir}")
 
 
-def run_local(cells: list[Cell], extra, launcher, launch_args, output_root: Path, in_process: bool, keep_going: bool):
+def run_local(
+    cells: list[Cell], extra, launcher, launch_args, output_root: Path, in_process: bool, keep_going: bool
+):
     """Run unfinished cells one after another, each under its lock; refresh the manifest after each.
 
     Every model and the data are resolved first, so a missing one stops the sweep before any training.
@@ -356,7 +394,9 @@ def run_local(cells: list[Cell], extra, launcher, launch_args, output_root: Path
         collect_manifest(output_root)
     collect_manifest(output_root)
     if failures:
-        raise SystemExit(f"{len(failures)} run(s) failed; rerun the sweep to resume them (finished runs are skipped)")
+        raise SystemExit(
+            f"{len(failures)} run(s) failed; rerun the sweep to resume them (finished runs are skipped)"
+        )
 
 
 # ---- CLI ----------------------------------------------------------------------------------
@@ -367,21 +407,35 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Other arguments are passed to recipes/mlm_finetune.py (e.g. --max_seq_length 128 --seed 1).",
     )
-    p.add_argument("--models", nargs="+", help=f"hub ids or local folders (default: the paper's {len(PAPER_MODELS)}; "
-                   f"with --offline_defaults: {OFFLINE_MODEL_ALIAS})")
-    p.add_argument("--offline_defaults", action="store_true",
-                   help=f"the offline stand-ins: --models {OFFLINE_MODEL_ALIAS} unless --models is given, and the "
-                   "recipe's --offline_defaults (the bundled text unless --train_file / --dataset_name is given)")
-    p.add_argument("--optims", nargs="+", default=list(PAPER_OPTIMIZERS),
-                   choices=list(OPTIM_NAMES))
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help=f"hub ids or local folders (default: the paper's {len(PAPER_MODELS)}; "
+        f"with --offline_defaults: {OFFLINE_MODEL_ALIAS})",
+    )
+    p.add_argument(
+        "--offline_defaults",
+        action="store_true",
+        help=f"the offline stand-ins: --models {OFFLINE_MODEL_ALIAS} unless --models is given, and the "
+        "recipe's --offline_defaults (the bundled text unless --train_file / --dataset_name is given)",
+    )
+    p.add_argument("--optims", nargs="+", default=list(PAPER_OPTIMIZERS), choices=list(OPTIM_NAMES))
     p.add_argument("--epochs", nargs="+", type=int, default=list(PAPER_EPOCHS))
     p.add_argument("--learning_rates", nargs="+", type=float, default=list(PAPER_LRS))
     p.add_argument("--output_root", type=Path, default=Path("runs/sweep"))
-    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the cells and exit")
-    p.add_argument("--emit", choices=["local", "slurm"], default="local", help="run here, or write a SLURM script")
-    slurm.add_arguments(p.add_argument_group("SLURM (with --emit slurm; common/slurm.py)"), job_name="tam-mlm")
+    p.add_argument(
+        "--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the cells and exit"
+    )
+    p.add_argument(
+        "--emit", choices=["local", "slurm"], default="local", help="run here, or write a SLURM script"
+    )
+    slurm.add_arguments(
+        p.add_argument_group("SLURM (with --emit slurm; common/slurm.py)"), job_name="tam-mlm"
+    )
     p.add_argument("--launcher", choices=["accelerate", "python"], default="accelerate")
-    p.add_argument("--launch_args", default="", help='accelerate launch options, e.g. "--multi_gpu --num_processes 4"')
+    p.add_argument(
+        "--launch_args", default="", help='accelerate launch options, e.g. "--multi_gpu --num_processes 4"'
+    )
     p.add_argument("--in_process", action="store_true", help="local: call the recipe in this process")
     p.add_argument("--keep_going", action="store_true", help="local: continue after a failed run")
     p.add_argument("--collect", action="store_true", help="only rebuild OUTPUT_ROOT/manifest.json")
@@ -396,11 +450,20 @@ def validate(args, extra: list[str]) -> None:
         raise SystemExit(f"--epochs must be positive, got {args.epochs}")
     if any(not lr > 0 for lr in args.learning_rates):
         raise SystemExit(f"--learning_rates must all be positive, got {args.learning_rates}")
-    owned = {"--model_name_or_path", "--optim", "--optimizer", "--num_train_epochs", "--learning_rates", "--output_dir"}
+    owned = {
+        "--model_name_or_path",
+        "--optim",
+        "--optimizer",
+        "--num_train_epochs",
+        "--learning_rates",
+        "--output_dir",
+    }
     clash = sorted({a.split("=")[0] for a in extra} & owned)
     if clash:
-        raise SystemExit(f"{', '.join(clash)}: set by the sweep per run; use --models/--optims/--epochs/"
-                         "--learning_rates/--output_root instead")  # fmt: skip
+        raise SystemExit(
+            f"{', '.join(clash)}: set by the sweep per run; use --models/--optims/--epochs/"
+            "--learning_rates/--output_root instead"
+        )
     if args.emit == "slurm" and not args.slurm_out and not args.dry_run:
         raise SystemExit("--emit slurm needs --slurm_out FILE")
 
@@ -422,11 +485,20 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     if args.dry_run:
         print_cells(cells, extra, args.launcher, args.launch_args)
     elif args.emit == "slurm":
-        job = slurm_job(cells, extra, args.launcher, args.launch_args, args.output_root, args.slurm_job_name,
-                        slurm.directives_of(args))  # fmt: skip
+        job = slurm_job(
+            cells,
+            extra,
+            args.launcher,
+            args.launch_args,
+            args.output_root,
+            args.slurm_job_name,
+            slurm.directives_of(args),
+        )
         slurm.emit(args, job)
     else:
-        run_local(cells, extra, args.launcher, args.launch_args, args.output_root, args.in_process, args.keep_going)
+        run_local(
+            cells, extra, args.launcher, args.launch_args, args.output_root, args.in_process, args.keep_going
+        )
     return cells
 
 

@@ -41,11 +41,28 @@ DUMP_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz
 DEFAULT_OUT = Path(__file__).resolve().parent / "sample_data"
 # Sections WikiText-style text does without: lists of sources and links, no prose.
 DROP_SECTIONS = {
-    "references", "external links", "see also", "further reading", "notes", "bibliography",
-    "sources", "footnotes", "citations", "notes and references", "references and notes",
-    "works cited", "selected bibliography", "selected works", "works", "publications",
-    "discography", "filmography", "gallery", "primary sources", "secondary sources",
-}  # fmt: skip
+    "references",
+    "external links",
+    "see also",
+    "further reading",
+    "notes",
+    "bibliography",
+    "sources",
+    "footnotes",
+    "citations",
+    "notes and references",
+    "references and notes",
+    "works cited",
+    "selected bibliography",
+    "selected works",
+    "works",
+    "publications",
+    "discography",
+    "filmography",
+    "gallery",
+    "primary sources",
+    "secondary sources",
+}
 # Paragraphs shorter than this are leftovers (captions, stray cells), not prose.
 MIN_PARAGRAPH_WORDS = 5
 
@@ -60,15 +77,19 @@ _TAG = re.compile(r"</?[A-Za-z][^<>]*?/?>")
 _HEADING = re.compile(r"^(={2,6})\s*(.*?)\s*\1\s*$")
 _EXTERNAL = re.compile(r"\[(?:https?:)?//[^\s\]]+(?:\s+([^\]]*))?\]")
 _BARE_URL = re.compile(r"https?://\S+")
-_NON_ARTICLE_LINK = re.compile(r"^\s*:?\s*(file|image|media|category|wikt|wiktionary|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I)
+_NON_ARTICLE_LINK = re.compile(
+    r"^\s*:?\s*(file|image|media|category|wikt|wiktionary|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I
+)
 
 
 def find_dump() -> Path:
     """The dump excerpt inside the installed gensim package (found without importing gensim)."""
     spec = importlib.util.find_spec("gensim")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("gensim is not installed: `pip install gensim` (or `pip install -e \".[offline]\"`), "
-                         "or pass --dump PATH to the .xml.bz2 file")  # fmt: skip
+        raise SystemExit(
+            'gensim is not installed: `pip install gensim` (or `pip install -e ".[offline]"`), '
+            "or pass --dump PATH to the .xml.bz2 file"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "test" / "test_data" / DUMP_NAME
     if not path.is_file():
         raise SystemExit(f"{path} not found: this gensim wheel does not ship its test data; pass --dump PATH")
@@ -84,7 +105,9 @@ def pages(dump: Path) -> Iterator[tuple[str, str]]:
             ns = elem.tag[: -len("page")]
             title = elem.findtext(f"{ns}title") or ""
             text = elem.findtext(f"{ns}revision/{ns}text") or ""
-            is_redirect = elem.find(f"{ns}redirect") is not None or text.lstrip().lower().startswith("#redirect")
+            is_redirect = elem.find(f"{ns}redirect") is not None or text.lstrip().lower().startswith(
+                "#redirect"
+            )
             if elem.findtext(f"{ns}ns", "0") == "0" and not is_redirect and text.strip():
                 yield title, text
             elem.clear()
@@ -144,7 +167,13 @@ def _links(text: str) -> str:
         inner = text[start + 2 : j - 2]
         if not _NON_ARTICLE_LINK.match(inner):
             inner = _links(inner)  # a nested link inside shown text
-            shown = inner.split("|")[-1] if "|" in inner else inner.split("#")[0] if not inner.startswith("#") else inner[1:]
+            shown = (
+                inner.split("|")[-1]
+                if "|" in inner
+                else inner.split("#")[0]
+                if not inner.startswith("#")
+                else inner[1:]
+            )
             out.append(shown)
         i = j
 
@@ -177,7 +206,9 @@ def to_blocks(markup: str) -> list[tuple[int, str]]:
         if para:
             paragraph = clean_inline(" ".join(para))
             para.clear()
-            if len(paragraph.split()) >= MIN_PARAGRAPH_WORDS and not re.search(r"[\[\]{}|<>]|={2}", paragraph):
+            if len(paragraph.split()) >= MIN_PARAGRAPH_WORDS and not re.search(
+                r"[\[\]{}|<>]|={2}", paragraph
+            ):
                 blocks.append((0, paragraph))
 
     for line in text.split("\n"):
@@ -247,10 +278,17 @@ def split(dump: Path, valid_every: int) -> tuple[str, str, list[str], list[str]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recipes.wiki_sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--dump", type=Path, help="the .xml.bz2 dump (default: the one inside the installed gensim)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: recipes/sample_data)")
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.wiki_sample",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dump", type=Path, help="the .xml.bz2 dump (default: the one inside the installed gensim)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output folder (default: recipes/sample_data)"
+    )
     parser.add_argument("--valid_every", type=int, default=10, help="every N-th article goes to validation")
     args = parser.parse_args(argv)
     if args.valid_every < 2:
@@ -260,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--dump {dump}: no such file")
     train, valid, train_titles, valid_titles = split(dump, args.valid_every)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, text, titles in (("wiki.train.raw", train, train_titles), ("wiki.valid.raw", valid, valid_titles)):
+    for name, text, titles in (
+        ("wiki.train.raw", train, train_titles),
+        ("wiki.valid.raw", valid, valid_titles),
+    ):
         path = args.out / name
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 for _name, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
 sys.path.insert(0, str(Path(__file__).parent))

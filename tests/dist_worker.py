@@ -37,16 +37,20 @@ def make_model() -> Tiny:
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(1)
-    return [(torch.randint(2, VOCAB, (4, 5), generator=gen),  # rows 0, 1: zero gradient
-             torch.randn(4, 5, OUT, generator=gen)) for _ in range(STEPS)]
+    return [
+        (
+            torch.randint(2, VOCAB, (4, 5), generator=gen),  # rows 0, 1: zero gradient
+            torch.randn(4, 5, OUT, generator=gen),
+        )
+        for _ in range(STEPS)
+    ]
 
 
 def param_groups(model: nn.Module, coupled: bool) -> list[dict]:
     """Embedding in its own group (coupled if asked, wd 0.01); the rest with wd 0.1."""
     emb = [p for n, p in model.named_parameters() if "emb" in n]
     rest = [p for n, p in model.named_parameters() if "emb" not in n]
-    return [{"params": emb, "coupled": coupled, "weight_decay": 0.01},
-            {"params": rest, "weight_decay": 0.1}]
+    return [{"params": emb, "coupled": coupled, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.1}]
 
 
 def make_optimizer(model: nn.Module, case: dict):
@@ -56,8 +60,14 @@ def make_optimizer(model: nn.Module, case: dict):
     if case.get("optim") == "coupled_adamw":
         return adatamw.CoupledAdamW(groups, lr=1e-2, foreach=case.get("foreach"))
     extra = {"fused": True} if case.get("fused") else {}
-    return adatamw.AdaTAMW(groups, lr=1e-2, cosine_scope=case["scope"], momentum=case["momentum"],
-                           foreach=case.get("foreach"), **extra)
+    return adatamw.AdaTAMW(
+        groups,
+        lr=1e-2,
+        cosine_scope=case["scope"],
+        momentum=case["momentum"],
+        foreach=case.get("foreach"),
+        **extra,
+    )
 
 
 def train(model: nn.Module, opt) -> None:
@@ -79,8 +89,9 @@ def _full_params_fsdp1(model) -> dict[str, torch.Tensor]:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     with FSDP.summon_full_params(model):
-        return {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone()
-                for n, p in model.named_parameters()}
+        return {
+            n.replace("_fsdp_wrapped_module.", ""): p.detach().clone() for n, p in model.named_parameters()
+        }
 
 
 def sharded_run(case: dict) -> dict[str, torch.Tensor]:
@@ -97,9 +108,13 @@ def sharded_run(case: dict) -> dict[str, torch.Tensor]:
         # its own (equal) DeviceMesh object; hsdp: replicated over the ranks, "sharded" over a
         # mesh dim of size 1 (nothing to reduce)
         world = dist.get_world_size()
-        mesh = (init_device_mesh("cpu", (world,)) if kind == "fsdp2" else
-                init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
-                if kind == "hsdp" else None)
+        mesh = (
+            init_device_mesh("cpu", (world,))
+            if kind == "fsdp2"
+            else init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
+            if kind == "hsdp"
+            else None
+        )
         fully_shard(model.lin1, mesh=mesh)
         fully_shard(model.lin2, mesh=mesh)
         fully_shard(model, mesh=mesh)
@@ -141,15 +156,22 @@ def _no_reduction(monkey: bool):
 
     if not monkey:
         return lambda: None
-    saved = (tad.DTensorSharding.reduce_partials, tad.DTensorSharding.row_mean,
-             tad.FlatShardSharding.reduce_partials)
+    saved = (
+        tad.DTensorSharding.reduce_partials,
+        tad.DTensorSharding.row_mean,
+        tad.FlatShardSharding.reduce_partials,
+    )
     tad.DTensorSharding.reduce_partials = lambda self, sums, sources, scope: sums
     tad.DTensorSharding.row_mean = lambda self, source: None
     tad.FlatShardSharding.reduce_partials = lambda self, sums, sources, scope: sums
 
     def restore() -> None:
-        (tad.DTensorSharding.reduce_partials, tad.DTensorSharding.row_mean,
-         tad.FlatShardSharding.reduce_partials) = saved
+        (
+            tad.DTensorSharding.reduce_partials,
+            tad.DTensorSharding.row_mean,
+            tad.FlatShardSharding.reduce_partials,
+        ) = saved
+
     return restore
 
 
@@ -161,10 +183,11 @@ def time_reduction(repeats: int = 20) -> dict:
     ``allreduce_s``: one all_reduce of the [N, 3] partial sums alone, after a barrier;
     ``allreduce_numels``: the size of each all_reduce one step makes.
     """
-    import adatamw
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
+
+    import adatamw
 
     torch.manual_seed(0)
     layers = [nn.Linear(256, 256) for _ in range(8)]
@@ -205,9 +228,15 @@ def time_reduction(repeats: int = 20) -> dict:
     for _ in range(repeats):
         dist.all_reduce(sums)
     allreduce = (time.perf_counter() - t0) / repeats
-    return {"params": sum(p.numel() for p in params), "tensors": len(params), "step_s": step,
-            "step_unreduced_s": unreduced, "allreduce_s": allreduce,
-            "allreduce_numels": calls, "embedding_dim": params[0].shape[1]}
+    return {
+        "params": sum(p.numel() for p in params),
+        "tensors": len(params),
+        "step_s": step,
+        "step_unreduced_s": unreduced,
+        "allreduce_s": allreduce,
+        "allreduce_numels": calls,
+        "embedding_dim": params[0].shape[1],
+    }
 
 
 def free_port() -> int:
@@ -225,9 +254,9 @@ def spawn(fn, *args, nprocs: int = 2) -> None:
 
     for attempt in range(2):
         try:
-            torch.multiprocessing.start_processes(fn, args=(nprocs, free_port(), *args),
-                                                  nprocs=nprocs, join=True,
-                                                  start_method="spawn")
+            torch.multiprocessing.start_processes(
+                fn, args=(nprocs, free_port(), *args), nprocs=nprocs, join=True, start_method="spawn"
+            )
             return
         except ProcessException:
             if attempt:
@@ -245,8 +274,7 @@ def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) 
         try:
             results[case["name"]] = run_one(case)
         except errors as err:
-            results[case["name"]] = {"error": f"{type(err).__name__}: {err}",
-                                     "trace": traceback.format_exc()}
+            results[case["name"]] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()}
         finally:
             if restore is not None:
                 restore()
@@ -257,13 +285,14 @@ def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
     results = {}
     try:
         results = run_cases(
-            cases, lambda case: time_reduction() if case.get("measure") else sharded_run(case),
-            switch_off=lambda case: _no_reduction(case.get("no_reduction", False)))
+            cases,
+            lambda case: time_reduction() if case.get("measure") else sharded_run(case),
+            switch_off=lambda case: _no_reduction(case.get("no_reduction", False)),
+        )
     finally:
         if rank == 0:
             torch.save(results, out)

@@ -34,8 +34,11 @@ class FixedTokens(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(SEQ, dtype=torch.long),
-                "labels": self.ids[i]}
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones(SEQ, dtype=torch.long),
+            "labels": self.ids[i],
+        }
 
 
 def run(model_dir: str, out: str, name: str, ds_config, resume_from=None) -> None:
@@ -45,14 +48,30 @@ def run(model_dir: str, out: str, name: str, ds_config, resume_from=None) -> Non
     model = AutoModelForMaskedLM.from_pretrained(model_dir)  # before TrainingArguments: no zero.Init
     args = TrainingArguments(
         output_dir=os.path.join(out, name),
-        per_device_train_batch_size=BATCH, max_steps=STEPS, learning_rate=3e-3, weight_decay=0.01,
-        save_strategy="steps", save_steps=SAVE_EVERY, logging_steps=SAVE_EVERY, report_to="none",
-        disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0, deepspeed=ds_config)
+        per_device_train_batch_size=BATCH,
+        max_steps=STEPS,
+        learning_rate=3e-3,
+        weight_decay=0.01,
+        save_strategy="steps",
+        save_steps=SAVE_EVERY,
+        logging_steps=SAVE_EVERY,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        deepspeed=ds_config,
+    )
     trainer = Trainer(
-        model=model, args=args, train_dataset=FixedTokens(model.config.vocab_size),
-        optimizer_cls_and_kwargs=(OPTIMIZERS[os.environ.get("DS_TEST_OPTIM", "adatamw")],
-                                  {"lr": 3e-3, "weight_decay": 0.01}),
-        callbacks=[zero_aware_callback()])
+        model=model,
+        args=args,
+        train_dataset=FixedTokens(model.config.vocab_size),
+        optimizer_cls_and_kwargs=(
+            OPTIMIZERS[os.environ.get("DS_TEST_OPTIM", "adatamw")],
+            {"lr": 3e-3, "weight_decay": 0.01},
+        ),
+        callbacks=[zero_aware_callback()],
+    )
     resume = os.path.join(out, resume_from, f"checkpoint-{SAVE_EVERY}") if resume_from else None
     trainer.train(resume_from_checkpoint=resume)
     inner = trainer.optimizer
@@ -65,18 +84,28 @@ def run(model_dir: str, out: str, name: str, ds_config, resume_from=None) -> Non
     with deepspeed.zero.GatheredParameters(list(trainer.model.parameters())):  # ZeRO-3
         params = {n: p.detach().float().clone() for n, p in trainer.model.named_parameters()}
     if dist.get_rank() == 0:
-        torch.save({"params": params, "s": gathered, "step": trainer.state.global_step,
-                    "sharding": type(getattr(inner, "sharding", None)).__name__},
-                   os.path.join(out, f"{name}.pt"))
+        torch.save(
+            {
+                "params": params,
+                "s": gathered,
+                "step": trainer.state.global_step,
+                "sharding": type(getattr(inner, "sharding", None)).__name__,
+            },
+            os.path.join(out, f"{name}.pt"),
+        )
 
 
 def main(model_dir: str, out: str, zero2: str, zero3: str) -> None:
     from accelerate.state import AcceleratorState, GradientState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    for name, config, resume_from in (("zero2", zero2, None), ("zero2-resumed", zero2, "zero2"),
-                                      ("zero3", zero3, None), ("zero3-resumed", zero3, "zero3"),
-                                      ("ddp", None, None)):
+    for name, config, resume_from in (
+        ("zero2", zero2, None),
+        ("zero2-resumed", zero2, "zero2"),
+        ("zero3", zero3, None),
+        ("zero3-resumed", zero3, "zero3"),
+        ("ddp", None, None),
+    ):
         run(model_dir, out, name, config, resume_from)
         # TrainingArguments(deepspeed=...) leaves DeepSpeed switched on for the process: off
         # before the next run (another config, or the plain data-parallel reference)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 
+import dist_worker as D
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-
-import dist_worker as D
 
 STEPS = 5
 WORLD = 2
@@ -25,16 +24,23 @@ TORQUE_KEY = "torque_s"
 def batches(rank: int, steps: int = STEPS, accumulation: int = 1) -> list[list[tuple]]:
     """Per optimizer step, the micro-batches of ``rank`` (different on every rank)."""
     gen = torch.Generator().manual_seed(100 + rank)
-    return [[(torch.randint(2, D.VOCAB, (4, 5), generator=gen),
-              torch.randn(4, 5, D.OUT, generator=gen)) for _ in range(accumulation)]
-            for _ in range(steps)]
+    return [
+        [
+            (torch.randint(2, D.VOCAB, (4, 5), generator=gen), torch.randn(4, 5, D.OUT, generator=gen))
+            for _ in range(accumulation)
+        ]
+        for _ in range(steps)
+    ]
 
 
 def make_optimizer(model: nn.Module, case: dict):
     import adatamw
 
-    groups = (list(model.parameters()) if case.get("one_group")
-              else D.param_groups(model, case.get("coupled", False)))
+    groups = (
+        list(model.parameters())
+        if case.get("one_group")
+        else D.param_groups(model, case.get("coupled", False))
+    )
     scope = case.get("scope", "global")
     if case["optim"] == "coupled_adamw":  # no coupled group: AdamW, nothing to reduce
         return adatamw.CoupledAdamW(groups, lr=1e-2)
@@ -72,12 +78,15 @@ def reference(case: dict) -> dict[str, torch.Tensor]:
 
 
 def ds_config(case: dict) -> dict:
-    cfg = {"train_micro_batch_size_per_gpu": 4,
-           "gradient_accumulation_steps": case.get("accumulation", 1),
-           "gradient_clipping": case.get("clip", 0.0),
-           "zero_optimization": {"stage": case.get("stage", 2), **case.get("zero", {})},
-           "zero_allow_untested_optimizer": True,
-           "steps_per_print": 10 ** 6, "wall_clock_breakdown": False}
+    cfg = {
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": case.get("accumulation", 1),
+        "gradient_clipping": case.get("clip", 0.0),
+        "zero_optimization": {"stage": case.get("stage", 2), **case.get("zero", {})},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**6,
+        "wall_clock_breakdown": False,
+    }
     if case.get("offload"):  # a client optimizer on the offloaded fp32 partitions
         cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
         cfg["zero_force_ds_cpu_optimizer"] = False
@@ -166,8 +175,13 @@ def ds_run(case: dict, rank: int) -> dict:
         stats = opt.torque_stats()
     except Exception as err:
         stats = {"error": f"{type(err).__name__}: {err}"}
-    return {"params": params, "s": s, "steps": steps, "torque_stats": stats,
-            "skipped": int(getattr(engine, "skipped_steps", 0))}
+    return {
+        "params": params,
+        "s": s,
+        "steps": steps,
+        "torque_stats": stats,
+        "skipped": int(getattr(engine, "skipped_steps", 0)),
+    }
 
 
 def _switch_off(case: dict):
@@ -183,13 +197,20 @@ def _switch_off(case: dict):
 
     def restore() -> None:
         Z.ZeroSharding.reduce_partials, Z._step_all_groups_at_once = saved
+
     return restore
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      DS_ACCELERATOR="cpu")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        DS_ACCELERATOR="cpu",
+    )
     torch.set_num_threads(1)
     import deepspeed
 

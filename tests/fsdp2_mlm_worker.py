@@ -26,10 +26,9 @@ from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
+import dist_worker as D
 import torch
 import torch.distributed as dist
-
-import dist_worker as D
 
 STEPS, BATCH, SEQ = 4, 4, 12
 FAMILIES = ("bert", "roberta", "deberta", "deberta-v2")
@@ -43,9 +42,8 @@ SOFTMAX_INVARIANT = ("attention.self.key.bias", "attention.self.pos_key_proj.bia
 
 @cache
 def _tokenizer():
-    from transformers import AutoTokenizer
-
     import tiny_models
+    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_models.minilm_tokenizer_path())
 
@@ -110,11 +108,18 @@ def accelerator_view(plugin) -> SimpleNamespace:
     CPU accelerate itself never selects FSDP (it picks MULTI_CPU, see recipes/launch_checks.py), so
     the Accelerator is reduced to these attributes; the functions called are accelerate's own."""
     rank = dist.get_rank()
-    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None,
-                           parallelism_config=None, mixed_precision="no", device=torch.device("cpu"),
-                           is_main_process=rank == 0, process_index=rank,
-                           num_processes=dist.get_world_size(), is_fsdp2=True,
-                           wait_for_everyone=dist.barrier)
+    return SimpleNamespace(
+        state=SimpleNamespace(fsdp_plugin=plugin),
+        torch_device_mesh=None,
+        parallelism_config=None,
+        mixed_precision="no",
+        device=torch.device("cpu"),
+        is_main_process=rank == 0,
+        process_index=rank,
+        num_processes=dist.get_world_size(),
+        is_fsdp2=True,
+        wait_for_everyone=dist.barrier,
+    )
 
 
 def accelerate_fsdp2(model, env: dict[str, str], prepare: bool):
@@ -162,8 +167,11 @@ def run_case(case: dict, env: dict[str, str], root: Path) -> dict:
     model = accelerate_fsdp2(model, {**env, **case.get("env", {})}, prepare=case["layout"] == "fsdp2")
     losses = train(model, make_optimizer(model, case))
     save_full(model, root / case["name"])
-    return {"params": all_params(model), "losses": losses,
-            "meshes": len({p.device_mesh for p in model.parameters()})}
+    return {
+        "params": all_params(model),
+        "losses": losses,
+        "meshes": len({p.device_mesh for p in model.parameters()}),
+    }
 
 
 def one_process(case: dict) -> dict:
@@ -172,15 +180,20 @@ def one_process(case: dict) -> dict:
     return {"params": all_params(model), "losses": losses}
 
 
-def worker(rank: int, world: int, port: int, cases: list[dict], env: dict[str, str], root: str,
-           out: str) -> None:
+def worker(
+    rank: int, world: int, port: int, cases: list[dict], env: dict[str, str], root: str, out: str
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=300))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300))
     # what a launcher exports; accelerate's state (MULTI_CPU here) is needed by its logging
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+    )
     from accelerate import PartialState
 
     PartialState(cpu=True)
@@ -222,9 +235,16 @@ def force_fsdp_on_cpu() -> None:
 def recipe_worker(rank: int, world: int, port: int, env: dict[str, str], argv: list[str]) -> None:
     """``recipes/mlm_finetune.py`` as ``accelerate launch`` starts it on each rank, with the
     launcher's environment ``env`` (FSDP2 from fsdp.yaml, forced on CPU; empty: DDP)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      OMP_NUM_THREADS="1", **env)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+        **env,
+    )
     torch.set_num_threads(1)
     if env:
         force_fsdp_on_cpu()

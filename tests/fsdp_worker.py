@@ -31,12 +31,11 @@ import datetime
 import os
 from pathlib import Path
 
+import dist_worker as D
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
-
-import dist_worker as D
 from fsdp2_mlm_worker import accelerator_view
+from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
 STEPS, FIRST = 6, 3
 VOCAB, SEQ, BATCH = 37, 6, 4
@@ -61,9 +60,16 @@ def make_model(case: dict):
         return D.make_model()
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=12, max_position_embeddings=16,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=12,
+        max_position_embeddings=16,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = BertForMaskedLM(config)
     for layer in model.bert.encoder.layer:
         # softmax is invariant to the key bias: its gradient is 0 up to rounding, and Adam's
@@ -105,9 +111,9 @@ def make_optimizer(model, case: dict):
         groups = D.param_groups(model, coupled=False)
     optim, scope = case["optim"], case.get("scope", "global")
     if optim == "torch_adamw":  # the control: torch's own optimizer through the same harness
-        return torch.optim.AdamW([{k: v for k, v in g.items() if k not in ("coupled",
-                                                                            "coupled_scale")}
-                                  for g in groups], lr=1e-2)
+        return torch.optim.AdamW(
+            [{k: v for k, v in g.items() if k not in ("coupled", "coupled_scale")} for g in groups], lr=1e-2
+        )
     if optim == "coupled_adamw":
         return adatamw.CoupledAdamW(groups, lr=1e-2)
     if optim == "tam":
@@ -146,9 +152,12 @@ def _accelerate(case: dict):
 
     full = case["state_dict"] == "accelerate-full"
     plugin = FullyShardedDataParallelPlugin(
-        fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=WRAP_CLASSES, reshard_after_forward=True,
-        state_dict_type="FULL_STATE_DICT" if full else "SHARDED_STATE_DICT")
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=WRAP_CLASSES,
+        reshard_after_forward=True,
+        state_dict_type="FULL_STATE_DICT" if full else "SHARDED_STATE_DICT",
+    )
     return plugin, accelerator_view(plugin)
 
 
@@ -179,8 +188,9 @@ def build(case: dict):
         fully_shard(model)
         return model, make_optimizer(model, case)
     if kind == "fsdp1":
-        import adatamw.distributed as tad
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        import adatamw.distributed as tad
 
         wrapped = FSDP(model, use_orig_params=True, device_id=torch.device("cpu"))
         opt = tad.shard_aware(make_optimizer(wrapped.module, case), model=wrapped)
@@ -198,14 +208,17 @@ def full_params(model, case: dict) -> dict[str, torch.Tensor]:
     under the head's name, which ``named_parameters`` gives the tied bias)."""
     kind = case["sharding"]
     if kind.startswith("fsdp2"):
-        return {PREPARED_NAMES.get(n, n): p.full_tensor().detach().clone()
-                for n, p in model.named_parameters()}
+        return {
+            PREPARED_NAMES.get(n, n): p.full_tensor().detach().clone() for n, p in model.named_parameters()
+        }
     if kind == "fsdp1":
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         with FSDP.summon_full_params(model):
-            return {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone()
-                    for n, p in model.named_parameters()}
+            return {
+                n.replace("_fsdp_wrapped_module.", ""): p.detach().clone()
+                for n, p in model.named_parameters()
+            }
     return {n.replace("module.", "", 1): p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -221,8 +234,9 @@ def _options(case: dict, loading: bool):
 
     if case["state_dict"] == "full":
         rank0 = _rank0_only(case)
-        return StateDictOptions(full_state_dict=True, cpu_offload=rank0,
-                                broadcast_from_rank0=loading and rank0)
+        return StateDictOptions(
+            full_state_dict=True, cpu_offload=rank0, broadcast_from_rank0=loading and rank0
+        )
     return StateDictOptions()
 
 
@@ -248,10 +262,12 @@ def save(model, opt, case: dict, folder: Path) -> None:
 def load(model, opt, case: dict, folder: Path) -> None:
     """The saved state into ``model`` and ``opt`` (``None``: the model only)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
-                                                          get_optimizer_state_dict,
-                                                          set_model_state_dict,
-                                                          set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     if case["state_dict"].startswith("accelerate"):
         from accelerate.utils.fsdp_utils import load_fsdp_model, load_fsdp_optimizer
@@ -286,13 +302,16 @@ def mesh_objects(model) -> dict:
 
 def different_meshes() -> str:
     """Two layers on meshes that really differ (dim names): the optimizer must refuse."""
-    import adatamw
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    import adatamw
+
     model = make_model({"sharding": "fsdp2"})
-    fully_shard(model.bert.encoder.layer[0],
-                mesh=init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("fsdp",)))
+    fully_shard(
+        model.bert.encoder.layer[0],
+        mesh=init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("fsdp",)),
+    )
     fully_shard(model)
     opt = adatamw.AdaTAMW(model.parameters(), lr=1e-2)
     try:
@@ -334,22 +353,26 @@ def run_case(phase: str, case: dict, root: Path) -> dict:
     return {"resumed": full_params(model, case)}
 
 
-def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root: str,
-           out: str) -> None:
+def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
     # what a launcher exports; accelerate's state (MULTI_CPU here) is needed by its logging
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+    )
     from accelerate import PartialState
 
     PartialState(cpu=True)
     results: dict = {}
     try:
-        results = D.run_cases(cases, lambda case: run_case(phase, case, Path(root)),
-                              errors=(Exception, CheckpointException))
+        results = D.run_cases(
+            cases, lambda case: run_case(phase, case, Path(root)), errors=(Exception, CheckpointException)
+        )
         if phase == "first":
             results["different-meshes"] = different_meshes()
             results["fsdp-launch-check"] = fsdp_launch_check(rank, world, root)

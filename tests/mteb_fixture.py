@@ -93,8 +93,12 @@ def _sts(seed: int = 0, lang: str | None = None) -> Configs:
 def _classification(seed: int = 1, config: str = "default") -> Configs:
     train, train_labels = _topic_texts(10, seed)
     test, test_labels = _topic_texts(6, seed + 100)
-    return {config: {"train": {"text": train, "label": train_labels},
-                        "test": {"text": test, "label": test_labels}}}
+    return {
+        config: {
+            "train": {"text": train, "label": train_labels},
+            "test": {"text": test, "label": test_labels},
+        }
+    }
 
 
 def _clustering(seed: int = 2) -> Configs:
@@ -149,8 +153,11 @@ def _retrieval(seed: int = 4, *, top_ranked: bool = False, split: str = "test") 
                 others = [d for d in docs if d not in by_topic[topic]]
                 ranked["query-id"].append(qid)
                 ranked["corpus-ids"].append(by_topic[topic][:4] + rng.sample(others, 4))
-    configs: Configs = {"corpus": {"corpus": corpus}, "queries": {"queries": queries},
-                        "default": {split: qrels}}
+    configs: Configs = {
+        "corpus": {"corpus": corpus},
+        "queries": {"queries": queries},
+        "default": {split: qrels},
+    }
     if top_ranked:
         configs["top_ranked"] = {split: ranked}
     return configs
@@ -166,8 +173,10 @@ def _summarization(seed: int = 5) -> Configs:
         rows["human_summaries"].append(_sentences(topic, 2, rng))
         machine = _sentences(topic, 3, rng) + _sentences(other, 3, rng)
         rows["machine_summaries"].append(machine)
-        rows["relevance"].append([round(rng.uniform(3.5, 5.0), 2) for _ in range(3)]
-                                 + [round(rng.uniform(1.0, 2.5), 2) for _ in range(3)])
+        rows["relevance"].append(
+            [round(rng.uniform(3.5, 5.0), 2) for _ in range(3)]
+            + [round(rng.uniform(1.0, 2.5), 2) for _ in range(3)]
+        )
     return {"default": {"test": rows}}
 
 
@@ -195,8 +204,15 @@ V2_ONLY_TASKS = ("FEVERHardNegatives", "SummEvalSummarization.v2")
 # The tasks of the standard suite (MTEB(eng, v1) has the CQADupstack aggregate instead).
 STANDARD_TASKS = tuple(t for t in REAL_TASKS if t != "CQADupstackTexRetrieval" and t not in V2_ONLY_TASKS)
 # The fixture's tasks that MTEB(eng, v2) has (checked against mteb in tests/test_mteb_real.py).
-V2_TASKS = ("STSBenchmark", "STS17", "Banking77Classification", "AmazonCounterfactualClassification",
-            "SprintDuplicateQuestions", "AskUbuntuDupQuestions", *V2_ONLY_TASKS)
+V2_TASKS = (
+    "STSBenchmark",
+    "STS17",
+    "Banking77Classification",
+    "AmazonCounterfactualClassification",
+    "SprintDuplicateQuestions",
+    "AskUbuntuDupQuestions",
+    *V2_ONLY_TASKS,
+)
 
 
 def task_dataset(name: str) -> tuple[str, str]:
@@ -215,8 +231,9 @@ def cache_folder(cache_dir: Path, repo_id: str) -> Path:
     return Path(cache_dir) / f"{org}___{camelcase_to_snakecase(name)}"
 
 
-def write_config(cache_dir: Path, repo_id: str, config: str, revision: str,
-                 splits: Mapping[str, Columns]) -> Path:
+def write_config(
+    cache_dir: Path, repo_id: str, config: str, revision: str, splits: Mapping[str, Columns]
+) -> Path:
     """Write one config of ``repo_id`` at ``revision`` as ``load_dataset`` would have cached it."""
     from datasets import Dataset, DatasetInfo, SplitDict, SplitInfo
     from datasets.arrow_writer import ArrowWriter
@@ -233,14 +250,22 @@ def write_config(cache_dir: Path, repo_id: str, config: str, revision: str,
         with ArrowWriter(path=str(folder / f"{dataset_name}-{split}.arrow"), features=features) as writer:
             writer.write_table(table.data.table)
             n_rows, n_bytes = writer.finalize()
-        split_dict.add(SplitInfo(name=split, num_bytes=n_bytes, num_examples=n_rows, dataset_name=dataset_name))
-    DatasetInfo(features=features, splits=split_dict, config_name=config, dataset_name=dataset_name,
-                version="0.0.0").write_to_directory(str(folder))
+        split_dict.add(
+            SplitInfo(name=split, num_bytes=n_bytes, num_examples=n_rows, dataset_name=dataset_name)
+        )
+    DatasetInfo(
+        features=features, splits=split_dict, config_name=config, dataset_name=dataset_name, version="0.0.0"
+    ).write_to_directory(str(folder))
     return folder
 
 
-def write_offline_cache(cache_dir: str | Path, tasks: Iterable[str] = REAL_TASKS, *,
-                        revision: str | None = None, skip_configs: Iterable[str] = ()) -> Path:
+def write_offline_cache(
+    cache_dir: str | Path,
+    tasks: Iterable[str] = REAL_TASKS,
+    *,
+    revision: str | None = None,
+    skip_configs: Iterable[str] = (),
+) -> Path:
     """Write every config of ``tasks`` into the datasets cache ``cache_dir``; return it.
 
     ``revision`` replaces the tasks' own revision (to test the revision guard);

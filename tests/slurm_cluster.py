@@ -34,7 +34,9 @@ PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "slurmctld", "slurmd", "m
 
 def unavailable() -> str | None:
     """Why a cluster cannot be started here, or None."""
-    missing = [p for p in PROGRAMS if shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
+    missing = [
+        p for p in PROGRAMS if shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
+    ]
     if missing:
         return f"no {', '.join(missing)} on this machine"
     if os.geteuid() != 0:
@@ -97,12 +99,22 @@ class Cluster:
             (self.root / sub).mkdir()
         (self.root / "munge").chmod(0o700)
         key = self.root / "munge" / "munge.key"
-        subprocess.run([_sbin("mungekey"), "--create", "--keyfile", str(key)], check=True, capture_output=True)
+        subprocess.run(
+            [_sbin("mungekey"), "--create", "--keyfile", str(key)], check=True, capture_output=True
+        )
         self.socket = self.root / "socket" / "munge.socket"
-        self._daemon("munged", [_sbin("munged"), "--foreground", f"--key-file={key}", f"--socket={self.socket}",
-                                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                                f"--log-file={self.root / 'log' / 'munged.log'}",
-                                f"--seed-file={self.root / 'munge' / 'munged.seed'}"])  # fmt: skip
+        self._daemon(
+            "munged",
+            [
+                _sbin("munged"),
+                "--foreground",
+                f"--key-file={key}",
+                f"--socket={self.socket}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            ],
+        )
         self._wait(lambda: self.socket.exists(), 30, "munged did not create its socket")
         self.write_config(self.max_array_size)
         self._daemon("slurmctld", [_sbin("slurmctld"), "-D", "-f", str(self.conf)])
@@ -182,15 +194,32 @@ class Cluster:
 
     # ---- commands ---------------------------------------------------------------------
 
-    def run(self, argv: list[str], *, env: dict | None = None, timeout: float = 60, check: bool = True,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-        proc = subprocess.run(argv, env={**(env or self.env), "SLURM_CONF": str(self.conf)}, capture_output=True,
-                              text=True, timeout=timeout, cwd=cwd)  # fmt: skip
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict | None = None,
+        timeout: float = 60,
+        check: bool = True,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            argv,
+            env={**(env or self.env), "SLURM_CONF": str(self.conf)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
         if check and proc.returncode != 0:
-            raise ClusterError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n{self.logs()}")
+            raise ClusterError(
+                f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n{self.logs()}"
+            )
         return proc
 
-    def sbatch(self, *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60) -> int:
+    def sbatch(
+        self, *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60
+    ) -> int:
         """Submit; the job id."""
         proc = self.run(["sbatch", "--parsable", *args], env=env, cwd=cwd, timeout=timeout)
         return int(proc.stdout.strip().split(";")[0])
@@ -212,9 +241,13 @@ class Cluster:
 
     def wait(self, job_id: int, timeout: float) -> dict[str, str]:
         """Wait until no task of ``job_id`` is pending or running (bounded); their final states."""
+
         def done():
             states = self.job_states(job_id)
-            return states and not any(s in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states.values())
+            return states and not any(
+                s in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states.values()
+            )
+
         self._wait(done, timeout, f"job {job_id} did not finish")
         return self.job_states(job_id)
 
@@ -225,7 +258,9 @@ class Cluster:
     def logs(self) -> str:
         parts = []
         for path in sorted((self.root / "log").glob("*")):
-            parts.append(f"--- {path.name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+            parts.append(
+                f"--- {path.name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+            )
         for name, proc in self.daemons.items():
             if proc.poll() is not None:
                 parts.append(f"--- {name} exited {proc.returncode}")
@@ -235,8 +270,9 @@ class Cluster:
 
     def _daemon(self, name: str, argv: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "w")
-        self.daemons[name] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True)  # fmt: skip
+        self.daemons[name] = subprocess.Popen(
+            argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
 
     def _node_idle(self) -> bool:

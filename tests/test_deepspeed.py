@@ -39,37 +39,37 @@ def _case(name: str, **kw) -> dict:
     return dict(name=name, **kw)
 
 
-EXACT = ([_case(f"{o}-zero{st}", optim=o, stage=st) for o in OPTIMS for st in (1, 2)]
-         + [_case("adatamw-zero2-ema", optim="adatamw", momentum="ema"),
-            _case("adatamw-zero2-clip-accumulation", optim="adatamw", clip=0.05,
-                  accumulation=2),
-            _case("adatamw-zero1-one-group-detected", optim="adatamw", stage=1, one_group=True,
-                  zero_aware=False),
-            _case("coupled_adamw-zero2", optim="coupled_adamw"),
-            _case("adatamw-zero2-offload-optimizer", optim="adatamw", offload=True),
-            _case("adatamw-zero1-offload-optimizer-clip", optim="adatamw", stage=1, offload=True,
-                  clip=0.05)]
-         # ZeRO-3: 4 sub-groups (sub_group_size 10), parameters partitioned outside forward
-         + [_case(f"{o}-zero3", optim=o, stage=3, zero=ZERO3_SMALL) for o in OPTIMS]
-         # the padding of ZeRO-3's pieces filled with 7 (uninitialised memory): zeroed, exact
-         + [_case("tam-zero3-dirty-padding", optim="tam", stage=3, zero=ZERO3_SMALL,
-                  dirty_padding=True)])
-RESUMED = ([_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS]
-           + [_case("adatamw-zero3-resumed", optim="adatamw", stage=3, zero=ZERO3_SMALL,
-                    resume=True)])
+EXACT = (
+    [_case(f"{o}-zero{st}", optim=o, stage=st) for o in OPTIMS for st in (1, 2)]
+    + [
+        _case("adatamw-zero2-ema", optim="adatamw", momentum="ema"),
+        _case("adatamw-zero2-clip-accumulation", optim="adatamw", clip=0.05, accumulation=2),
+        _case("adatamw-zero1-one-group-detected", optim="adatamw", stage=1, one_group=True, zero_aware=False),
+        _case("coupled_adamw-zero2", optim="coupled_adamw"),
+        _case("adatamw-zero2-offload-optimizer", optim="adatamw", offload=True),
+        _case("adatamw-zero1-offload-optimizer-clip", optim="adatamw", stage=1, offload=True, clip=0.05),
+    ]
+    # ZeRO-3: 4 sub-groups (sub_group_size 10), parameters partitioned outside forward
+    + [_case(f"{o}-zero3", optim=o, stage=3, zero=ZERO3_SMALL) for o in OPTIMS]
+    # the padding of ZeRO-3's pieces filled with 7 (uninitialised memory): zeroed, exact
+    + [_case("tam-zero3-dirty-padding", optim="tam", stage=3, zero=ZERO3_SMALL, dirty_padding=True)]
+)
+RESUMED = [_case(f"{o}-zero2-resumed", optim=o, resume=True) for o in OPTIMS] + [
+    _case("adatamw-zero3-resumed", optim="adatamw", stage=3, zero=ZERO3_SMALL, resume=True)
+]
 OVERFLOW = _case("adatamw-zero2-overflow-skipped", optim="adatamw", overflow_at=2)
-BF16 = [_case("adatamw-zero2-bf16", optim="adatamw", bf16=True),
-        _case("adatamw-zero3-bf16", optim="adatamw", stage=3, zero=ZERO3_SMALL, bf16=True)]
-ZERO_INIT = _case("adatamw-zero3-zero-init", optim="adatamw", stage=3, zero=ZERO3_SMALL,
-                  zero_init=True)
+BF16 = [
+    _case("adatamw-zero2-bf16", optim="adatamw", bf16=True),
+    _case("adatamw-zero3-bf16", optim="adatamw", stage=3, zero=ZERO3_SMALL, bf16=True),
+]
+ZERO_INIT = _case("adatamw-zero3-zero-init", optim="adatamw", stage=3, zero=ZERO3_SMALL, zero_init=True)
 UNREDUCED = _case("adatamw-zero2-unreduced", optim="adatamw", no_reduction=True)
 UNDEFERRED = _case("adatamw-zero2-one-step-per-group", optim="adatamw", no_deferral=True)
 REFUSED = {
     "tensor-scope": _case("refused-tensor-scope", optim="adatamw", scope="tensor"),
     "coupled": _case("refused-coupled", optim="adatamw", coupled=True),
     "zero3-offload": _case("refused-zero3-offload", optim="adatamw", stage=3, offload=True),
-    "undeclared-groups": _case("refused-two-groups-without-zero-aware", optim="adatamw",
-                               zero_aware=False),
+    "undeclared-groups": _case("refused-two-groups-without-zero-aware", optim="adatamw", zero_aware=False),
 }
 
 
@@ -83,12 +83,21 @@ def _free_port() -> int:
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deepspeed")
     out = str(tmp / "results.pt")
-    cases = (EXACT + [dict(c, ckpt_dir=str(tmp / c["name"])) for c in RESUMED]
-             + [OVERFLOW, *BF16, ZERO_INIT, UNREDUCED, UNDEFERRED] + list(REFUSED.values()))
+    cases = (
+        EXACT
+        + [dict(c, ckpt_dir=str(tmp / c["name"])) for c in RESUMED]
+        + [OVERFLOW, *BF16, ZERO_INIT, UNREDUCED, UNDEFERRED]
+        + list(REFUSED.values())
+    )
     for attempt in range(2):  # a second try on a fresh port: another job may take the first
         try:
-            torch.multiprocessing.start_processes(W.worker, args=(W.WORLD, _free_port(), cases, out),
-                                                  nprocs=W.WORLD, join=True, start_method="spawn")
+            torch.multiprocessing.start_processes(
+                W.worker,
+                args=(W.WORLD, _free_port(), cases, out),
+                nprocs=W.WORLD,
+                join=True,
+                start_method="spawn",
+            )
             break
         except ProcessException:
             if attempt:
@@ -111,8 +120,9 @@ def _ran(results, case: dict) -> dict:
 
 def _check_exact(res: dict, case: dict) -> float:
     diff = max_rel_diff(res["params"], W.reference(case))
-    print(f"\n{case['name']}: max relative difference to plain data parallel {diff:.2e}, "
-          f"s per rank {res['s']}")
+    print(
+        f"\n{case['name']}: max relative difference to plain data parallel {diff:.2e}, s per rank {res['s']}"
+    )
     assert diff < TOL
     if case["optim"] != "coupled_adamw":  # one s, on every rank
         assert res["s"][0] is not None and res["s"][0] == res["s"][1]
@@ -187,12 +197,15 @@ def test_with_deepspeeds_step_per_group_the_run_differs(results):
     assert diff > 100 * TOL
 
 
-@pytest.mark.parametrize("kind,words", [
-    ("tensor-scope", ("cosine_scope='tensor'", "flat partition")),
-    ("coupled", ("coupled", "rows")),
-    ("zero3-offload", ("ZeRO-3", "offload_optimizer")),
-    ("undeclared-groups", ("zero_aware", "2 param groups")),
-])
+@pytest.mark.parametrize(
+    "kind,words",
+    [
+        ("tensor-scope", ("cosine_scope='tensor'", "flat partition")),
+        ("coupled", ("coupled", "rows")),
+        ("zero3-offload", ("ZeRO-3", "offload_optimizer")),
+        ("undeclared-groups", ("zero_aware", "2 param groups")),
+    ],
+)
 def test_refused_with_the_reason(results, kind, words):
     err = results[REFUSED[kind]["name"]].get("error", "")
     assert err and all(w in err for w in words), err
@@ -218,14 +231,33 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
     zero3["zero_optimization"] = {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
     (tmp_path / "ds_zero3.json").write_text(json.dumps(zero3))
     out = tmp_path / "out"
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     for attempt in range(2):  # a second try on a fresh port: another job may take the first
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-             "--master_port", str(_free_port()), str(REPO / "tests" / "ds_trainer_script.py"),
-             str(model), str(out), str(DS_ZERO2), str(tmp_path / "ds_zero3.json")],
-            env=env, capture_output=True, text=True, timeout=900)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(_free_port()),
+                str(REPO / "tests" / "ds_trainer_script.py"),
+                str(model),
+                str(out),
+                str(DS_ZERO2),
+                str(tmp_path / "ds_zero3.json"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if proc.returncode == 0 or attempt:
             break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -237,8 +269,10 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
         assert full["step"] == resumed["step"] == 8
         diff = max_rel_diff(resumed["params"], full["params"])
         s_diff = abs(full["s"][0] - ddp["s"][0]) / abs(ddp["s"][0])
-        print(f"\nTrainer {stage}: resumed vs uninterrupted {diff:.2e}; s {full['s']} vs DDP "
-              f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})")
+        print(
+            f"\nTrainer {stage}: resumed vs uninterrupted {diff:.2e}; s {full['s']} vs DDP "
+            f"{ddp['s'][0]:.8f} (relative {s_diff:.1e})"
+        )
         assert diff < TOL and resumed["s"] == full["s"]
         assert full["s"][0] == full["s"][1] and s_diff < 1e-5
 

@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def _run_demo(out: Path) -> tuple[str, float]:
@@ -34,7 +39,9 @@ def _run_demo(out: Path) -> tuple[str, float]:
     )
     seconds = time.monotonic() - start
     if proc.returncode != 0:
-        pytest.fail(f"demo exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"demo exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout, seconds
 
 
@@ -48,7 +55,11 @@ def _csv(path: Path) -> list[dict]:
 
 def _snapshot(root: Path) -> dict[str, float]:
     """mtime of every training and evaluation result file (metrics, checkpoints' weights, mteb results)."""
-    files = [*root.glob("sweep/**/metrics.json"), *root.glob("sweep/**/model.safetensors"), *root.glob("mteb/results/**/*.json")]
+    files = [
+        *root.glob("sweep/**/metrics.json"),
+        *root.glob("sweep/**/model.safetensors"),
+        *root.glob("mteb/results/**/*.json"),
+    ]
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in files}
 
 
@@ -65,7 +76,9 @@ def test_quick_demo_outputs_and_reuse(tmp_path):
     for entry in manifest["selected"]:
         assert entry["lr"] in (5e-5, 2e-4)
         assert (out / "sweep" / entry["checkpoint"] / "config.json").is_file()
-        selection = json.loads((out / "sweep" / Path(entry["checkpoint"]).parent.parent / "selection.json").read_text())
+        selection = json.loads(
+            (out / "sweep" / Path(entry["checkpoint"]).parent.parent / "selection.json").read_text()
+        )
         assert set(selection["grid"]) == {"5e-05", "0.0002"}
         assert selection["val_perplexity"] == min(selection["grid"].values())
 
@@ -112,6 +125,10 @@ def test_quick_demo_outputs_and_reuse(tmp_path):
     # another size into the same folder is refused (the sweep would otherwise reuse the other size's cells)
     proc = subprocess.run(
         [sys.executable, "-m", "recipes.demo", "--quick", "--max_train_samples", "8", "--out", str(out)],
-        cwd=REPO, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, **OFFLINE},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "other settings (max_train_samples)" in proc.stderr + proc.stdout

@@ -9,11 +9,11 @@ Run ``pytest -s -m distributed tests/test_distributed.py`` to see the measured d
 
 from __future__ import annotations
 
+import dist_worker as W
 import pytest
 import torch
 
 import adatamw
-import dist_worker as W
 
 pytestmark = pytest.mark.distributed
 
@@ -21,29 +21,41 @@ TOL = 1e-6
 SCOPES, MOMENTA = ("global", "tensor"), ("tam", "ema")
 
 
-def _case(sharding: str, scope: str = "global", momentum: str = "tam", coupled: bool = True,
-          **extra) -> dict:
-    name = "-".join([sharding, scope, momentum, "coupled" if coupled else "plain"]
-                    + [f"{k}={v}" for k, v in sorted(extra.items())])
-    return dict(name=name, sharding=sharding, scope=scope, momentum=momentum, coupled=coupled,
-                **extra)
+def _case(sharding: str, scope: str = "global", momentum: str = "tam", coupled: bool = True, **extra) -> dict:
+    name = "-".join(
+        [sharding, scope, momentum, "coupled" if coupled else "plain"]
+        + [f"{k}={v}" for k, v in sorted(extra.items())]
+    )
+    return dict(name=name, sharding=sharding, scope=scope, momentum=momentum, coupled=coupled, **extra)
 
 
-EXACT = ([_case(s, sc, mo) for s in ("fsdp2", "ddp") for sc in SCOPES for mo in MOMENTA]
-         + [_case("fsdp1", sc, mo, coupled=False) for sc in SCOPES for mo in MOMENTA]
-         + [_case("fsdp2", "tensor", "ema", foreach=False),
-            _case("fsdp2", "global", "tam", fused=True),
-            _case("fsdp2", "tensor", "ema", fused=True),
-            _case("fsdp2", optim="coupled_adamw")]
-         + [_case("fsdp2-default", "global", "tam"), _case("fsdp2-default", "tensor", "ema"),
-            _case("fsdp2-default", optim="coupled_adamw"), _case("hsdp", "tensor", "tam")])
-UNREDUCED = [_case("fsdp2", "global", "tam", no_reduction=True),
-             _case("fsdp2", "tensor", "ema", no_reduction=True),
-             _case("fsdp2", optim="coupled_adamw", no_reduction=True),
-             _case("fsdp1", "tensor", "tam", coupled=False, no_reduction=True),
-             _case("fsdp1", "global", "ema", coupled=False, no_reduction=True)]
-REFUSED = {"fsdp1-no-shard-aware": _case("fsdp1", coupled=False, shard_aware=False),
-           "fsdp1-coupled": _case("fsdp1", coupled=True)}
+EXACT = (
+    [_case(s, sc, mo) for s in ("fsdp2", "ddp") for sc in SCOPES for mo in MOMENTA]
+    + [_case("fsdp1", sc, mo, coupled=False) for sc in SCOPES for mo in MOMENTA]
+    + [
+        _case("fsdp2", "tensor", "ema", foreach=False),
+        _case("fsdp2", "global", "tam", fused=True),
+        _case("fsdp2", "tensor", "ema", fused=True),
+        _case("fsdp2", optim="coupled_adamw"),
+    ]
+    + [
+        _case("fsdp2-default", "global", "tam"),
+        _case("fsdp2-default", "tensor", "ema"),
+        _case("fsdp2-default", optim="coupled_adamw"),
+        _case("hsdp", "tensor", "tam"),
+    ]
+)
+UNREDUCED = [
+    _case("fsdp2", "global", "tam", no_reduction=True),
+    _case("fsdp2", "tensor", "ema", no_reduction=True),
+    _case("fsdp2", optim="coupled_adamw", no_reduction=True),
+    _case("fsdp1", "tensor", "tam", coupled=False, no_reduction=True),
+    _case("fsdp1", "global", "ema", coupled=False, no_reduction=True),
+]
+REFUSED = {
+    "fsdp1-no-shard-aware": _case("fsdp1", coupled=False, shard_aware=False),
+    "fsdp1-coupled": _case("fsdp1", coupled=True),
+}
 MEASURE = {"name": "measure", "measure": True}
 
 
@@ -74,8 +86,7 @@ def test_sharded_run_matches_single_process(results, case):
     diff = max_rel_diff(got, want)
     print(f"\n{case['name']}: max relative difference {diff:.2e}")
     assert diff < TOL
-    moved = max_rel_diff(W.reference(case), {n: p.detach() for n, p in
-                                             W.make_model().named_parameters()})
+    moved = max_rel_diff(W.reference(case), {n: p.detach() for n, p in W.make_model().named_parameters()})
     assert moved > 1e-3  # the run did train
 
 
@@ -99,10 +110,12 @@ def test_fsdp1_coupled_group_is_refused(results):
 
 def test_reduction_cost(results):
     m = _check_ran(results["measure"], "measure")
-    print(f"\nFSDP2 AdaTAMW step, {m['params']} params in {m['tensors']} tensors (coupled "
-          f"embedding), 2 gloo CPU ranks: {m['step_s'] * 1e3:.2f} ms with the reductions, "
-          f"{m['step_unreduced_s'] * 1e3:.2f} ms without; one [N, 3] all_reduce alone "
-          f"{m['allreduce_s'] * 1e3:.3f} ms")
+    print(
+        f"\nFSDP2 AdaTAMW step, {m['params']} params in {m['tensors']} tensors (coupled "
+        f"embedding), 2 gloo CPU ranks: {m['step_s'] * 1e3:.2f} ms with the reductions, "
+        f"{m['step_unreduced_s'] * 1e3:.2f} ms without; one [N, 3] all_reduce alone "
+        f"{m['allreduce_s'] * 1e3:.3f} ms"
+    )
     # What docs/distributed.md promises: one all_reduce of the [N, 3] partial sums per step,
     # plus one of H floats (the column sums) for the coupled Shard(0) embedding; nothing else.
     assert sorted(m["allreduce_numels"]) == sorted([3 * m["tensors"], m["embedding_dim"]])

@@ -20,11 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 import dist_worker as D
 import fsdp2_mlm_worker as W
+import pytest
+import torch
 
 pytestmark = pytest.mark.distributed
 
@@ -36,20 +35,37 @@ TOL_DDP = 1e-6
 TOL_TRAINER = 1e-4
 FSDP_YAML = Path(__file__).resolve().parent.parent / "recipes" / "accelerate" / "fsdp.yaml"
 
-CASES = ([dict(name=f"{layout}-{fam}", layout=layout, family=fam)
-          for fam in W.FAMILIES for layout in ("ddp", "fsdp2", "fsdp2-unprepared")]
-         + [dict(name="ddp-bert-tensor", layout="ddp", family="bert", scope="tensor"),
-            dict(name="fsdp2-bert-tensor", layout="fsdp2", family="bert", scope="tensor"),
-            # accelerate moves the model to meta, re-ties it (tie_weights) and broadcasts rank 0's
-            # weights: the preparation's tie map must survive that
-            dict(name="fsdp2-bert-cpu-ram-efficient", layout="fsdp2", family="bert",
-                 env={"FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, reference="ddp-bert"),
-            # what the preparation refuses (recipes.fsdp_prep): size-based wrapping
-            dict(name="fsdp2-unprepared-bert-size-based", layout="fsdp2-unprepared", family="bert",
-                 env={"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP", "FSDP_MIN_NUM_PARAMS": "100000"}),
-            # and DeBERTa's non-legacy head
-            dict(name="fsdp2-unprepared-deberta-v2-not-legacy", layout="fsdp2-unprepared",
-                 family="deberta-v2", config={"legacy": False})])
+CASES = [
+    dict(name=f"{layout}-{fam}", layout=layout, family=fam)
+    for fam in W.FAMILIES
+    for layout in ("ddp", "fsdp2", "fsdp2-unprepared")
+] + [
+    dict(name="ddp-bert-tensor", layout="ddp", family="bert", scope="tensor"),
+    dict(name="fsdp2-bert-tensor", layout="fsdp2", family="bert", scope="tensor"),
+    # accelerate moves the model to meta, re-ties it (tie_weights) and broadcasts rank 0's
+    # weights: the preparation's tie map must survive that
+    dict(
+        name="fsdp2-bert-cpu-ram-efficient",
+        layout="fsdp2",
+        family="bert",
+        env={"FSDP_CPU_RAM_EFFICIENT_LOADING": "true"},
+        reference="ddp-bert",
+    ),
+    # what the preparation refuses (recipes.fsdp_prep): size-based wrapping
+    dict(
+        name="fsdp2-unprepared-bert-size-based",
+        layout="fsdp2-unprepared",
+        family="bert",
+        env={"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP", "FSDP_MIN_NUM_PARAMS": "100000"},
+    ),
+    # and DeBERTa's non-legacy head
+    dict(
+        name="fsdp2-unprepared-deberta-v2-not-legacy",
+        layout="fsdp2-unprepared",
+        family="deberta-v2",
+        config={"legacy": False},
+    ),
+]
 #: What accelerate's preparation stops with on the unprepared models (torch 2.13, accelerate 1.16):
 #: BERT and RoBERTa at the second claim on the word embedding, the DeBERTas at the bias alias.
 UNPREPARED_ERRORS = {
@@ -68,7 +84,9 @@ def launch_env(config_file: Path) -> dict[str, str]:
 
     args = launch_command_parser().parse_args(["--config_file", str(config_file), "script.py"])
     args, _, _ = _validate_launch_command(args)
-    return {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}
+    return {
+        k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +135,8 @@ def test_fsdp2_matches_ddp(runs, case):
     assert want["params"].keys() - got["params"].keys() == {alias}
     kept = alias.replace(".bias", ".decoder.bias")
     assert float((got["params"][kept] - want["params"][alias]).abs().max()) <= TOL_FSDP2 * float(
-        want["params"][alias].abs().max())
+        want["params"][alias].abs().max()
+    )
     untrained = W.all_params(W.make_model(case["family"]))
     assert max_rel_diff(want["params"], untrained) > 1e-3  # the run did train
     assert got["meshes"] == 1  # default meshes, equal
@@ -128,8 +147,9 @@ DDP = [c for c in CASES if c["layout"] == "ddp"]
 
 @pytest.mark.parametrize("case", DDP, ids=[c["name"] for c in DDP])
 def test_ddp_matches_one_process(runs, case):
-    diff = max_rel_diff(_result(runs, case["name"])["params"],
-                        _result(runs, f"one-process-{case['name']}")["params"])
+    diff = max_rel_diff(
+        _result(runs, case["name"])["params"], _result(runs, f"one-process-{case['name']}")["params"]
+    )
     print(f"\n{case['name']}: vs one process {diff:.2e}")
     assert diff < TOL_DDP
 
@@ -142,12 +162,17 @@ def test_unprepared_model_fails_in_accelerates_preparation(runs, family):
     assert UNPREPARED_ERRORS[family] in res["error"]
 
 
-@pytest.mark.parametrize("name,error", [
-    # the word embedding and the decoder, which shares its weight, each wrapped (both > 1e5)
-    ("fsdp2-unprepared-bert-size-based",
-     "'cls.predictions.decoder.weight' is shared with a parameter already managed by another FSDP group"),
-    ("fsdp2-unprepared-deberta-v2-not-legacy", "got mixed torch.Tensor and DTensor"),
-])
+@pytest.mark.parametrize(
+    "name,error",
+    [
+        # the word embedding and the decoder, which shares its weight, each wrapped (both > 1e5)
+        (
+            "fsdp2-unprepared-bert-size-based",
+            "'cls.predictions.decoder.weight' is shared with a parameter already managed by another FSDP group",
+        ),
+        ("fsdp2-unprepared-deberta-v2-not-legacy", "got mixed torch.Tensor and DTensor"),
+    ],
+)
 def test_what_the_preparation_refuses_fails_in_accelerates_preparation(runs, name, error):
     """The failures behind recipes.fsdp_prep's refusals (tests/test_launch_checks.py)."""
     res = runs[0][name]
@@ -179,11 +204,37 @@ def test_recipe_trains_and_checkpoints_under_accelerates_fsdp2(tiny_model_dir, t
     from transformers import AutoModelForMaskedLM
 
     model = tiny_model_dir("bert")
-    argv = ["--model_name_or_path", str(model), "--train_file", str(text_files[0]),
-            "--validation_file", str(text_files[1]), "--max_seq_length", "32", "--max_train_samples", "16",
-            "--max_eval_samples", "8", "--per_device_train_batch_size", "2", "--num_train_epochs", "2",
-            "--learning_rates", "1e-3", "--optim", "adatamw", "--coupled_embeddings", "--report_to", "none",
-            "--disable_tqdm", "true", "--dataloader_pin_memory", "false", "--use_cpu", "true"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        str(model),
+        "--train_file",
+        str(text_files[0]),
+        "--validation_file",
+        str(text_files[1]),
+        "--max_seq_length",
+        "32",
+        "--max_train_samples",
+        "16",
+        "--max_eval_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "2",
+        "--num_train_epochs",
+        "2",
+        "--learning_rates",
+        "1e-3",
+        "--optim",
+        "adatamw",
+        "--coupled_embeddings",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--dataloader_pin_memory",
+        "false",
+        "--use_cpu",
+        "true",
+    ]
     runs = {}
     for name, env in (("fsdp2", launch_env(FSDP_YAML)), ("ddp", {})):
         D.spawn(W.recipe_worker, env, [*argv, "--output_dir", str(tmp_path / name)])

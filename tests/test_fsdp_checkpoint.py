@@ -21,39 +21,67 @@ Run ``pytest -s tests/test_fsdp_checkpoint.py`` to see the measured differences.
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 import dist_worker as D
 import fsdp_worker as W
+import pytest
+import torch
 
 pytestmark = pytest.mark.distributed
 
 TOL = 1e-6
 TOL_FSDP2_VS_ONE_PROCESS = 1e-5  # module docstring
-OPTIMS = [("adatamw", "global"), ("adatamw", "tensor"), ("adatam", "global"),
-          ("adatam", "tensor"), ("tam", "global"), ("tam", "tensor"), ("coupled_adamw", None)]
+OPTIMS = [
+    ("adatamw", "global"),
+    ("adatamw", "tensor"),
+    ("adatam", "global"),
+    ("adatam", "tensor"),
+    ("tam", "global"),
+    ("tam", "tensor"),
+    ("coupled_adamw", None),
+]
 
 
 def _case(sharding: str, optim: str, scope, state_dict: str = "sharded", **extra) -> dict:
     parts = [sharding, optim] + ([scope] if scope else []) + [state_dict]
     parts += [k for k, v in sorted(extra.items()) if v is True]
-    return dict(name="-".join(parts), sharding=sharding, optim=optim,
-                scope=scope or "global", state_dict=state_dict,
-                coupled=sharding != "fsdp1", **extra)
+    return dict(
+        name="-".join(parts),
+        sharding=sharding,
+        optim=optim,
+        scope=scope or "global",
+        state_dict=state_dict,
+        coupled=sharding != "fsdp1",
+        **extra,
+    )
 
 
-EXACT = ([_case("fsdp2-accelerate", o, sc, sd) for o, sc in OPTIMS for sd in ("sharded", "full")]
-         + [_case("fsdp2-accelerate", o, sc, sd) for o, sc, sd in (  # accelerate's save/load
-             ("adatamw", "global", "accelerate-sharded"), ("adatamw", "tensor", "accelerate-full"),
-             ("tam", "tensor", "accelerate-sharded"), ("coupled_adamw", None, "accelerate-full"))]
-         + [_case("fsdp2-accelerate", "torch_adamw", None),  # control: torch.optim.AdamW
-            _case("fsdp2", "adatamw", "global"), _case("fsdp2", "coupled_adamw", None, "full")]
-         + [_case("fsdp1", "adatamw", "global"), _case("fsdp1", "adatamw", "tensor", "full"),
-            _case("fsdp1", "tam", "tensor")]
-         + [_case("ddp", "adatamw", "tensor"), _case("ddp", "tam", "global", "full")])
-MODEL_ONLY = [_case("fsdp2-accelerate", "adatamw", "global", model_only=True),
-              _case("fsdp1", "adatamw", "tensor", model_only=True)]
+EXACT = (
+    [_case("fsdp2-accelerate", o, sc, sd) for o, sc in OPTIMS for sd in ("sharded", "full")]
+    + [
+        _case("fsdp2-accelerate", o, sc, sd)
+        for o, sc, sd in (  # accelerate's save/load
+            ("adatamw", "global", "accelerate-sharded"),
+            ("adatamw", "tensor", "accelerate-full"),
+            ("tam", "tensor", "accelerate-sharded"),
+            ("coupled_adamw", None, "accelerate-full"),
+        )
+    ]
+    + [
+        _case("fsdp2-accelerate", "torch_adamw", None),  # control: torch.optim.AdamW
+        _case("fsdp2", "adatamw", "global"),
+        _case("fsdp2", "coupled_adamw", None, "full"),
+    ]
+    + [
+        _case("fsdp1", "adatamw", "global"),
+        _case("fsdp1", "adatamw", "tensor", "full"),
+        _case("fsdp1", "tam", "tensor"),
+    ]
+    + [_case("ddp", "adatamw", "tensor"), _case("ddp", "tam", "global", "full")]
+)
+MODEL_ONLY = [
+    _case("fsdp2-accelerate", "adatamw", "global", model_only=True),
+    _case("fsdp1", "adatamw", "tensor", model_only=True),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +99,7 @@ def runs(tmp_path_factory):
 def max_rel_diff(got: dict, want: dict) -> float:
     """max over tensors of max|got - want| / max|want| (frozen all-zero tensors: absolute)."""
     assert got.keys() == want.keys()
-    return max(float((got[n] - want[n]).abs().max() / want[n].abs().max().clamp_min(1e-30))
-               for n in want)
+    return max(float((got[n] - want[n]).abs().max() / want[n].abs().max().clamp_min(1e-30)) for n in want)
 
 
 def _result(runs, phase: str, name: str) -> dict:
@@ -90,8 +117,10 @@ def test_resume_through_dcp_matches_uninterrupted(runs, case):
     if "uninterrupted" in first:  # FSDP2
         vs_run = max_rel_diff(resumed, first["uninterrupted"])
         vs_one = max_rel_diff(first["uninterrupted"], want)
-        print(f"\n{case['name']}: resumed 3+3 vs uninterrupted 6 {vs_run:.2e}; "
-              f"uninterrupted sharded vs one process {vs_one:.2e}")
+        print(
+            f"\n{case['name']}: resumed 3+3 vs uninterrupted 6 {vs_run:.2e}; "
+            f"uninterrupted sharded vs one process {vs_one:.2e}"
+        )
         assert vs_run < TOL and vs_one < TOL_FSDP2_VS_ONE_PROCESS
     else:
         vs_one = max_rel_diff(resumed, want)

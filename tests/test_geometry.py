@@ -234,8 +234,13 @@ def test_cli_manifest_and_checkpoint(tmp_path, corpus):
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     tok = AutoTokenizer.from_pretrained(minilm_dir())
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     selected, weights = [], []
     for k, optimizer in enumerate(["adamw", "adatamw"]):
         torch.manual_seed(k)
@@ -243,20 +248,40 @@ def test_cli_manifest_and_checkpoint(tmp_path, corpus):
         model.save_pretrained(tmp_path / "runs" / optimizer)
         tok.save_pretrained(tmp_path / "runs" / optimizer)
         weights.append(model.get_input_embeddings().weight.detach().clone())
-        selected.append({"model": "tiny-bert", "optimizer": optimizer, "epochs": 3, "lr": 5e-5,
-                         "checkpoint": f"runs/{optimizer}"})
+        selected.append(
+            {
+                "model": "tiny-bert",
+                "optimizer": optimizer,
+                "epochs": 3,
+                "lr": 5e-5,
+                "checkpoint": f"runs/{optimizer}",
+            }
+        )
     (tmp_path / "manifest.json").write_text(json.dumps({"selected": selected}))
     (tmp_path / "corpus.txt").write_text("\n".join(corpus))
 
     out = tmp_path / "out" / "geometry.csv"
-    assert main(["--manifest", str(tmp_path / "manifest.json"), "--out", str(out),
-                 "--corpus", str(tmp_path / "corpus.txt")]) == 0
+    assert (
+        main(
+            [
+                "--manifest",
+                str(tmp_path / "manifest.json"),
+                "--out",
+                str(out),
+                "--corpus",
+                str(tmp_path / "corpus.txt"),
+            ]
+        )
+        == 0
+    )
     with out.open(newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames) == CSV_COLUMNS
     assert [(r["model"], r["optimizer"], r["epochs"]) for r in rows] == [
-        ("tiny-bert", "adamw", "3"), ("tiny-bert", "adatamw", "3")]
+        ("tiny-bert", "adamw", "3"),
+        ("tiny-bert", "adatamw", "3"),
+    ]
     log_freq = token_log_frequencies(tok, corpus, vocab_size=tok.vocab_size)
     for row, E in zip(rows, weights):
         want = embedding_geometry(E, log_freq)
@@ -282,13 +307,13 @@ def _finetune(model, optimizer, corpus, tok, steps=3, batch=4, seq=64):
     from transformers import DataCollatorForLanguageModeling
 
     ids = [t for line in corpus for t in tok(line, add_special_tokens=False)["input_ids"]]
-    blocks = [ids[i:i + seq] for i in range(0, steps * batch * seq, seq)]
+    blocks = [ids[i : i + seq] for i in range(0, steps * batch * seq, seq)]
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, return_tensors="pt")
     torch.manual_seed(0)
     model.train()
     losses = []
     for step in range(steps):
-        inputs = collator([{"input_ids": b} for b in blocks[step * batch:(step + 1) * batch]])
+        inputs = collator([{"input_ids": b} for b in blocks[step * batch : (step + 1) * batch]])
         loss = model(**inputs).loss
         loss.backward()
         optimizer.step()

@@ -10,6 +10,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import ALL_FAMILIES, minilm_tokenizer_path, tiny_config
 from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
 
 from recipes import mlm_finetune
@@ -21,7 +22,6 @@ from recipes.fsdp_prep import (
     shared_registrations,
 )
 from recipes.launch_checks import fsdp_requested, warn_if_fsdp_downgraded
-from tiny_models import ALL_FAMILIES, minilm_tokenizer_path, tiny_config
 
 
 def _args(tmp_path, **kwargs) -> TrainingArguments:
@@ -57,10 +57,18 @@ def test_trainer_fsdp_argument_is_a_request(tmp_path, monkeypatch):
 # (the 2-rank runs through accelerate's own fsdp2_prepare_model: tests/test_fsdp2_masked_lm.py)
 
 FSDP2_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
-ALIAS = {"bert": "cls.predictions.bias", "roberta": "lm_head.bias", "deberta": "cls.predictions.bias",
-         "deberta-v2": "cls.predictions.bias"}
-LAYER = {"bert": "BertLayer", "roberta": "RobertaLayer", "deberta": "DebertaLayer",
-         "deberta-v2": "DebertaV2Layer"}
+ALIAS = {
+    "bert": "cls.predictions.bias",
+    "roberta": "lm_head.bias",
+    "deberta": "cls.predictions.bias",
+    "deberta-v2": "cls.predictions.bias",
+}
+LAYER = {
+    "bert": "BertLayer",
+    "roberta": "RobertaLayer",
+    "deberta": "DebertaLayer",
+    "deberta-v2": "DebertaV2Layer",
+}
 
 
 def _tiny(family: str, **config_changes):
@@ -105,12 +113,19 @@ def test_prepared_model_saves_a_checkpoint_that_loads_every_weight(tmp_path):
         assert torch.equal(p, want.get(name, want.get(name.replace(".bias", ".decoder.bias")))), name
 
 
-@pytest.mark.parametrize("policy,classes,config,message", [
-    (None, (), {"legacy": False}, "config.legacy=False cannot run under FSDP2"),
-    ("SIZE_BASED_WRAP", (), {}, "SIZE_BASED_WRAP cannot run this model under FSDP2"),
-    ("TRANSFORMER_BASED_WRAP", ("DebertaV2Layer", "DebertaV2Embeddings"), {},
-     "names DebertaV2Embeddings, which is or holds an embedding"),
-])
+@pytest.mark.parametrize(
+    "policy,classes,config,message",
+    [
+        (None, (), {"legacy": False}, "config.legacy=False cannot run under FSDP2"),
+        ("SIZE_BASED_WRAP", (), {}, "SIZE_BASED_WRAP cannot run this model under FSDP2"),
+        (
+            "TRANSFORMER_BASED_WRAP",
+            ("DebertaV2Layer", "DebertaV2Embeddings"),
+            {},
+            "names DebertaV2Embeddings, which is or holds an embedding",
+        ),
+    ],
+)
 def test_what_cannot_run_is_refused_with_the_fix(policy, classes, config, message):
     model = _tiny("deberta-v2", **config)
     before = ([n for n, _ in model.named_parameters(remove_duplicate=False)], set(model._no_split_modules))
@@ -122,15 +137,22 @@ def test_what_cannot_run_is_refused_with_the_fix(policy, classes, config, messag
 
 
 def test_fsdp2_requests(tmp_path, monkeypatch):
-    for key in ("ACCELERATE_USE_FSDP", "FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY", "FSDP_TRANSFORMER_CLS_TO_WRAP"):
+    for key in (
+        "ACCELERATE_USE_FSDP",
+        "FSDP_VERSION",
+        "FSDP_AUTO_WRAP_POLICY",
+        "FSDP_TRANSFORMER_CLS_TO_WRAP",
+    ):
         monkeypatch.delenv(key, raising=False)
     assert not fsdp2_requested(_args(tmp_path))
     assert fsdp2_requested(_args(tmp_path, fsdp="full_shard"))  # transformers 5: version 2 by default
     assert not fsdp2_requested(_args(tmp_path, fsdp="full_shard", fsdp_config={"version": 1}))
-    assert requested_wrapping(_args(tmp_path, fsdp="full_shard", fsdp_config={
-        "transformer_layer_cls_to_wrap": "BertLayer"})) == (None, ["BertLayer"])  # None: the default
-    assert requested_wrapping(_args(tmp_path, fsdp="full_shard", fsdp_config={
-        "auto_wrap_policy": "SIZE_BASED_WRAP"})) == ("SIZE_BASED_WRAP", [])
+    assert requested_wrapping(
+        _args(tmp_path, fsdp="full_shard", fsdp_config={"transformer_layer_cls_to_wrap": "BertLayer"})
+    ) == (None, ["BertLayer"])  # None: the default
+    assert requested_wrapping(
+        _args(tmp_path, fsdp="full_shard", fsdp_config={"auto_wrap_policy": "SIZE_BASED_WRAP"})
+    ) == ("SIZE_BASED_WRAP", [])
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert not fsdp2_requested(_args(tmp_path))  # accelerate launch's default is version 1
     monkeypatch.setenv("FSDP_VERSION", "2")
@@ -140,28 +162,61 @@ def test_fsdp2_requests(tmp_path, monkeypatch):
 
 
 def _recipe_argv(model, out, files) -> list[str]:
-    return ["--model_name_or_path", str(model), "--train_file", str(files[0]), "--validation_file", str(files[1]),
-            "--max_seq_length", "32", "--max_train_samples", "8", "--max_eval_samples", "4",
-            "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--learning_rates", "1e-3",
-            "--optim", "adatamw", "--coupled_embeddings", "--output_dir", str(out), "--report_to", "none",
-            "--disable_tqdm", "true", "--dataloader_pin_memory", "false", "--use_cpu", "true"]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--train_file",
+        str(files[0]),
+        "--validation_file",
+        str(files[1]),
+        "--max_seq_length",
+        "32",
+        "--max_train_samples",
+        "8",
+        "--max_eval_samples",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_train_epochs",
+        "1",
+        "--learning_rates",
+        "1e-3",
+        "--optim",
+        "adatamw",
+        "--coupled_embeddings",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--dataloader_pin_memory",
+        "false",
+        "--use_cpu",
+        "true",
+    ]
 
 
-def test_recipe_refuses_an_fsdp2_launch_that_cannot_run_before_training(tiny_model_dir, text_files, tmp_path,
-                                                                        monkeypatch):
+def test_recipe_refuses_an_fsdp2_launch_that_cannot_run_before_training(
+    tiny_model_dir, text_files, tmp_path, monkeypatch
+):
     """An explicit wrap class that holds the word embedding: refused with the fix, no lr run started."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for key, value in {**FSDP2_ENV, "FSDP_TRANSFORMER_CLS_TO_WRAP": "BertLayer,BertEmbeddings"}.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit, match="names BertEmbeddings, which is or holds an embedding.*Name the encoder "
-                                         "layers only \\(BertLayer\\)"):
+    with pytest.raises(
+        SystemExit,
+        match="names BertEmbeddings, which is or holds an embedding.*Name the encoder "
+        "layers only \\(BertLayer\\)",
+    ):
         mlm_finetune.main(_recipe_argv(tiny_model_dir("bert"), tmp_path, text_files))
     assert not (tmp_path / "lr_0.001").exists()
 
 
 @pytest.mark.slow
-def test_recipe_under_an_fsdp2_launch_trains_the_prepared_model(tiny_model_dir, text_files, tmp_path,
-                                                                monkeypatch, caplog):
+def test_recipe_under_an_fsdp2_launch_trains_the_prepared_model(
+    tiny_model_dir, text_files, tmp_path, monkeypatch, caplog
+):
     """What `accelerate launch --config_file fsdp.yaml` exports, in one CPU process (accelerate
     runs it without sharding, and the recipe says so): the recipe prepares the model and trains it,
     and the selected checkpoint loads with every weight, the decoder bias tied back."""

@@ -49,7 +49,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
@@ -107,7 +107,12 @@ def test_the_graph_is_read(tmp_path):
     modules = _modules()
     known = set(modules)
     imports = _imports("adatamw.base", modules["adatamw.base"], known)
-    assert {"adatamw.distributed", "adatamw.kernels", "adatamw.kernels.cpu_fused", "adatamw.torque"} <= imports
+    assert {
+        "adatamw.distributed",
+        "adatamw.kernels",
+        "adatamw.kernels.cpu_fused",
+        "adatamw.torque",
+    } <= imports
     source = tmp_path / "a.py"
     source.write_text("import p.b.c\nfrom . import x\ndef f():\n    from .d import g\n    import q\n")
     assert _imports("p.a", source, {"p", "p.a", "p.b", "p.b.c", "p.d", "q"}) == {"p", "p.b.c", "p.d", "q"}
@@ -121,11 +126,18 @@ def test_no_import_cycle(graph):
 
 def test_layers_point_down(graph):
     """adatamw imports none of the apps; common imports neither app; evaluation not recipes."""
-    forbidden = {"adatamw": ("common", "recipes", "evaluation"), "common": ("recipes", "evaluation", "adatamw"),
-                 "evaluation": ("recipes",)}
-    bad = sorted((name, target) for name, targets in graph.items() for target in targets
-                 for layer, below in forbidden.items()
-                 if name.split(".")[0] == layer and target.split(".")[0] in below)
+    forbidden = {
+        "adatamw": ("common", "recipes", "evaluation"),
+        "common": ("recipes", "evaluation", "adatamw"),
+        "evaluation": ("recipes",),
+    }
+    bad = sorted(
+        (name, target)
+        for name, targets in graph.items()
+        for target in targets
+        for layer, below in forbidden.items()
+        if name.split(".")[0] == layer and target.split(".")[0] in below
+    )
     assert bad == []
 
 
@@ -134,8 +146,11 @@ def test_sharding_layers(graph):
     assert not {m for m in graph["adatamw.sharding.base"] if m.startswith("adatamw")}
     assert graph["adatamw.sharding.fsdp"] == {"adatamw.sharding.base"}
     assert graph["adatamw.sharding.zero"] == {"adatamw.sharding.base", "adatamw.wrappers"}
-    assert graph["adatamw.sharding.resolve"] == {"adatamw.sharding.base", "adatamw.sharding.fsdp",
-                                                 "adatamw.sharding.zero"}
+    assert graph["adatamw.sharding.resolve"] == {
+        "adatamw.sharding.base",
+        "adatamw.sharding.fsdp",
+        "adatamw.sharding.zero",
+    }
 
 
 # -- deprecated and public paths -------------------------------------------------------------------
@@ -144,12 +159,17 @@ def _fresh_import(name: str):
     return importlib.import_module(name)
 
 
-@pytest.mark.parametrize("module, names", [
-    ("adatamw.adam", ("AdaTAMW", "AdaTAM", "CoupledAdamW")),
-    ("adatamw.transfer", ("transfer_lr",)),
-    ("adatamw.momentum", ("adam_step", "bias_correction", "decoupled_decay", "momentum_update",
-                          "second_moment_update")),
-])
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        ("adatamw.adam", ("AdaTAMW", "AdaTAM", "CoupledAdamW")),
+        ("adatamw.transfer", ("transfer_lr",)),
+        (
+            "adatamw.momentum",
+            ("adam_step", "bias_correction", "decoupled_decay", "momentum_update", "second_moment_update"),
+        ),
+    ],
+)
 def test_deprecated_module_paths_warn_and_resolve(module, names):
     import adatamw
     from adatamw import update
@@ -244,9 +264,13 @@ def test_registry_capabilities_follow_the_classes():
     from adatamw.registry import OPTIMIZERS, names_with
 
     table = {name: (info.adam, info.coupled, info.torque, info.fused) for name, info in OPTIMIZERS.items()}
-    assert table == {"adamw": (True, False, False, True), "adatamw": (True, True, True, True),
-                     "adatam": (True, True, True, True), "tam": (False, False, True, False),
-                     "coupled_adamw": (True, True, False, True)}
+    assert table == {
+        "adamw": (True, False, False, True),
+        "adatamw": (True, True, True, True),
+        "adatam": (True, True, True, True),
+        "tam": (False, False, True, False),
+        "coupled_adamw": (True, True, False, True),
+    }
     assert names_with("torque") == ("adatamw", "adatam", "tam")
     assert names_with("coupled") == ("adatamw", "adatam", "coupled_adamw")
     with pytest.raises(ValueError, match="capability"):
@@ -261,8 +285,9 @@ def test_coupled_groups_need_a_coupled_second_moment():
         uses_torque = False
 
         def __init__(self, params, coupled=False):
-            super().__init__(params, 1e-3, (0.9, 0.999), 1e-8, 0.0, 0.0, 0.0, "tensor", "adam",
-                             coupled, 1.0, None, False)
+            super().__init__(
+                params, 1e-3, (0.9, 0.999), 1e-8, 0.0, 0.0, 0.0, "tensor", "adam", coupled, 1.0, None, False
+            )
 
     p = torch.nn.Parameter(torch.zeros(2, 2))
     PlainAdam([p])

@@ -30,7 +30,9 @@ from evaluation.offline_tasks.human_judged import (
 from evaluation.seed_spread import seed_spread
 from recipes import hub, wiki_sample
 
-needs_gensim = pytest.mark.skipif(gensim_data_dir() is None, reason="gensim (the offline extra) is not installed")
+needs_gensim = pytest.mark.skipif(
+    gensim_data_dir() is None, reason="gensim (the offline extra) is not installed"
+)
 MARKUP = re.compile(r"\[\[|\]\]|\{\{|\}\}|\{\||<ref|</?[a-z]+[ >/]|'''|''|&[a-z]+;|https?://|\|")
 
 
@@ -94,9 +96,13 @@ def test_bundled_sample_is_wikipedia_in_wikitext_layout_split_by_article():
     assert re.search(r"^ = = [^=].* = = $", train, flags=re.M)  # sections
     for text in (train, valid):
         lines = text.split("\n")
-        assert all(line.startswith(" ") for line in lines[:-1])  # WikiText raw: every line starts with a space
+        assert all(
+            line.startswith(" ") for line in lines[:-1]
+        )  # WikiText raw: every line starts with a space
         paragraphs = [line for line in lines if line.strip() and not line.startswith(" = ")]
-        assert len(paragraphs) > 50 and all(len(p.split()) >= wiki_sample.MIN_PARAGRAPH_WORDS for p in paragraphs)
+        assert len(paragraphs) > 50 and all(
+            len(p.split()) >= wiki_sample.MIN_PARAGRAPH_WORDS for p in paragraphs
+        )
         leftovers = [p[:120] for p in paragraphs if MARKUP.search(p)]
         assert not leftovers, leftovers[:5]
 
@@ -128,15 +134,22 @@ def test_wiki_sample_without_gensim_names_the_install(monkeypatch):
 
 @needs_gensim
 def test_human_judged_tasks_read_the_published_data_and_cite_it():
-    expected = {SimLex999: (999, "simlex999.txt"), WordSim353: (353, "wordsim353.tsv"),
-                PangLeePolarityClassification: (200, "pang_lee_polarity.cor")}  # fmt: skip
+    expected = {
+        SimLex999: (999, "simlex999.txt"),
+        WordSim353: (353, "wordsim353.tsv"),
+        PangLeePolarityClassification: (200, "pang_lee_polarity.cor"),
+    }
     for cls, (n, filename) in expected.items():
         task = cls()
         task.load_data()
         rows = task.dataset["test"]
         assert len(rows) == n
         meta = task.metadata
-        assert meta.reference.startswith("https://") and "@" in meta.bibtex_citation and filename in meta.description
+        assert (
+            meta.reference.startswith("https://")
+            and "@" in meta.bibtex_citation
+            and filename in meta.description
+        )
         digest = hashlib.sha256((gensim_data_dir() / filename).read_bytes()).hexdigest()
         assert meta.dataset["revision"] == digest[:12]
         assert meta.name not in CODE_PATH_CHECKS
@@ -184,8 +197,19 @@ def test_two_random_models_score_differently_on_every_real_task(tmp_path, tiny_m
     scores = {}
     for seed in (0, 1):
         out = tmp_path / f"out{seed}"
-        args = ["--model", str(tiny_model_dir("bert", seed)), "--name", f"m{seed}", "--optimizer", "adamw",
-                "--output", str(out), "--offline_suite", "--tasks", *real]  # fmt: skip
+        args = [
+            "--model",
+            str(tiny_model_dir("bert", seed)),
+            "--name",
+            f"m{seed}",
+            "--optimizer",
+            "adamw",
+            "--output",
+            str(out),
+            "--offline_suite",
+            "--tasks",
+            *real,
+        ]
         assert run_mteb.main(args) == 0
         scores[seed] = collect_scores(out).set_index("task")["score"]
     for task in real:
@@ -209,27 +233,54 @@ def _scores(tasks: dict[str, str], delta: dict[str, float]) -> pd.DataFrame:
         for epochs in (1, 2):
             for j, (task, category) in enumerate(tasks.items()):
                 score = 40.0 + j + (delta.get(task, 0.0) if optimizer == "adatamw" else 0.0)
-                rows.append({"model": "minilm", "optimizer": optimizer, "epochs": epochs, "task": task,
-                             "category": category, "score": score})  # fmt: skip
+                rows.append(
+                    {
+                        "model": "minilm",
+                        "optimizer": optimizer,
+                        "epochs": epochs,
+                        "task": task,
+                        "category": category,
+                        "score": score,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_report_leaves_code_path_checks_out_of_win_rates_and_categories(tmp_path):
-    tasks = {"SimLex999": "STS", "WordSim353": "STS", "PangLeePolarityClassification": "Classification",
-             "MockSTSTask": "STS", "MockClusteringTask": "Clustering", "TinyEnglishRetrieval": "Retrieval"}
+    tasks = {
+        "SimLex999": "STS",
+        "WordSim353": "STS",
+        "PangLeePolarityClassification": "Classification",
+        "MockSTSTask": "STS",
+        "MockClusteringTask": "Clustering",
+        "TinyEnglishRetrieval": "Retrieval",
+    }
     # the real tasks: AdaTAMW loses two of three; the code-path checks: it wins all three by a lot
-    df = _scores(tasks, {"SimLex999": -5, "WordSim353": -5, "PangLeePolarityClassification": 5,
-                         "MockSTSTask": 50, "MockClusteringTask": 50, "TinyEnglishRetrieval": 50})
+    df = _scores(
+        tasks,
+        {
+            "SimLex999": -5,
+            "WordSim353": -5,
+            "PangLeePolarityClassification": 5,
+            "MockSTSTask": 50,
+            "MockClusteringTask": 50,
+            "TinyEnglishRetrieval": 50,
+        },
+    )
     result = report.build_report(df, tmp_path)
     stats = result["win_rate_stats"]
     assert (stats["n_datasets"] == 3).all() and (stats["better_pct"] == 33).all()
     assert (stats["sign_test_wins"] == 1).all() and (stats["sign_test_losses"] == 2).all()
     assert set(result["category_improvement"]["category"]) == {"STS", "Classification"}
-    assert set(result["code_path_checks"]["task"]) == {"MockSTSTask", "MockClusteringTask", "TinyEnglishRetrieval"}
+    assert set(result["code_path_checks"]["task"]) == {
+        "MockSTSTask",
+        "MockClusteringTask",
+        "TinyEnglishRetrieval",
+    }
     compared = pd.read_csv(tmp_path / "scores_compared.csv")
     assert set(compared["task"]) == {"SimLex999", "WordSim353", "PangLeePolarityClassification"}
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    section = md[md.index("## Code-path checks"):]
+    section = md[md.index("## Code-path checks") :]
     assert "MockClusteringTask" in section and "not in the win rates" in section
     assert "Datasets compared: 3" in md
     per_dataset = (tmp_path / "per_dataset_tables.md").read_text(encoding="utf-8")
@@ -253,10 +304,14 @@ def test_seed_spread_compares_the_optimizer_difference_with_the_seed_difference(
     run_a = _scores({"SimLex999": "STS", "WordSim353": "STS"}, {"SimLex999": 4.0, "WordSim353": 1.0})
     run_b = run_a.copy()
     run_b.loc[run_b["task"] == "SimLex999", "score"] += 1.0  # both arms move by 1: spread 1, diff kept
-    run_b.loc[(run_b["task"] == "WordSim353") & (run_b["optimizer"] == "adatamw"), "score"] -= 3.0  # diff 1 -> -2
+    run_b.loc[(run_b["task"] == "WordSim353") & (run_b["optimizer"] == "adatamw"), "score"] -= (
+        3.0  # diff 1 -> -2
+    )
     table = seed_spread({"a": run_a, "b": run_b}).set_index(["task", "epochs"])
     simlex, wordsim = table.loc[("SimLex999", 1)], table.loc[("WordSim353", 1)]
-    assert simlex["seed_spread"] == 1.0 and simlex["diff_a"] == simlex["diff_b"] == 4.0 and simlex["same_sign"]
+    assert (
+        simlex["seed_spread"] == 1.0 and simlex["diff_a"] == simlex["diff_b"] == 4.0 and simlex["same_sign"]
+    )
     assert simlex["diff_over_spread"] == 4.0
     assert wordsim["seed_spread"] == 1.5 and (wordsim["diff_a"], wordsim["diff_b"]) == (1.0, -2.0)
     assert not wordsim["same_sign"]
@@ -264,8 +319,18 @@ def test_seed_spread_compares_the_optimizer_difference_with_the_seed_difference(
     for name, df in (("demo_output", run_a), ("demo_output_seed1", run_b)):
         (tmp_path / name).mkdir()
         df.assign(optimizer=df["optimizer"].map({"adamw": "AdamW", "adatamw": "AdaTAMW"})).to_csv(
-            tmp_path / name / "scores_compared.csv", index=False)
-    assert module.main([str(tmp_path / "demo_output"), str(tmp_path / "demo_output_seed1"),
-                        "--out", str(tmp_path / "spread.csv")]) == 0  # fmt: skip
+            tmp_path / name / "scores_compared.csv", index=False
+        )
+    assert (
+        module.main(
+            [
+                str(tmp_path / "demo_output"),
+                str(tmp_path / "demo_output_seed1"),
+                "--out",
+                str(tmp_path / "spread.csv"),
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(tmp_path / "spread.csv")) == 4
     assert module.main([str(tmp_path / "demo_output"), str(tmp_path / "missing")]) == 2

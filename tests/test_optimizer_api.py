@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference_tam import ReferenceOptimizer
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW
-from reference_tam import ReferenceOptimizer
 
 SHAPES = [(7, 5), (5,), (3, 5)]  # the first is the "embedding" (a coupled group when asked)
 
@@ -30,11 +30,15 @@ def _loss(params, targets):
 
 # -- maximize -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls, kwargs", [
-    (AdaTAMW, dict(lr=1e-2, weight_decay=0.1)),
-    (AdaTAMW, dict(lr=1e-2, weight_decay=0.1, cosine_scope="tensor", momentum="ema")),
-    (TAM, dict(lr=1e-2, weight_decay=0.1)),
-])
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (AdaTAMW, dict(lr=1e-2, weight_decay=0.1)),
+        (AdaTAMW, dict(lr=1e-2, weight_decay=0.1, cosine_scope="tensor", momentum="ema")),
+        (TAM, dict(lr=1e-2, weight_decay=0.1)),
+    ],
+)
 @pytest.mark.parametrize("foreach", [False, True])
 def test_maximize_equals_minimizing_the_negated_loss(cls, kwargs, foreach):
     """maximize=True ascends f exactly as the default descends -f (decay still shrinks p)."""
@@ -68,6 +72,7 @@ def test_maximize_differs_from_minimize():
 
 
 # -- closure --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cls", [AdaTAMW, AdaTAM, TAM])
 def test_step_with_closure_returns_its_loss_and_uses_its_gradients(cls):
@@ -104,7 +109,7 @@ def test_closure_runs_with_grad_enabled():
     def closure():
         assert torch.is_grad_enabled()
         opt.zero_grad()
-        loss = (p ** 2).sum()
+        loss = (p**2).sum()
         loss.backward()
         return loss
 
@@ -114,6 +119,7 @@ def test_closure_runs_with_grad_enabled():
 
 # -- AdaTAM with a coupled group -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scope", ["global", "tensor"])
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adatam_coupled_group_follows_the_reference(scope, foreach):
@@ -121,13 +127,18 @@ def test_adatam_coupled_group_follows_the_reference(scope, foreach):
     v_hat of that 2-D tensor is the mean over its rows (Coupled Adam), float64 reference."""
     init, targets = _problem(2)
     params = [nn.Parameter(p.clone()) for p in init]
-    opt = AdaTAM([{"params": params[:1], "coupled": True}, {"params": params[1:]}], lr=1e-2,
-                 weight_decay=0.05, cosine_scope=scope, foreach=foreach)
-    ref = ReferenceOptimizer(init, "adatam", lr=1e-2, weight_decay=0.05, scope=scope,
-                             coupled=[True, False, False])
+    opt = AdaTAM(
+        [{"params": params[:1], "coupled": True}, {"params": params[1:]}],
+        lr=1e-2,
+        weight_decay=0.05,
+        cosine_scope=scope,
+        foreach=foreach,
+    )
+    ref = ReferenceOptimizer(
+        init, "adatam", lr=1e-2, weight_decay=0.05, scope=scope, coupled=[True, False, False]
+    )
     uncoupled = [nn.Parameter(p.clone()) for p in init]
-    opt_uncoupled = AdaTAM(uncoupled, lr=1e-2, weight_decay=0.05, cosine_scope=scope,
-                           foreach=foreach)
+    opt_uncoupled = AdaTAM(uncoupled, lr=1e-2, weight_decay=0.05, cosine_scope=scope, foreach=foreach)
     for _ in range(30):
         for o, ps in ((opt, params), (opt_uncoupled, uncoupled)):
             o.zero_grad()
@@ -142,6 +153,7 @@ def test_adatam_coupled_group_follows_the_reference(scope, foreach):
 
 
 # -- the warm-up callback's carried momentum -----------------------------------------------------
+
 
 class _Regression(nn.Module):
     def __init__(self):
@@ -179,8 +191,10 @@ class _Snapshot:
         from adatamw.callbacks import unwrap_optimizer
 
         inner = unwrap_optimizer(optimizer)
-        return inner, {id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}
-                       for p, s in inner.state.items()}
+        return inner, {
+            id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}
+            for p, s in inner.state.items()
+        }
 
     def callback(self, transformers):
         snap = self
@@ -204,14 +218,27 @@ def _train_with_switch(tmp_path, optim_name, optim_kwargs, to):
     from adatamw.trainer import TAMTrainer
 
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=8, learning_rate=1e-2,
-        adam_beta1=0.8, lr_scheduler_type="constant", report_to="none", save_strategy="no",
-        disable_tqdm=True, use_cpu=True, logging_steps=1)
+        output_dir=str(tmp_path),
+        max_steps=5,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        adam_beta1=0.8,
+        lr_scheduler_type="constant",
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        logging_steps=1,
+    )
     snapshot = _Snapshot(before=3)
-    trainer = TAMTrainer(model=_Regression(), args=args, train_dataset=_Data(),
-                         optim_name=optim_name, optim_kwargs=optim_kwargs,
-                         callbacks=[TAMWarmupCallback(switch_step=3, to=to),
-                                    snapshot.callback(transformers)])
+    trainer = TAMTrainer(
+        model=_Regression(),
+        args=args,
+        train_dataset=_Data(),
+        optim_name=optim_name,
+        optim_kwargs=optim_kwargs,
+        callbacks=[TAMWarmupCallback(switch_step=3, to=to), snapshot.callback(transformers)],
+    )
     trainer.train()
     return snapshot
 
@@ -227,8 +254,7 @@ def test_warmup_switch_to_adamw_rescales_tam_momentum(tmp_path, momentum, factor
     assert new_opt.param_groups[0]["betas"][0] == 0.8
     assert set(old) == set(new) and old
     for key in old:
-        torch.testing.assert_close(new[key]["exp_avg"], factor * old[key]["exp_avg"],
-                                   rtol=1e-6, atol=0)
+        torch.testing.assert_close(new[key]["exp_avg"], factor * old[key]["exp_avg"], rtol=1e-6, atol=0)
         assert torch.equal(new[key]["exp_avg_sq"], old[key]["exp_avg_sq"])
         assert float(new[key]["step"]) == 3.0
 

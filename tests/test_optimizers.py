@@ -10,12 +10,11 @@ import math
 
 import pytest
 import torch
+from reference_tam import ReferenceOptimizer
 from torch import nn
 
-from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr
-from adatamw import update
+from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr, update
 from adatamw.kernels import cpu_fused
-from reference_tam import ReferenceOptimizer
 
 SHAPES = [(11, 6), (6,), (4, 6), (4,), (1, 4), (1,)]  # the first is the "embedding"
 
@@ -43,8 +42,18 @@ def make_optimizer(kind, params, coupled, **kw):
     return cls(groups, **kw)
 
 
-def run_pair(kind, steps=50, seed=0, dtype=torch.float32, coupled=False, impl="loop",
-             scope="global", momentum="tam", weight_decay=0.0, lr=1e-2):
+def run_pair(
+    kind,
+    steps=50,
+    seed=0,
+    dtype=torch.float32,
+    coupled=False,
+    impl="loop",
+    scope="global",
+    momentum="tam",
+    weight_decay=0.0,
+    lr=1e-2,
+):
     params, targets, gen = make_problem(seed, dtype)
     params = [nn.Parameter(p) for p in params]
     kw = dict(lr=lr, weight_decay=weight_decay, **impl_kwargs(impl))
@@ -58,8 +67,7 @@ def run_pair(kind, steps=50, seed=0, dtype=torch.float32, coupled=False, impl="l
         kw.update(momentum=momentum)
         ref_kw.update(momentum=momentum)
     opt = make_optimizer(kind, params, coupled, **kw)
-    ref = ReferenceOptimizer(params, kind, coupled=[coupled] + [False] * (len(params) - 1),
-                             **ref_kw)
+    ref = ReferenceOptimizer(params, kind, coupled=[coupled] + [False] * (len(params) - 1), **ref_kw)
     ref.scale = [r.abs().max() for r in ref.p]
     for t in range(steps):
         noise = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.3 for s in SHAPES]
@@ -81,31 +89,34 @@ def max_rel_error(params, ref_params, scales=None):
     is judged against the size it had, not against a near-zero final value.
     """
     scales = scales or [r.abs().max() for r in ref_params]
-    return max(float((p.detach().double() - r).abs().max() / s.clamp_min(1e-12))
-               for p, r, s in zip(params, ref_params, scales))
+    return max(
+        float((p.detach().double() - r).abs().max() / s.clamp_min(1e-12))
+        for p, r, s in zip(params, ref_params, scales)
+    )
 
 
 IMPLEMENTATIONS = ["loop", "foreach", "fused"]
-COMBOS = list(itertools.product(["global", "tensor"], ["tam", "ema"], [False, True],
-                                [0.0, 0.1], IMPLEMENTATIONS))
+COMBOS = list(
+    itertools.product(["global", "tensor"], ["tam", "ema"], [False, True], [0.0, 0.1], IMPLEMENTATIONS)
+)
 
 
 def impl_kwargs(impl):
-    return {"loop": dict(foreach=False), "foreach": dict(foreach=True),
-            "fused": dict(fused=True)}[impl]
+    return {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[impl]
 
 
 @contextlib.contextmanager
 def kernels_for(impl):
-    """"fused" must really run the project's C++ CPU kernels (no silent fallback)."""
+    """ "fused" must really run the project's C++ CPU kernels (no silent fallback)."""
     assert impl != "fused" or cpu_fused.available(), "C++ kernels did not build"
     yield
 
 
 @pytest.mark.parametrize("scope,momentum,coupled,weight_decay,impl", COMBOS)
 def test_adatamw_matches_float64_reference(scope, momentum, coupled, weight_decay, impl):
-    params, ref, opt = run_pair("adatamw", scope=scope, momentum=momentum, coupled=coupled,
-                                weight_decay=weight_decay, impl=impl)
+    params, ref, opt = run_pair(
+        "adatamw", scope=scope, momentum=momentum, coupled=coupled, weight_decay=weight_decay, impl=impl
+    )
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-6
     momenta = [opt.state[p]["exp_avg"] for p in params]
     assert max_rel_error(momenta, ref.m) <= 1e-5
@@ -118,15 +129,17 @@ def test_adatamw_matches_float64_reference(scope, momentum, coupled, weight_deca
 @pytest.mark.parametrize("scope", ["global", "tensor"])
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_family_matches_float64_reference(kind, scope, impl):
-    params, ref, _ = run_pair(kind, scope=scope, impl=impl, weight_decay=0.05,
-                              coupled=kind == "coupled_adamw")
+    params, ref, _ = run_pair(
+        kind, scope=scope, impl=impl, weight_decay=0.05, coupled=kind == "coupled_adamw"
+    )
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-6
 
 
 @pytest.mark.parametrize("impl", ["loop", "foreach"])
 def test_float64_params_match_reference_tightly(impl):
-    params, ref, _ = run_pair("adatamw", dtype=torch.float64, impl=impl, coupled=True,
-                              weight_decay=0.1, scope="tensor")
+    params, ref, _ = run_pair(
+        "adatamw", dtype=torch.float64, impl=impl, coupled=True, weight_decay=0.1, scope="tensor"
+    )
     assert max_rel_error(params, ref.p, ref.scale) <= 1e-12
 
 
@@ -201,8 +214,7 @@ def test_coupled_update_uses_row_mean_of_v():
     w0 = torch.randn(6, 4, generator=gen)
     g = torch.randn(6, 4, generator=gen)
     p = nn.Parameter(w0.clone())
-    opt = AdaTAMW([{"params": [p], "coupled": True, "coupled_scale": 2.0}], lr=0.1,
-                  weight_decay=0.0)
+    opt = AdaTAMW([{"params": [p], "coupled": True, "coupled_scale": 2.0}], lr=0.1, weight_decay=0.0)
     p.grad = g.clone()
     opt.step()
     v_hat = (1 - 0.999) * g * g / (1 - 0.999)
@@ -215,14 +227,17 @@ def test_coupled_update_uses_row_mean_of_v():
 # -- torch.optim conventions -----------------------------------------------------------------
 def tiny_model(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Embedding(10, 6), nn.Flatten(), nn.Linear(18, 8), nn.Tanh(),
-                         nn.Linear(8, 1)).to(dtype)
+    return nn.Sequential(nn.Embedding(10, 6), nn.Flatten(), nn.Linear(18, 8), nn.Tanh(), nn.Linear(8, 1)).to(
+        dtype
+    )
 
 
 def train_steps(model, opt, steps, start=0):
     gen = torch.Generator().manual_seed(1234)
-    batches = [(torch.randint(0, 10, (8, 3), generator=gen), torch.randn(8, 1, generator=gen))
-               for _ in range(start + steps)]
+    batches = [
+        (torch.randint(0, 10, (8, 3), generator=gen), torch.randn(8, 1, generator=gen))
+        for _ in range(start + steps)
+    ]
     for x, y in batches[start:]:
         opt.zero_grad()
         loss = ((model(x).float() - y) ** 2).mean()
@@ -319,13 +334,21 @@ def test_sparse_gradients_are_refused(cls):
         opt.step()
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(lr=-1.0), "lr"), (dict(betas=(1.0, 0.999)), r"betas\[0\]"),
-    (dict(betas=(0.9, -0.1)), r"betas\[1\]"), (dict(eps=-1e-8), "eps"),
-    (dict(weight_decay=-0.1), "weight_decay"), (dict(gamma=1.0), "gamma"),
-    (dict(torque_eps=-1.0), "torque_eps"), (dict(cosine_scope="layer"), "cosine_scope"),
-    (dict(momentum="nesterov"), "momentum"), (dict(coupled_scale=0.0), "coupled_scale"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(lr=-1.0), "lr"),
+        (dict(betas=(1.0, 0.999)), r"betas\[0\]"),
+        (dict(betas=(0.9, -0.1)), r"betas\[1\]"),
+        (dict(eps=-1e-8), "eps"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+        (dict(gamma=1.0), "gamma"),
+        (dict(torque_eps=-1.0), "torque_eps"),
+        (dict(cosine_scope="layer"), "cosine_scope"),
+        (dict(momentum="nesterov"), "momentum"),
+        (dict(coupled_scale=0.0), "coupled_scale"),
+    ],
+)
 def test_invalid_hyperparameters_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         AdaTAMW([nn.Parameter(torch.zeros(2))], **kwargs)
@@ -387,7 +410,7 @@ def test_mlp_learns_digits(name):
     for _ in range(5):
         for i in range(0, len(x), 64):
             opt.zero_grad()
-            loss_fn(model(x[i:i + 64]), y[i:i + 64]).backward()
+            loss_fn(model(x[i : i + 64]), y[i : i + 64]).backward()
             opt.step()
     with torch.no_grad():
         end = loss_fn(model(x), y).item()
@@ -414,8 +437,12 @@ def test_cpu_kernel_sums_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
-    want = torch.stack([torch.stack([m.double() @ g.double(), m.double() @ m.double(),
-                                     g.double() @ g.double()]) for m, g in zip(ms, gs)])
+    want = torch.stack(
+        [
+            torch.stack([m.double() @ g.double(), m.double() @ m.double(), g.double() @ g.double()])
+            for m, g in zip(ms, gs)
+        ]
+    )
     torch.testing.assert_close(one, want, rtol=1e-12, atol=1e-12)
 
 
@@ -428,8 +455,12 @@ def test_cpu_kernel_update_mirrors_momentum_adam_step(kind, lr_kind):
     gen = torch.Generator().manual_seed(8)
     sizes = (3, 40_000, 70_001)
     ps = [torch.randn(n, generator=gen) for n in sizes]
-    mine = [[t.clone() for t in ps], [torch.zeros(n) for n in sizes], [torch.zeros(n) for n in sizes],
-            [torch.tensor(0.0) for _ in sizes]]
+    mine = [
+        [t.clone() for t in ps],
+        [torch.zeros(n) for n in sizes],
+        [torch.zeros(n) for n in sizes],
+        [torch.tensor(0.0) for _ in sizes],
+    ]
     ref = [[t.clone() for t in x] for x in mine]
     lr = 1e-2 if lr_kind == "float" else torch.tensor(1e-2)
     hyper = dict(lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.1, kind=kind)
@@ -438,8 +469,9 @@ def test_cpu_kernel_update_mirrors_momentum_adam_step(kind, lr_kind):
         coefs = [torch.tensor(0.3 + 0.1 * i) for i in range(len(sizes))] if kind != "adam" else None
         cpu_fused.adam_update(mine[0], gs, mine[1], mine[2], mine[3], coefs, **hyper)
         for i in range(len(sizes)):
-            update.adam_step(ref[0][i], gs[i], ref[1][i], ref[2][i], ref[3][i],
-                               coefs[i] if coefs else None, **hyper)
+            update.adam_step(
+                ref[0][i], gs[i], ref[1][i], ref[2][i], ref[3][i], coefs[i] if coefs else None, **hyper
+            )
     for a, b in zip(mine, ref):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)  # float32, other op order
@@ -452,8 +484,19 @@ def test_cpu_kernel_refuses_before_any_counter_moves():
     coefs = [torch.tensor(0.5)] * 2
     bad = torch.zeros(3, 2).t()  # not contiguous
     with pytest.raises(RuntimeError, match="contiguous float32 CPU"):
-        cpu_fused.adam_update([p, bad], [g, g], [m, m], [v, v], steps, coefs, lr=1e-3,
-                              beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.0, kind="tam")
+        cpu_fused.adam_update(
+            [p, bad],
+            [g, g],
+            [m, m],
+            [v, v],
+            steps,
+            coefs,
+            lr=1e-3,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            decoupled_wd=0.0,
+            kind="tam",
+        )
     assert [float(t) for t in steps] == [0.0, 0.0]  # refused before any counter moved
-    assert [cpu_fused.fits(t) for t in (p, bad, p.double(), p.bfloat16())] == [True, False, False,
-                                                                                False]
+    assert [cpu_fused.fits(t) for t in (p, bad, p.double(), p.bfloat16())] == [True, False, False, False]

@@ -21,7 +21,15 @@ import pytest
 
 pytest.importorskip("mteb")
 
-from mteb_fixture import BUILDERS, REAL_TASKS, V2_ONLY_TASKS, V2_TASKS, task_dataset, write_config, write_offline_cache  # noqa: E402
+from mteb_fixture import (
+    BUILDERS,
+    REAL_TASKS,
+    V2_ONLY_TASKS,
+    V2_TASKS,
+    task_dataset,
+    write_config,
+    write_offline_cache,
+)  # noqa: E402
 
 from recipes import hub, prefetch  # noqa: E402
 
@@ -116,7 +124,9 @@ def _recorded_loads(task_name: str, monkeypatch) -> set[tuple[str, str, str | No
 
     for module in (abstask, retrieval_dataset_loaders):
         monkeypatch.setattr(module, "load_dataset", recording)
-    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name))[0]
+    task = select_tasks(
+        [task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name)
+    )[0]
     load_task_data(task)
     task.unload_data()
     return calls
@@ -135,7 +145,9 @@ def test_required_configs_are_what_mteb_loads(task_name, caches, fixture_cache, 
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", fixture_cache)
     loads = _recorded_loads(task_name, monkeypatch)
-    task = select_tasks([task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name))[0]
+    task = select_tasks(
+        [task_name], paper_tasks=task_name == "CQADupstackTexRetrieval", benchmark=_benchmark(task_name)
+    )[0]
     needs = prefetch.task_configs(task)
     _, revision = task_dataset(task_name)
     assert {need.config for need in needs} == {config for config, _, _ in loads}
@@ -151,13 +163,20 @@ def test_missing_config_split_or_revision_is_named(caches, no_network, capsys):
     write_offline_cache(data_cache, ["AskUbuntuDupQuestions", "STSBenchmark"], skip_configs=["top_ranked"])
     write_offline_cache(data_cache, ["SciFact"], revision="0" * 40)
     repo, revision = task_dataset("MSMARCO")
-    for config, splits in BUILDERS["SciFact"]().items():  # the retrieval layout with qrels in "test", not "dev"
+    for config, splits in BUILDERS[
+        "SciFact"
+    ]().items():  # the retrieval layout with qrels in "test", not "dev"
         write_config(data_cache, repo, config, revision, splits)
-    rc, out = _check(["--only", "tasks", "--tasks", "AskUbuntuDupQuestions", "STSBenchmark", "SciFact", "MSMARCO"],
-                     capsys)
+    rc, out = _check(
+        ["--only", "tasks", "--tasks", "AskUbuntuDupQuestions", "STSBenchmark", "SciFact", "MSMARCO"], capsys
+    )
     assert rc == 1
-    assert _status(out) == {"AskUbuntuDupQuestions": "missing", "STSBenchmark": "present", "SciFact": "missing",
-                            "MSMARCO": "missing"}
+    assert _status(out) == {
+        "AskUbuntuDupQuestions": "missing",
+        "STSBenchmark": "present",
+        "SciFact": "missing",
+        "MSMARCO": "missing",
+    }
     _, ask_rev = task_dataset("AskUbuntuDupQuestions")
     assert f"lacks mteb/AskUbuntuDupQuestions top_ranked [test] at {ask_rev}" in out
     assert "lacks mteb/AskUbuntuDupQuestions corpus" not in out
@@ -184,21 +203,39 @@ def _cached_model(hub_cache: Path, repo_id: str) -> Path:
 
 def test_models_and_train_data_present_iff_loadable(caches, no_network, capsys):
     hub_cache, data_cache = caches
-    argv = ["--only", "models", "train_data", "--models", "bert-base-uncased", "roberta-base", "minilm-offline"]
+    argv = [
+        "--only",
+        "models",
+        "train_data",
+        "--models",
+        "bert-base-uncased",
+        "roberta-base",
+        "minilm-offline",
+    ]
     rc, out = _check(argv, capsys)
     assert rc == 1
-    assert _status(out) == {"bert-base-uncased": "missing", "roberta-base": "missing", "minilm-offline": "present",
-                            "Salesforce/wikitext": "missing"}
+    assert _status(out) == {
+        "bert-base-uncased": "missing",
+        "roberta-base": "missing",
+        "minilm-offline": "present",
+        "Salesforce/wikitext": "missing",
+    }
     for name in ("bert-base-uncased", "roberta-base"):
         with pytest.raises(SystemExit):
             hub.resolve_model(name)
 
     snapshot = _cached_model(hub_cache, "bert-base-uncased")
     lines = ["= Title =", "", "Some text of a wiki article .", ""]
-    write_config(data_cache, *WIKITEXT, "b" * 40, {split: {"text": lines} for split in ("train", "validation", "test")})
+    write_config(
+        data_cache, *WIKITEXT, "b" * 40, {split: {"text": lines} for split in ("train", "validation", "test")}
+    )
     rc, out = _check(argv, capsys)
-    assert _status(out) == {"bert-base-uncased": "present", "roberta-base": "missing", "minilm-offline": "present",
-                            "Salesforce/wikitext": "present"}
+    assert _status(out) == {
+        "bert-base-uncased": "present",
+        "roberta-base": "missing",
+        "minilm-offline": "present",
+        "Salesforce/wikitext": "present",
+    }
     assert hub.resolve_model("bert-base-uncased") == str(snapshot)  # what the recipe loads offline
     from datasets import load_dataset
 
@@ -210,19 +247,37 @@ def test_empty_cache_names_each_item_of_the_default_plan(tmp_path):
     from evaluation.tasks import benchmark_tasks
     from recipes.sweep import PAPER_MODELS
 
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-           "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_ENDPOINT": "http://192.0.2.1:9"}  # fmt: skip  (TEST-NET-1: any connection attempt would hang or fail)
-    proc = subprocess.run([sys.executable, "-m", "recipes.prefetch", "--check"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # loopback discard port: any connection attempt fails
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "recipes.prefetch", "--check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     tasks = [t.metadata.name for t in benchmark_tasks(paper_tasks=True)]
     assert len(tasks) == 56
-    expected = {**dict.fromkeys(PAPER_MODELS, "missing"), "Salesforce/wikitext": "missing",
-                **dict.fromkeys(tasks, "missing")}
+    expected = {
+        **dict.fromkeys(PAPER_MODELS, "missing"),
+        "Salesforce/wikitext": "missing",
+        **dict.fromkeys(tasks, "missing"),
+    }
     assert _status(proc.stdout) == expected
     assert f"{len(expected)} items: 0 present, {len(expected)} missing." in proc.stdout
-    assert "Fill everything missing on a machine with network (a login node): python -m recipes.prefetch" in proc.stdout
+    assert (
+        "Fill everything missing on a machine with network (a login node): python -m recipes.prefetch"
+        in proc.stdout
+    )
 
 
 # ---- the printed commands exist ---------------------------------------------------------------
@@ -265,14 +320,20 @@ def test_every_printed_command_exists(caches, no_network, capsys):
     assert "--cache-dir" in message and "hf download bert-base-uncased" in message
 
 
-def test_fill_is_idempotent_and_refuses_without_network(caches, fixture_cache, monkeypatch, no_network, capsys):
+def test_fill_is_idempotent_and_refuses_without_network(
+    caches, fixture_cache, monkeypatch, no_network, capsys
+):
     import datasets.config
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", fixture_cache)
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
-    assert prefetch.main(["--only", "tasks", "--tasks", *PAPER_FIXTURE_TASKS]) == 0  # all present: nothing fetched
+    assert (
+        prefetch.main(["--only", "tasks", "--tasks", *PAPER_FIXTURE_TASKS]) == 0
+    )  # all present: nothing fetched
     assert f"All {len(PAPER_FIXTURE_TASKS)} items are in the cache" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="1 of 1 items are missing and the Hugging Face Hub is unreachable.*login node"):
+    with pytest.raises(
+        SystemExit, match="1 of 1 items are missing and the Hugging Face Hub is unreachable.*login node"
+    ):
         prefetch.main(["--only", "models", "--models", "bert-base-uncased"])
 
 
@@ -298,5 +359,6 @@ def test_a_task_with_its_own_loader_is_never_reported_present():
     assert not prefetch.own_loader(select_tasks(["SciFact"])[0])
     item = prefetch.task_item(PangLeePolarityClassification(), "python -m recipes.prefetch --only tasks")
     assert prefetch.own_loader(PangLeePolarityClassification())
-    assert item.missing() == ["PangLeePolarityClassification loads its data itself: the check cannot tell; "
-                              "run the fill command"]
+    assert item.missing() == [
+        "PangLeePolarityClassification loads its data itself: the check cannot tell; run the fill command"
+    ]

@@ -51,13 +51,17 @@ def test_training_masks_depend_only_on_seed_epoch_and_index(tokenizer):
     assert torch.equal(collator(feats)["labels"], whole["labels"])
     collator.epoch = 1
     assert not torch.equal(collator(feats)["labels"], whole["labels"])
-    assert not torch.equal(masking.IndexedMLMCollator(tokenizer, mask_seed=4)(feats)["labels"], whole["labels"])
+    assert not torch.equal(
+        masking.IndexedMLMCollator(tokenizer, mask_seed=4)(feats)["labels"], whole["labels"]
+    )
 
 
 def test_masking_follows_bert_rule(tokenizer):
     ids = list(range(1000, 1000 + 20_000))
     special = [1] + [0] * (len(ids) - 2) + [1]
-    masked, labels = masking.mask_tokens(ids, special, masking.example_generator(0, 0, 0, 0), 103, len(tokenizer))
+    masked, labels = masking.mask_tokens(
+        ids, special, masking.example_generator(0, 0, 0, 0), 103, len(tokenizer)
+    )
     masked, labels, ids = map(np.asarray, (masked, labels, ids))
     chosen = labels != -100
     assert not chosen[0] and not chosen[-1]
@@ -69,8 +73,10 @@ def test_masking_follows_bert_rule(tokenizer):
 
 def test_collator_pads_and_passes_premasked_through(tokenizer):
     collator = masking.IndexedMLMCollator(tokenizer, mask_seed=0)
-    feats = [{"input_ids": [101, 7, 8, 102], "attention_mask": [1] * 4, "labels": [-100, 7, -100, -100], "idx": 0},
-             {"input_ids": [101, 9, 102], "attention_mask": [1] * 3, "labels": [-100, -100, 9], "idx": 1}]  # fmt: skip
+    feats = [
+        {"input_ids": [101, 7, 8, 102], "attention_mask": [1] * 4, "labels": [-100, 7, -100, -100], "idx": 0},
+        {"input_ids": [101, 9, 102], "attention_mask": [1] * 3, "labels": [-100, -100, 9], "idx": 1},
+    ]
     batch = collator(feats)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     assert batch["input_ids"].tolist() == [[101, 7, 8, 102], [101, 9, 102, tokenizer.pad_token_id]]
@@ -83,7 +89,9 @@ def test_fixed_eval_masking_is_stable(tokenizer):
     a = masking.fixed_eval_masking(ds, tokenizer, mask_seed=5)
     b = masking.fixed_eval_masking(ds, tokenizer, mask_seed=5)
     assert masking.masking_fingerprint(a) == masking.masking_fingerprint(b)
-    assert masking.masking_fingerprint(masking.fixed_eval_masking(ds, tokenizer, 6)) != masking.masking_fingerprint(a)
+    assert masking.masking_fingerprint(
+        masking.fixed_eval_masking(ds, tokenizer, 6)
+    ) != masking.masking_fingerprint(a)
     assert "labels" in a.column_names and "special_tokens_mask" not in a.column_names
     # Evaluation masks differ from epoch-0 training masks of the same blocks (a separate stream).
     train = masking.IndexedMLMCollator(tokenizer, mask_seed=5)(list(ds))
@@ -107,7 +115,11 @@ def test_loss_and_perplexity_are_token_weighted():
 
 
 def test_select_best_prefers_lowest_finite_perplexity():
-    runs = {5e-6: {"best_perplexity": 20.0}, 1e-5: {"best_perplexity": float("nan")}, 5e-5: {"best_perplexity": 12.0}}
+    runs = {
+        5e-6: {"best_perplexity": 20.0},
+        1e-5: {"best_perplexity": float("nan")},
+        5e-5: {"best_perplexity": 12.0},
+    }
     assert select_best(runs)[0] == 5e-5
     assert select_best({1e-5: {"best_perplexity": 3.0}, 5e-6: {"best_perplexity": 3.0}})[0] == 5e-6
 
@@ -116,8 +128,14 @@ def test_select_best_prefers_lowest_finite_perplexity():
 
 
 def _data_args(**kw):
-    base = dict(dataset_name="Salesforce/wikitext", dataset_config_name="wikitext-2-raw-v1", train_file=None,
-                validation_file=None, offline_sample=False, validation_split_percentage=5)  # fmt: skip
+    base = dict(
+        dataset_name="Salesforce/wikitext",
+        dataset_config_name="wikitext-2-raw-v1",
+        train_file=None,
+        validation_file=None,
+        offline_sample=False,
+        validation_split_percentage=5,
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -128,7 +146,9 @@ def test_hub_dataset_not_cached_stops_naming_it(tmp_path):
     message = str(err.value)
     assert "--dataset_name Salesforce/wikitext --dataset_config_name wikitext-2-raw-v1" in message
     assert "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1'" in message
-    assert "--offline_sample" in message and "--offline_defaults" in message and "Nothing was trained" in message
+    assert (
+        "--offline_sample" in message and "--offline_defaults" in message and "Nothing was trained" in message
+    )
 
 
 def test_bundled_sample_only_when_asked_for():

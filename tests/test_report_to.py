@@ -27,17 +27,31 @@ class Blocks(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.ids[i]}
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones_like(self.ids[i]),
+            "labels": self.ids[i],
+        }
 
 
 def test_tensorboard_receives_the_torque_logs(tiny_model_dir, tmp_path, monkeypatch):
     logdir = tmp_path / "tb"
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))  # transformers 5's way to place the events
     model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir("bert"))
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="tensorboard", logging_steps=1,
-                             max_steps=STEPS, per_device_train_batch_size=4, learning_rate=1e-4,
-                             save_strategy="no", use_cpu=True, seed=0)
-    trainer = TAMTrainer(model=model, args=args, train_dataset=Blocks(model.config.vocab_size), optim_name="adatamw")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        report_to="tensorboard",
+        logging_steps=1,
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=1e-4,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = TAMTrainer(
+        model=model, args=args, train_dataset=Blocks(model.config.vocab_size), optim_name="adatamw"
+    )
     trainer.train()
 
     logs = [entry for entry in trainer.state.log_history if "s_hat" in entry]

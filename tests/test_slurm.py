@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_cluster import OneAtATime, require, script_commands
 
 from common import slurm
-from slurm_cluster import OneAtATime, require, script_commands
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_EXCERPT = """Configuration data as of 2026-12-07T00:37:40
@@ -75,7 +75,9 @@ def test_without_scontrol_the_default_1001_is_taken(monkeypatch, tmp_path):
 
 def test_scontrol_that_does_not_answer_gives_the_default(monkeypatch, tmp_path):
     fake = tmp_path / "scontrol"
-    fake.write_text("#!/bin/sh\necho 'slurm_load_ctl_conf error: Unable to contact slurm controller' >&2\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'slurm_load_ctl_conf error: Unable to contact slurm controller' >&2\nexit 1\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     value, source = slurm.cluster_max_array_size()
@@ -89,8 +91,13 @@ def test_directives_are_normalised_and_the_owned_ones_refused():
     assert slurm.normalise_directive("gres=gpu:1") == "--gres=gpu:1"
     assert slurm.normalise_directive("--time=08:00:00") == "--time=08:00:00"
     assert slurm.normalise_directive("-p gpu") == "-p gpu"
-    for owned, hint in [("--array=0-3", "--slurm_throttle"), ("array=0-3", "--slurm_throttle"),
-                        ("--job-name=x", "--slurm_job_name"), ("-J x", "--slurm_job_name"), ("--output=x", "logs")]:
+    for owned, hint in [
+        ("--array=0-3", "--slurm_throttle"),
+        ("array=0-3", "--slurm_throttle"),
+        ("--job-name=x", "--slurm_job_name"),
+        ("-J x", "--slurm_job_name"),
+        ("--output=x", "logs"),
+    ]:
         with pytest.raises(ValueError, match=hint):
             slurm.normalise_directive(owned)
     with pytest.raises(ValueError, match="one sbatch option per --slurm_directive"):
@@ -141,8 +148,24 @@ def _forwarding_parser() -> argparse.ArgumentParser:
 def test_forwarded_arguments_parse_back_to_the_same_settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     parser = _forwarding_parser()
-    given = ["--flag", "--count", "8", "--ratio", "0.5", "--names", "A", "B C", "--cache", "rel/dir",
-             "--tag", "x", "--tag=y", "--no-colour", "--dropped", "gone"]  # fmt: skip
+    given = [
+        "--flag",
+        "--count",
+        "8",
+        "--ratio",
+        "0.5",
+        "--names",
+        "A",
+        "B C",
+        "--cache",
+        "rel/dir",
+        "--tag",
+        "x",
+        "--tag=y",
+        "--no-colour",
+        "--dropped",
+        "gone",
+    ]
     args = parser.parse_args(given)
     forwarded = slurm.forwarded_arguments(parser, args, exclude=["dropped"])
     again = vars(parser.parse_args(forwarded))
@@ -166,16 +189,34 @@ def test_forwarding_an_unknown_action_is_refused():
 
 def _job(tmp_path: Path, n: int, fail: set[int] = frozenset()) -> slurm.ArrayJob:
     """Command i appends i to ran.txt (and exits 3 if i is in ``fail``); the final command appends 'final'."""
-    commands = [[sys.executable, "-c", f"open('ran.txt', 'a').write('{i}\\n'); raise SystemExit(3 if {i in fail} else 0)"]
-                for i in range(n)]  # fmt: skip
-    return slurm.ArrayJob(name="t", commands=commands, workdir=tmp_path, log_dir=tmp_path / "logs",
-                          directives=("gres=gpu:1",), final_command=["sh", "-c", "echo final >> ran.txt"],
-                          python_path=REPO, about=("a test job",))  # fmt: skip
+    commands = [
+        [
+            sys.executable,
+            "-c",
+            f"open('ran.txt', 'a').write('{i}\\n'); raise SystemExit(3 if {i in fail} else 0)",
+        ]
+        for i in range(n)
+    ]
+    return slurm.ArrayJob(
+        name="t",
+        commands=commands,
+        workdir=tmp_path,
+        log_dir=tmp_path / "logs",
+        directives=("gres=gpu:1",),
+        final_command=["sh", "-c", "echo final >> ran.txt"],
+        python_path=REPO,
+        about=("a test job",),
+    )
 
 
 def _run_task(script: Path, task: int, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(script)], env={**(env or os.environ), "SLURM_ARRAY_TASK_ID": str(task)},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(script)],
+        env={**(env or os.environ), "SLURM_ARRAY_TASK_ID": str(task)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_script_header_and_commands(tmp_path):
@@ -186,7 +227,9 @@ def test_script_header_and_commands(tmp_path):
     assert "3 per array task" in text and "(MaxArraySize 4 from a test), at most 2 at a time" in text
     assert script_commands(text) == [list(c) for c in job.commands]
     header = text[: text.index("set -uo pipefail")]
-    assert all(line.startswith("#") for line in header.splitlines())  # sbatch stops reading at the first command
+    assert all(
+        line.startswith("#") for line in header.splitlines()
+    )  # sbatch stops reading at the first command
 
 
 def test_each_array_task_runs_its_commands_then_the_final_one(tmp_path):
@@ -199,7 +242,10 @@ def test_each_array_task_runs_its_commands_then_the_final_one(tmp_path):
     for task in range(packing.tasks):
         (tmp_path / "ran.txt").unlink(missing_ok=True)
         proc = _run_task(script, task, env={**os.environ, "PATH": "/usr/bin:/bin"})  # no venv on PATH
-        assert (tmp_path / "ran.txt").read_text().split() == [*map(str, packing.commands_of(task)), "final"], proc.stderr
+        assert (tmp_path / "ran.txt").read_text().split() == [
+            *map(str, packing.commands_of(task)),
+            "final",
+        ], proc.stderr
         statuses.append(proc.returncode)
     assert statuses == [0, 1, 0, 0]  # task 1 holds command 4: the others of that task still ran
     assert "command 5 failed (exit 3)" in _run_task(script, 1).stderr
@@ -208,13 +254,17 @@ def test_each_array_task_runs_its_commands_then_the_final_one(tmp_path):
 def test_script_refuses_to_run_without_its_interpreter(tmp_path):
     job = _job(tmp_path, 2)
     script = tmp_path / "job.sbatch"
-    slurm.write(script, slurm.render(job, slurm.pack(2, 4), python=str(tmp_path / "gone" / "python")), job.log_dir)
+    slurm.write(
+        script, slurm.render(job, slurm.pack(2, 4), python=str(tmp_path / "gone" / "python")), job.log_dir
+    )
     proc = _run_task(script, 0)
     assert proc.returncode == 2 and "this script runs the Python environment that wrote it" in proc.stderr
     slurm.write(script, slurm.render(job, slurm.pack(2, 4)), job.log_dir)
     env = {k: v for k, v in os.environ.items() if k != "SLURM_ARRAY_TASK_ID"}
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and "submit with sbatch" in proc.stderr and not (tmp_path / "ran.txt").exists()
+    assert (
+        proc.returncode != 0 and "submit with sbatch" in proc.stderr and not (tmp_path / "ran.txt").exists()
+    )
 
 
 # ---- on a real Slurm --------------------------------------------------------------------------
@@ -250,18 +300,36 @@ def test_packed_array_runs_every_command_once_on_slurm(cluster, tmp_path):
     assert states == {"0": "COMPLETED", "1": "COMPLETED", "2": "FAILED", "3": "COMPLETED"}, cluster.logs()
     # --slurm_throttle 1: one task at a time, each running its commands and then the final one
     blocks = " ".join((tmp_path / "ran.txt").read_text().split()).split(" final")
-    assert sorted(block.split() for block in blocks if block.strip()) == \
-        [list(map(str, packing.commands_of(t))) for t in range(4)]  # fmt: skip
+    assert sorted(block.split() for block in blocks if block.strip()) == [
+        list(map(str, packing.commands_of(t))) for t in range(4)
+    ]
     assert len(list((tmp_path / "logs").glob(f"{job_id}_*.out"))) == 4
     assert "command 8 failed (exit 3)" in (tmp_path / "logs" / f"{job_id}_2.out").read_text()
 
 
 def _paper_scale_manifest(tmp_path: Path, checkpoint: Path) -> Path:
     """36 entries (6 models x 2 optimizers x 3 epochs), all on one tiny checkpoint."""
-    models = ["bert-base-uncased", "bert-large-uncased", "microsoft/deberta-base", "microsoft/deberta-large",
-              "roberta-base", "roberta-large"]  # fmt: skip
-    entries = [{"model": m, "optimizer": o, "epochs": e, "lr": 1e-5, "checkpoint": str(checkpoint), "val_perplexity": 10.0}
-               for m in models for o in ("adamw", "adatamw") for e in (3, 5, 10)]  # fmt: skip
+    models = [
+        "bert-base-uncased",
+        "bert-large-uncased",
+        "microsoft/deberta-base",
+        "microsoft/deberta-large",
+        "roberta-base",
+        "roberta-large",
+    ]
+    entries = [
+        {
+            "model": m,
+            "optimizer": o,
+            "epochs": e,
+            "lr": 1e-5,
+            "checkpoint": str(checkpoint),
+            "val_perplexity": 10.0,
+        }
+        for m in models
+        for o in ("adamw", "adatamw")
+        for e in (3, 5, 10)
+    ]
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"selected": entries}))
     return path
@@ -277,9 +345,25 @@ def test_paper_mteb_script_is_accepted_at_any_max_array_size(clusters, limit, tm
     manifest = _paper_scale_manifest(tmp_path, tiny_model_dir("bert"))
     script = tmp_path / "mteb.sbatch"
     with cluster.as_default():  # run_mteb reads the limit from this cluster's scontrol
-        assert run_mteb.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--paper_tasks",
-                              "--emit", "slurm", "--slurm_out", str(script), "--slurm_directive=--time=08:00:00",
-                              "--slurm_throttle", "32"]) == 0  # fmt: skip
+        assert (
+            run_mteb.main(
+                [
+                    "--manifest",
+                    str(manifest),
+                    "--output",
+                    str(tmp_path / "out"),
+                    "--paper_tasks",
+                    "--emit",
+                    "slurm",
+                    "--slurm_out",
+                    str(script),
+                    "--slurm_directive=--time=08:00:00",
+                    "--slurm_throttle",
+                    "32",
+                ]
+            )
+            == 0
+        )
     text = script.read_text()
     commands = script_commands(text)
     assert len(commands) == 36 * 56 and len({tuple(c) for c in commands}) == 36 * 56
@@ -289,6 +373,8 @@ def test_paper_mteb_script_is_accepted_at_any_max_array_size(clusters, limit, tm
     cluster.run(["scancel", str(held)])
     # what earlier versions wrote, one array task per command, is refused by the same cluster
     unpacked = tmp_path / "unpacked.sbatch"
-    unpacked.write_text(text.replace(f"#SBATCH --array=0-{math.ceil(2016 / per_task) - 1}%32", "#SBATCH --array=0-2015"))
+    unpacked.write_text(
+        text.replace(f"#SBATCH --array=0-{math.ceil(2016 / per_task) - 1}%32", "#SBATCH --array=0-2015")
+    )
     refused = cluster.run(["sbatch", "--test-only", str(unpacked)], check=False)
     assert refused.returncode != 0 and "Invalid job array specification" in refused.stderr

@@ -28,11 +28,25 @@ def recipe_extra(tmp_path_factory) -> list[str]:
     train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:6_000], encoding="utf-8")
     return [
-        "--train_file", str(train), "--validation_file", str(valid),
-        "--max_seq_length", "32", "--max_train_samples", "8", "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "4", "--report_to", "none", "--disable_tqdm", "true",
-        "--dataloader_pin_memory", "false",
-    ]  # fmt: skip
+        "--train_file",
+        str(train),
+        "--validation_file",
+        str(valid),
+        "--max_seq_length",
+        "32",
+        "--max_train_samples",
+        "8",
+        "--max_eval_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--dataloader_pin_memory",
+        "false",
+    ]
 
 
 def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
@@ -56,13 +70,31 @@ def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
 def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
     out = tmp_path / "sweep.sbatch"
     monkeypatch.chdir(tmp_path)
-    sweep.main([
-        "--emit", "slurm", "--slurm_out", str(out), "--output_root", "runs",
-        "--models", "roberta-base", "microsoft/deberta-base", "--epochs", "3", "5",
-        "--launch_args", "--multi_gpu --num_processes 4",
-        "--slurm_directive=--gres=gpu:4", "--slurm_directive", "time=24:00:00", "--slurm_throttle", "3",
-        "--max_seq_length", "128",
-    ])  # fmt: skip
+    sweep.main(
+        [
+            "--emit",
+            "slurm",
+            "--slurm_out",
+            str(out),
+            "--output_root",
+            "runs",
+            "--models",
+            "roberta-base",
+            "microsoft/deberta-base",
+            "--epochs",
+            "3",
+            "5",
+            "--launch_args",
+            "--multi_gpu --num_processes 4",
+            "--slurm_directive=--gres=gpu:4",
+            "--slurm_directive",
+            "time=24:00:00",
+            "--slurm_throttle",
+            "3",
+            "--max_seq_length",
+            "128",
+        ]
+    )
     script = out.read_text()
     assert "#SBATCH --array=0-7%3\n" in script and "#SBATCH --gres=gpu:4\n" in script
     assert "#SBATCH --time=24:00:00\n" in script and "#SBATCH --job-name=tam-mlm\n" in script
@@ -72,11 +104,25 @@ def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
     assert len(tasks) == 8
     recipe = str(sweep.REPO / "recipes" / "mlm_finetune.py")
     for cmd in tasks:  # this interpreter runs accelerate: nothing from PATH
-        assert cmd[:7] == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4", recipe]
+        assert cmd[:7] == [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "4",
+            recipe,
+        ]
         assert cmd[-2:] == ["--max_seq_length", "128"]
         assert cmd[cmd.index("--output_dir") + 1].startswith(str(tmp_path / "runs") + "/")
     assert any(c[c.index("--output_dir") + 1].endswith("microsoft--deberta-base/adatamw/ep5") for c in tasks)
-    collect = [sys.executable, str(sweep.REPO / "recipes" / "sweep.py"), "--collect", "--output_root", str(tmp_path / "runs")]
+    collect = [
+        sys.executable,
+        str(sweep.REPO / "recipes" / "sweep.py"),
+        "--collect",
+        "--output_root",
+        str(tmp_path / "runs"),
+    ]
     assert f"{shlex.join(collect)} || STATUS=1" in script  # every array task refreshes the manifest
     assert f"cd {shlex.quote(str(tmp_path))}\n" in script  # where the sweep was started
     subprocess.run(["bash", "-n", str(out)], check=True)
@@ -84,33 +130,85 @@ def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
 
 def test_slurm_options_is_deprecated_but_works(tmp_path, capsys):
     out = tmp_path / "sweep.sbatch"
-    sweep.main(["--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
-                "--models", "roberta-base", "--epochs", "3", "--slurm_options", "--gres=gpu:4 --time=24:00:00"])  # fmt: skip
+    sweep.main(
+        [
+            "--emit",
+            "slurm",
+            "--slurm_out",
+            str(out),
+            "--output_root",
+            str(tmp_path / "runs"),
+            "--models",
+            "roberta-base",
+            "--epochs",
+            "3",
+            "--slurm_options",
+            "--gres=gpu:4 --time=24:00:00",
+        ]
+    )
     assert "#SBATCH --gres=gpu:4\n#SBATCH --time=24:00:00\n" in out.read_text()
     assert "--slurm_options is deprecated" in capsys.readouterr().err
 
 
 def test_slurm_array_is_packed_under_max_array_size(tmp_path, capsys):
     out = tmp_path / "sweep.sbatch"
-    sweep.main(["--emit", "slurm", "--slurm_out", str(out), "--output_root", str(tmp_path / "runs"),
-                "--slurm_max_array_size", "5", "--launcher", "python"])  # the paper's 36 cells
+    sweep.main(
+        [
+            "--emit",
+            "slurm",
+            "--slurm_out",
+            str(out),
+            "--output_root",
+            str(tmp_path / "runs"),
+            "--slurm_max_array_size",
+            "5",
+            "--launcher",
+            "python",
+        ]
+    )  # the paper's 36 cells
     script = out.read_text()
     assert "#SBATCH --array=0-4\n" in script and "PER_TASK=8\n" in script
     assert len(script_commands(script)) == 36
-    assert all(c[:2] == [sys.executable, str(sweep.REPO / "recipes" / "mlm_finetune.py")] for c in script_commands(script))
+    assert all(
+        c[:2] == [sys.executable, str(sweep.REPO / "recipes" / "mlm_finetune.py")]
+        for c in script_commands(script)
+    )
     assert "8 commands per array task (MaxArraySize 5 from --slurm_max_array_size)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra, tmp_path, monkeypatch, capsys):
+def test_local_sweep_writes_manifest_and_skips_finished(
+    tiny_bert, recipe_extra, tmp_path, monkeypatch, capsys
+):
     root = tmp_path / "runs"
-    common = ["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "2", "--learning_rates", "1e-3",
-              "--output_root", str(root), "--in_process", *recipe_extra]  # fmt: skip
+    common = [
+        "--models",
+        str(tiny_bert),
+        "--optims",
+        "adamw",
+        "--epochs",
+        "1",
+        "2",
+        "--learning_rates",
+        "1e-3",
+        "--output_root",
+        str(root),
+        "--in_process",
+        *recipe_extra,
+    ]
     sweep.main(common)
     manifest = json.loads((root / "manifest.json").read_text())
     assert [(e["optimizer"], e["epochs"]) for e in manifest["selected"]] == [("adamw", 1), ("adamw", 2)]
     for entry in manifest["selected"]:
-        assert list(entry) == ["model", "optimizer", "epochs", "lr", "checkpoint", "val_perplexity", "provenance"]
+        assert list(entry) == [
+            "model",
+            "optimizer",
+            "epochs",
+            "lr",
+            "checkpoint",
+            "val_perplexity",
+            "provenance",
+        ]
         assert entry["model"] == str(tiny_bert) and entry["lr"] == 1e-3
         assert set(entry["provenance"]) == {"model", "data"}
         assert set(entry["provenance"]["model"]) == {"name", "resolved", "weights_sha256"}
@@ -134,8 +232,23 @@ def test_local_sweep_writes_manifest_and_skips_finished(tiny_bert, recipe_extra,
 @pytest.mark.slow
 def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tmp_path):
     root = tmp_path / "runs"
-    sweep.main(["--models", str(tiny_bert), "--optims", "adamw", "--epochs", "1", "--learning_rates", "1e-3",
-                "--output_root", str(root), "--launcher", "python", *recipe_extra])  # fmt: skip
+    sweep.main(
+        [
+            "--models",
+            str(tiny_bert),
+            "--optims",
+            "adamw",
+            "--epochs",
+            "1",
+            "--learning_rates",
+            "1e-3",
+            "--output_root",
+            str(root),
+            "--launcher",
+            "python",
+            *recipe_extra,
+        ]
+    )
     manifest = json.loads((root / "manifest.json").read_text())
     assert len(manifest["selected"]) == 1
 
@@ -147,7 +260,10 @@ def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tm
         (["--learning_rates", "0"], "--learning_rates must all be positive"),
         (["--output_dir", "x"], "--output_dir: set by the sweep"),
         (["--emit", "slurm"], "--emit slurm needs --slurm_out"),
-        (["--emit", "slurm", "--slurm_out", "x.sbatch", "--slurm_directive=--array=0-3"], "--array is written by"),
+        (
+            ["--emit", "slurm", "--slurm_out", "x.sbatch", "--slurm_directive=--array=0-3"],
+            "--array is written by",
+        ),
     ],
 )
 def test_bad_sweep_input(tmp_path, args, message):

@@ -61,7 +61,9 @@ def tiny_config(family: str, tokenizer):
     if family == "roberta":
         # RoBERTa positions start after the padding index.
         return (
-            RobertaConfig(max_position_embeddings=MAX_LENGTH + tokenizer.pad_token_id + 1, type_vocab_size=1, **common),
+            RobertaConfig(
+                max_position_embeddings=MAX_LENGTH + tokenizer.pad_token_id + 1, type_vocab_size=1, **common
+            ),
             RobertaForMaskedLM,
         )
     if family == "deberta-v2":

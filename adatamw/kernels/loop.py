@@ -11,14 +11,39 @@ from .. import update
 from ..torque import partial_sums as torque_sums  # noqa: F401 - this implementation's Eq. 2 sums
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1, beta2, eps,
-                decoupled_wd, kind, v_transforms=None) -> None:
+def adam_update(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    coefs,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    decoupled_wd,
+    kind,
+    v_transforms=None,
+) -> None:
     """:func:`adatamw.update.adam_step` for each tensor (``v_transforms[i]``: Coupled Adam)."""
     for i, p in enumerate(params):
-        update.adam_step(p, grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i],
-                         coefs[i] if coefs else None, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                         decoupled_wd=decoupled_wd, kind=kind,
-                         v_transform=v_transforms[i] if v_transforms else None)
+        update.adam_step(
+            p,
+            grads[i],
+            exp_avgs[i],
+            exp_avg_sqs[i],
+            steps[i],
+            coefs[i] if coefs else None,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            decoupled_wd=decoupled_wd,
+            kind=kind,
+            v_transform=v_transforms[i] if v_transforms else None,
+        )
 
 
 def sgd_update(params, grads, buffers, coefs, *, lr, beta) -> None:

@@ -11,10 +11,19 @@ Layers, each importing only those below it:
 The public faces of the engines are :mod:`adatamw.distributed` and :mod:`adatamw.zero`.
 """
 
-from .base import Sharding, ShardableOptimizer
+from .base import ShardableOptimizer, Sharding
 from .fsdp import DTensorSharding, FlatShardSharding, shard_aware
 from .resolve import resolve
 from .zero import ZeroSharding, zero_aware, zero_aware_callback
 
-__all__ = ["DTensorSharding", "FlatShardSharding", "ShardableOptimizer", "Sharding",
-           "ZeroSharding", "resolve", "shard_aware", "zero_aware", "zero_aware_callback"]
+__all__ = [
+    "DTensorSharding",
+    "FlatShardSharding",
+    "ShardableOptimizer",
+    "Sharding",
+    "ZeroSharding",
+    "resolve",
+    "shard_aware",
+    "zero_aware",
+    "zero_aware_callback",
+]

@@ -13,16 +13,25 @@ from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkabl
 
 from torch import Tensor
 
-__all__ = ["FSDP_WORKS", "RowMean", "ShardableOptimizer", "Sharding", "is_dtensor",
-           "is_fsdp1_flat", "parameters"]
+__all__ = [
+    "FSDP_WORKS",
+    "RowMean",
+    "ShardableOptimizer",
+    "Sharding",
+    "is_dtensor",
+    "is_fsdp1_flat",
+    "parameters",
+]
 
 #: Maps the local second moment ``v`` ([V_local, H]) of a coupled tensor to ``mean(v, dim=0)``
 #: over the whole (unsharded) tensor, shape [1, H].
 RowMean = Callable[[Tensor], Tensor]
 
 #: The layouts that are exact with every optimizer setting (named in refusals).
-FSDP_WORKS = ("FSDP2 (torch.distributed.fsdp.fully_shard, or accelerate with fsdp_version: 2; "
-              "see recipes/accelerate/fsdp.yaml) or DDP")
+FSDP_WORKS = (
+    "FSDP2 (torch.distributed.fsdp.fully_shard, or accelerate with fsdp_version: 2; "
+    "see recipes/accelerate/fsdp.yaml) or DDP"
+)
 
 
 class Sharding:
@@ -59,8 +68,7 @@ class ShardableOptimizer(Protocol):
 
 def is_dtensor(t: Tensor) -> bool:
     """True for a ``torch.distributed.tensor.DTensor`` (FSDP2 / tensor-parallel parameters)."""
-    return hasattr(t, "placements") and hasattr(t, "device_mesh") and callable(
-        getattr(t, "to_local", None))
+    return hasattr(t, "placements") and hasattr(t, "device_mesh") and callable(getattr(t, "to_local", None))
 
 
 def is_fsdp1_flat(t: Tensor) -> bool:

@@ -36,6 +36,7 @@ from .base import FSDP_WORKS, RowMean, Sharding, is_dtensor, is_fsdp1_flat, para
 
 __all__ = ["DTensorSharding", "FlatShardSharding", "describe_mesh", "detect", "shard_aware"]
 
+
 class DTensorSharding(Sharding):
     """FSDP2 / DTensor parameters on one device mesh (module docstring)."""
 
@@ -48,9 +49,13 @@ class DTensorSharding(Sharding):
         size 1 splits nothing (its all_reduce would be the identity): left out."""
         if not is_dtensor(t):
             return []
-        return [i for i, pl in enumerate(t.placements)
-                if pl.is_shard() and self.mesh.size(i) > 1
-                and (tensor_dim is None or pl.dim % t.dim() == tensor_dim)]
+        return [
+            i
+            for i, pl in enumerate(t.placements)
+            if pl.is_shard()
+            and self.mesh.size(i) > 1
+            and (tensor_dim is None or pl.dim % t.dim() == tensor_dim)
+        ]
 
     def _reductions_of(self, sources: Sequence[Tensor], device: torch.device):
         """Per sharding mesh dim: its process group and the row mask (None: all ones)."""
@@ -97,8 +102,7 @@ class FlatShardSharding(Sharding):
     taken as replicated (counted on group rank 0 only).
     """
 
-    def __init__(self, process_group: Any, all_params: Sequence[Tensor],
-                 sharded: Sequence[Tensor]) -> None:
+    def __init__(self, process_group: Any, all_params: Sequence[Tensor], sharded: Sequence[Tensor]) -> None:
         self.group = process_group
         self.index = {id(p): i for i, p in enumerate(all_params)}
         self.sharded = {id(p) for p in sharded}
@@ -110,21 +114,20 @@ class FlatShardSharding(Sharding):
 
     def _check_same_params(self) -> None:
         """Tensor-scope rows are aligned by position: every rank needs the same list (once)."""
-        n = torch.tensor([self.n_params, -self.n_params], dtype=torch.float64,
-                         device=self.device)
+        n = torch.tensor([self.n_params, -self.n_params], dtype=torch.float64, device=self.device)
         dist.all_reduce(n, op=dist.ReduceOp.MAX, group=self.group)
         if n[0].item() != self.n_params or -n[1].item() != self.n_params:
             raise RuntimeError(
                 f"The optimizer holds {self.n_params} parameters on this rank but not on every "
                 "rank of the FSDP process group; build it from model.parameters() of the "
-                "FSDP-wrapped model on every rank (use_orig_params=True keeps them all)")
+                "FSDP-wrapped model on every rank (use_orig_params=True keeps them all)"
+            )
 
     def _rows(self, sources: Sequence[Tensor]):
         key = tuple(map(id, sources))
         hit = self._cache.get(key)
         if hit is None:
-            idx = torch.tensor([self.index[id(p)] for p in sources], dtype=torch.long,
-                               device=self.device)
+            idx = torch.tensor([self.index[id(p)] for p in sources], dtype=torch.long, device=self.device)
             keep = [1.0 if (self.rank0 or id(p) in self.sharded) else 0.0 for p in sources]
             mask = None if all(keep) else torch.tensor(keep, device=self.device).unsqueeze(1)
             hit = self._cache[key] = (idx, mask)
@@ -150,8 +153,7 @@ def describe_mesh(mesh: Any) -> str:
     """A mesh in words: device type, shape with dim names, and the global ranks it spans."""
     names = mesh.mesh_dim_names
     shape = tuple(mesh.mesh.shape)
-    dims = (", ".join(f"{n}={k}" for n, k in zip(names, shape)) if names
-            else "x".join(map(str, shape)))
+    dims = ", ".join(f"{n}={k}" for n, k in zip(names, shape)) if names else "x".join(map(str, shape))
     return f"DeviceMesh({mesh.device_type!r}, {dims}, ranks {mesh.mesh.flatten().tolist()})"
 
 
@@ -166,13 +168,16 @@ def _one_mesh(dtensors: Sequence[Tensor], optimizer_name: str) -> Any:
         meshes.setdefault(p.device_mesh, []).append(i)
     if len(meshes) == 1:
         return next(iter(meshes))
-    listed = "; ".join(f"{describe_mesh(m)} holds {len(idx)} parameter(s), e.g. one of shape "
-                       f"{tuple(dtensors[idx[0]].shape)}" for m, idx in meshes.items())
+    listed = "; ".join(
+        f"{describe_mesh(m)} holds {len(idx)} parameter(s), e.g. one of shape {tuple(dtensors[idx[0]].shape)}"
+        for m, idx in meshes.items()
+    )
     raise RuntimeError(
         f"{optimizer_name}: the DTensor parameters live on {len(meshes)} different device meshes "
         f"({listed}); the torque cosine (Eq. 2) and the coupled row mean reduce over one mesh. "
         "Shard every module over the same mesh (fully_shard(..., mesh=mesh)), or give each mesh "
-        "its own optimizer")
+        "its own optimizer"
+    )
 
 
 def detect(optimizer: Any) -> Optional[Sharding]:
@@ -191,7 +196,8 @@ def detect(optimizer: Any) -> Optional[Sharding]:
             f"{name} sees FSDP1 flattened parameters (FullyShardedDataParallel): their shards "
             "do not say how they are split, so a local cosine would be silently wrong. Call "
             "adatamw.distributed.shard_aware(optimizer, model=fsdp_model) after building the "
-            f"optimizer (use_orig_params=True), or use {FSDP_WORKS}")
+            f"optimizer (use_orig_params=True), or use {FSDP_WORKS}"
+        )
     return None
 
 
@@ -216,7 +222,8 @@ def shard_aware(optimizer: Any, process_group: Any = None, *, model: Any = None)
     if model is not None:
         if process_group is not None:
             raise ValueError("Pass process_group or model to shard_aware, not both")
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import ShardingStrategy
 
         sharded, groups = [], {}
         for unit in FSDP.fsdp_modules(model):
@@ -228,8 +235,10 @@ def shard_aware(optimizer: Any, process_group: Any = None, *, model: Any = None)
             sharded.extend(flat._shared_params or [])
             groups[id(unit.process_group)] = unit.process_group
         if len(groups) > 1:
-            raise RuntimeError(f"{name}: the FSDP units of this model shard over "
-                               f"{len(groups)} different process groups; the cosine reduces over one")
+            raise RuntimeError(
+                f"{name}: the FSDP units of this model shard over "
+                f"{len(groups)} different process groups; the cosine reduces over one"
+            )
         process_group = next(iter(groups.values())) if groups else None
         if not groups:  # nothing sharded (NO_SHARD everywhere)
             optimizer.sharding = _NOTHING_SHARDED
@@ -246,13 +255,16 @@ def shard_aware(optimizer: Any, process_group: Any = None, *, model: Any = None)
                 f"param_groups[{i}] of {name} is coupled (Coupled Adam's row mean of a [V, H] "
                 "embedding), but FSDP1 flattens the embedding into 1-D shards that cut its rows. "
                 f"Use {FSDP_WORKS}, keep the embedding out of FSDP1 sharding (ignored_states), "
-                "or drop coupled=True / --coupled_embeddings")
+                "or drop coupled=True / --coupled_embeddings"
+            )
         if group.get("cosine_scope") == "tensor" and any(
-                type(p).__name__ == "FlatParameter" for p in group["params"]):
+            type(p).__name__ == "FlatParameter" for p in group["params"]
+        ):
             raise RuntimeError(
                 f"{name} with cosine_scope='tensor' over FSDP1 FlatParameters would take one "
                 "cosine per FSDP unit, not per tensor: use use_orig_params=True or "
-                "cosine_scope='global'")
+                "cosine_scope='global'"
+            )
     optimizer.sharding = FlatShardSharding(process_group, params, sharded)
     return optimizer
 

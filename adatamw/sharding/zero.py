@@ -63,11 +63,19 @@ from torch import Tensor
 from ..wrappers import optimizer_chain
 from .base import FSDP_WORKS, ShardableOptimizer, Sharding, is_dtensor, is_fsdp1_flat
 
-__all__ = ["ZeroSharding", "check_not_flattened", "detect", "refuse_partitioned", "zero_aware",
-           "zero_aware_callback"]
+__all__ = [
+    "ZeroSharding",
+    "check_not_flattened",
+    "detect",
+    "refuse_partitioned",
+    "zero_aware",
+    "zero_aware_callback",
+]
 
-_WORKS = ("cosine_scope='global' under DeepSpeed ZeRO, or FSDP2 "
-          "(torch.distributed.fsdp.fully_shard; see docs/distributed.md)")
+_WORKS = (
+    "cosine_scope='global' under DeepSpeed ZeRO, or FSDP2 "
+    "(torch.distributed.fsdp.fully_shard; see docs/distributed.md)"
+)
 
 
 class ZeroSharding(Sharding):
@@ -94,9 +102,11 @@ class ZeroSharding(Sharding):
 
 
 def _tensor_scope_message(name: str) -> str:
-    return (f"{name} uses cosine_scope='tensor', but DeepSpeed ZeRO replaced each param group by "
-            "one flat partition per rank: the tensors' boundaries are gone, so a per-tensor "
-            f"cosine (Eq. 2) cannot be computed. Use {_WORKS}")
+    return (
+        f"{name} uses cosine_scope='tensor', but DeepSpeed ZeRO replaced each param group by "
+        "one flat partition per rank: the tensors' boundaries are gone, so a per-tensor "
+        f"cosine (Eq. 2) cannot be computed. Use {_WORKS}"
+    )
 
 
 def refuse_partitioned(params: Sequence[Tensor], optimizer_name: str) -> None:
@@ -109,7 +119,8 @@ def refuse_partitioned(params: Sequence[Tensor], optimizer_name: str) -> None:
                 "adatamw.zero.zero_aware: the torque cosine (Eq. 2) would sum one rank's "
                 "partition only. Call adatamw.zero.zero_aware(engine) after deepspeed.initialize "
                 "(with the Trainer: callbacks=[adatamw.zero.zero_aware_callback()]), or use "
-                f"{FSDP_WORKS} (see docs/distributed.md)")
+                f"{FSDP_WORKS} (see docs/distributed.md)"
+            )
 
 
 def check_not_flattened(optimizer: Any) -> None:
@@ -130,7 +141,8 @@ def check_not_flattened(optimizer: Any) -> None:
             "per-tensor cosine (Eq. 2) nor the coupled row mean is exact. Use "
             f"{FSDP_WORKS}; under DeepSpeed ZeRO-1/2/3, adatamw.zero.zero_aware(engine) after "
             "deepspeed.initialize makes the global scope exact. To change the "
-            "parameters of an optimizer, build a new one or use add_param_group")
+            "parameters of an optimizer, build a new one or use add_param_group"
+        )
 
 
 def _zero_classes() -> tuple[type, type, tuple[type, ...]]:
@@ -159,8 +171,9 @@ def _unwrap(obj: Any) -> tuple[Any, Any]:
         raise TypeError(
             f"zero_aware needs a DeepSpeed engine, its optimizer or an optimizer of adatamw "
             f"wrapped by DeepSpeed; got {type(obj).__name__}, which holds no adatamw "
-            "optimizer (build the DeepSpeed engine with optimizer=AdaTAMW(...))")
-    wrappers = chain[:chain.index(inner)]
+            "optimizer (build the DeepSpeed engine with optimizer=AdaTAMW(...))"
+        )
+    wrappers = chain[: chain.index(inner)]
     outer = next((o for o in reversed(wrappers) if _deepspeed_optimizer(o)), None)
     return outer, inner
 
@@ -192,14 +205,16 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
         raise RuntimeError(
             f"{name} is wrapped by DeepSpeed's {type(wrapper).__name__}, which replaces the "
             "param groups by flat tensors outside ZeRO; use ZeRO stage 1, 2 or 3 "
-            "(zero_optimization.stage), or FSDP2; see docs/distributed.md")
+            "(zero_optimization.stage), or FSDP2; see docs/distributed.md"
+        )
     internals = _ZERO12_INTERNALS if isinstance(wrapper, zero12) else _ZERO3_INTERNALS
     missing = [a for a in internals if not hasattr(wrapper, a)]
     if missing:
         raise RuntimeError(
             f"{name} under a DeepSpeed whose {type(wrapper).__name__} lacks {missing}, which "
             "adatamw.zero uses to step all param groups at once; it is tested with DeepSpeed "
-            "0.19 (pip install 'adatamw[deepspeed]')")
+            "0.19 (pip install 'adatamw[deepspeed]')"
+        )
     if isinstance(wrapper, zero3):
         for flag, what in (("offload_optimizer", "offload_optimizer"), ("use_muon", "Muon")):
             if getattr(wrapper, flag, None):
@@ -207,7 +222,8 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
                     f"{name} under DeepSpeed ZeRO-3 with {what}: DeepSpeed swaps each "
                     "sub-group's state in and out around its own step, which the "
                     "one-step-for-all-groups deferral of adatamw.zero does not replicate; "
-                    "drop it from the ds_config or use ZeRO-2 (offload_optimizer works there)")
+                    "drop it from the ds_config or use ZeRO-2 (offload_optimizer works there)"
+                )
     if optimizer.uses_torque and optimizer.param_groups[0]["cosine_scope"] != "global":
         raise RuntimeError(_tensor_scope_message(name))
     for i, group in enumerate(optimizer.param_groups):
@@ -215,30 +231,46 @@ def _check_supported(wrapper: Any, optimizer: Any) -> None:
             raise RuntimeError(
                 f"param_groups[{i}] of {name} is coupled (Coupled Adam's row mean of a [V, H] "
                 "embedding), but DeepSpeed ZeRO flattens the group into 1-D partitions that cut "
-                "its rows. Drop coupled=True / --coupled_embeddings, or use FSDP2")
+                "its rows. Drop coupled=True / --coupled_embeddings, or use FSDP2"
+            )
         if group.get("moe"):
-            raise RuntimeError(f"param_groups[{i}] of {name} is a DeepSpeed MoE group (its own "
-                               "expert-parallel process group): not supported with the torque "
-                               "cosine")
+            raise RuntimeError(
+                f"param_groups[{i}] of {name} is a DeepSpeed MoE group (its own "
+                "expert-parallel process group): not supported with the torque "
+                "cosine"
+            )
     for flag, what in (("torch_autocast_gradscaler", "torch_autocast"), ("zenflow", "ZenFlow")):
         if getattr(wrapper, flag, None):
             raise RuntimeError(
                 f"{name} under DeepSpeed ZeRO with {what}: DeepSpeed copies each group back "
                 "differently there, which the one-step-for-all-groups deferral of "
-                "adatamw.zero does not replicate; drop it from the ds_config")
+                "adatamw.zero does not replicate; drop it from the ds_config"
+            )
 
 
 #: What :func:`_step_all_groups_at_once` reads of DeepSpeed's ZeRO-1/2 optimizer.
-_ZERO12_INTERNALS = ("bit16_groups", "single_partition_of_fp32_groups",
-                     "parallel_partitioned_bit16_groups", "real_dp_process_group", "cpu_offload",
-                     "_optimizer_step", "_lazy_init_hp_params_optimizer_state")
+_ZERO12_INTERNALS = (
+    "bit16_groups",
+    "single_partition_of_fp32_groups",
+    "parallel_partitioned_bit16_groups",
+    "real_dp_process_group",
+    "cpu_offload",
+    "_optimizer_step",
+    "_lazy_init_hp_params_optimizer_state",
+)
 
 
 #: What :func:`_defer_zero3` reads of DeepSpeed's ZeRO-3 optimizer.
-_ZERO3_INTERNALS = ("fp16_groups", "fp32_partitioned_groups_flat", "dp_process_group",
-                    "offload_optimizer", "_set_fp32_optimizer_param_groups",
-                    "_clear_fp32_optimizer_param_groups",
-                    "_reassign_or_swap_out_partitioned_parameters", "_optimizer_step")
+_ZERO3_INTERNALS = (
+    "fp16_groups",
+    "fp32_partitioned_groups_flat",
+    "dp_process_group",
+    "offload_optimizer",
+    "_set_fp32_optimizer_param_groups",
+    "_clear_fp32_optimizer_param_groups",
+    "_reassign_or_swap_out_partitioned_parameters",
+    "_optimizer_step",
+)
 
 
 def _fill_stage3_padding(wrapper: Any, value: float = 0.0) -> None:
@@ -255,7 +287,7 @@ def _fill_stage3_padding(wrapper: Any, value: float = 0.0) -> None:
             piece = p.ds_tensor.ds_numel
             rank = dist.get_rank(group=getattr(p, "ds_process_group", wrapper.dp_process_group))
             valid = max(0, min(piece, p.ds_numel - rank * piece))
-            flat.data[offset + valid:offset + piece].fill_(value)
+            flat.data[offset + valid : offset + piece].fill_(value)
             offset += piece
 
 
@@ -367,15 +399,18 @@ def zero_aware(optimizer: Any, group: Any = None) -> Any:
         raise RuntimeError(
             f"zero_aware: the {type(inner).__name__} is not wrapped by a DeepSpeed ZeRO "
             "optimizer; call it after deepspeed.initialize(..., optimizer=...) / "
-            "accelerator.prepare")
+            "accelerator.prepare"
+        )
     _check_supported(wrapper, inner)
     if group is None and not hasattr(wrapper, "real_dp_process_group"):  # ZeRO-3
         group = wrapper.dp_process_group
     if group is None:
         groups = {id(g): g for g in wrapper.real_dp_process_group}
         if len(groups) != 1:
-            raise RuntimeError(f"zero_aware: the param groups of {type(inner).__name__} are "
-                               f"partitioned over {len(groups)} process groups; pass group=")
+            raise RuntimeError(
+                f"zero_aware: the param groups of {type(inner).__name__} are "
+                f"partitioned over {len(groups)} process groups; pass group="
+            )
         group = next(iter(groups.values()))
     if not hasattr(wrapper, "bit16_groups"):  # ZeRO-3
         _fill_stage3_padding(wrapper)
@@ -409,7 +444,8 @@ def detect(optimizer: Any) -> Optional[ZeroSharding]:
             "at a time; "
             "one cosine over all of them (Eq. 2) needs adatamw.zero.zero_aware(engine) after "
             "deepspeed.initialize (with the Trainer: callbacks=[adatamw.zero."
-            "zero_aware_callback()])")
+            "zero_aware_callback()])"
+        )
     zero_aware(wrapper)
     return optimizer.sharding
 

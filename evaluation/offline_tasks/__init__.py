@@ -39,8 +39,9 @@ def _file_revision(filename: str) -> str:
     return hashlib.sha256((DATA_DIR / filename).read_bytes()).hexdigest()[:12]
 
 
-_SOURCE = DataSource("local/adatamw-offline", license="apache-2.0", sample_creation="created",
-                     revision=_file_revision)
+_SOURCE = DataSource(
+    "local/adatamw-offline", license="apache-2.0", sample_creation="created", revision=_file_revision
+)
 _PAPER = "https://arxiv.org/abs/2412.18790"
 
 
@@ -53,7 +54,8 @@ class TinyEnglishSTS(AbsTaskSTS):
     """24 hand-written English sentence pairs scored 0-5."""
 
     metadata = task_metadata(
-        _SOURCE, "tiny_sts.json",
+        _SOURCE,
+        "tiny_sts.json",
         name="TinyEnglishSTS",
         task_type="STS",
         main_score="cosine_spearman",
@@ -79,7 +81,8 @@ class TinyEnglishClassification(AbsTaskClassification):
     """Four-topic sentence classification (sport, cooking, weather, computing)."""
 
     metadata = task_metadata(
-        _SOURCE, "tiny_classification.json",
+        _SOURCE,
+        "tiny_classification.json",
         name="TinyEnglishClassification",
         task_type="Classification",
         main_score="accuracy",
@@ -99,7 +102,9 @@ class TinyEnglishClassification(AbsTaskClassification):
         label_id = {label: i for i, label in enumerate(raw["labels"])}
         self.dataset = DatasetDict(
             {
-                split: Dataset.from_list([{"text": r["text"], "label": label_id[r["label"]]} for r in raw[split]])
+                split: Dataset.from_list(
+                    [{"text": r["text"], "label": label_id[r["label"]]} for r in raw[split]]
+                )
                 for split in ("train", "test")
             }
         )
@@ -110,7 +115,8 @@ class TinyEnglishRetrieval(AbsTaskRetrieval):
     """Ten questions over twenty short passages."""
 
     metadata = task_metadata(
-        _SOURCE, "tiny_retrieval.json",
+        _SOURCE,
+        "tiny_retrieval.json",
         name="TinyEnglishRetrieval",
         task_type="Retrieval",
         main_score="ndcg_at_10",

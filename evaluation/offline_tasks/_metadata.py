@@ -19,9 +19,20 @@ class DataSource:
     revision: Callable[[str], str]  #: data file name -> content hash (the dataset revision)
 
 
-def task_metadata(source: DataSource, filename: str, *, name: str, task_type: str, main_score: str,
-                  description: str, reference: str, annotations: str, date: tuple[str, str],
-                  domains: list[str], bibtex: str = "") -> TaskMetadata:
+def task_metadata(
+    source: DataSource,
+    filename: str,
+    *,
+    name: str,
+    task_type: str,
+    main_score: str,
+    description: str,
+    reference: str,
+    annotations: str,
+    date: tuple[str, str],
+    domains: list[str],
+    bibtex: str = "",
+) -> TaskMetadata:
     """The ``TaskMetadata`` of the local task ``name`` reading ``filename`` of ``source``."""
     return TaskMetadata(
         name=name,

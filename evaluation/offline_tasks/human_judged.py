@@ -61,10 +61,14 @@ def gensim_data_dir() -> Path | None:
 def _path(filename: str) -> Path:
     folder = gensim_data_dir()
     if folder is None:
-        raise GensimDataError(f"gensim is not installed, and the offline task data {filename} comes with it: {_INSTALL}")
+        raise GensimDataError(
+            f"gensim is not installed, and the offline task data {filename} comes with it: {_INSTALL}"
+        )
     path = folder / filename
     if not path.is_file():
-        raise GensimDataError(f"{path} not found: this gensim does not ship its test data; reinstall it: {_INSTALL}")
+        raise GensimDataError(
+            f"{path} not found: this gensim does not ship its test data; reinstall it: {_INSTALL}"
+        )
     return path
 
 
@@ -102,13 +106,16 @@ def read_polarity(filename: str = "pang_lee_polarity.cor") -> list[dict[str, Any
             continue
         label, _, text = line.partition(" ")
         if label not in labels or not text.strip():
-            raise ValueError(f"{filename} line {n}: expected '__label__neg|__label__pos <sentence>', got {line!r}")
+            raise ValueError(
+                f"{filename} line {n}: expected '__label__neg|__label__pos <sentence>', got {line!r}"
+            )
         rows.append({"text": text.strip(), "label": labels[label]})
     return rows
 
 
-_SOURCE = DataSource("local/gensim-test-data", license="not specified", sample_creation="found",
-                     revision=_revision)
+_SOURCE = DataSource(
+    "local/gensim-test-data", license="not specified", sample_creation="found", revision=_revision
+)
 
 
 class _WordPairSTS(AbsTaskSTS):
@@ -131,7 +138,8 @@ class SimLex999(_WordPairSTS):
 
     filename = "simlex999.txt"
     metadata = task_metadata(
-        _SOURCE, "simlex999.txt",
+        _SOURCE,
+        "simlex999.txt",
         name="SimLex999",
         task_type="STS",
         main_score="cosine_spearman",
@@ -159,7 +167,8 @@ class WordSim353(_WordPairSTS):
 
     filename = "wordsim353.tsv"
     metadata = task_metadata(
-        _SOURCE, "wordsim353.tsv",
+        _SOURCE,
+        "wordsim353.tsv",
         name="WordSim353",
         task_type="STS",
         main_score="cosine_spearman",
@@ -186,7 +195,8 @@ class PangLeePolarityClassification(AbsTaskClassification):
     """200 movie-review sentences (Pang and Lee 2005), positive / negative, 10-fold cross-validation."""
 
     metadata = task_metadata(
-        _SOURCE, "pang_lee_polarity.cor",
+        _SOURCE,
+        "pang_lee_polarity.cor",
         name="PangLeePolarityClassification",
         task_type="Classification",
         main_score="accuracy",

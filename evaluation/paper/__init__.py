@@ -9,6 +9,7 @@ README.md in this folder).
 
 Read through :mod:`importlib.resources`, so they work from an installed package as from a clone.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,7 @@ import pandas as pd
 
 SCORES_FILE = "mteb_scores_all.csv"
 WIN_RATES_FILE = "win_rates_all.csv"
-MODELS = ("BERT-base", "BERT-large", "DeBERTa-base", "DeBERTa-large", "RoBERTa-base",
-          "RoBERTa-large")
+MODELS = ("BERT-base", "BERT-large", "DeBERTa-base", "DeBERTa-large", "RoBERTa-base", "RoBERTa-large")
 # Cells that cannot be recomputed from the tables: BERT-base's AdaTAMW 10-epoch column is
 # missing from Table 11 as published.
 MISSING_CELLS = {("BERT-base", 10)}
@@ -56,17 +56,31 @@ def paper_model(name: str) -> str | None:
 
 # Recomputed cells more than TOLERANCE points from the published figure, and why (README.md).
 TOLERANCE = 2
-_TIES = ("the two-decimal table has 4 exact ties, counted as better; the figure's 50 % means "
-         "the raw scores broke 2 of them the other way")
+_TIES = (
+    "the two-decimal table has 4 exact ties, counted as better; the figure's 50 % means "
+    "the raw scores broke 2 of them the other way"
+)
 _DEBERTA = "Table 13 disagrees with its own figure (a defect of the source)"
 KNOWN_DIFFERENCES = {
-    ("BERT-base", 5, "0.2%"): _TIES, ("BERT-base", 5, "1%"): _TIES,
-    ("DeBERTa-base", 3, "0.2%"): _DEBERTA, ("DeBERTa-base", 3, "1%"): _DEBERTA,
-    ("DeBERTa-base", 5, "0.2%"): _DEBERTA, ("DeBERTa-base", 5, "1%"): _DEBERTA,
+    ("BERT-base", 5, "0.2%"): _TIES,
+    ("BERT-base", 5, "1%"): _TIES,
+    ("DeBERTa-base", 3, "0.2%"): _DEBERTA,
+    ("DeBERTa-base", 3, "1%"): _DEBERTA,
+    ("DeBERTa-base", 5, "0.2%"): _DEBERTA,
+    ("DeBERTa-base", 5, "1%"): _DEBERTA,
     ("DeBERTa-base", 10, "0.2%"): _DEBERTA,
 }
-COMPARISON_COLUMNS = ["model", "epochs", "threshold", "better_pct", "similar_or_better_pct",
-                      "paper_model", "paper_better_pct", "paper_similar_or_better_pct", "note"]
+COMPARISON_COLUMNS = [
+    "model",
+    "epochs",
+    "threshold",
+    "better_pct",
+    "similar_or_better_pct",
+    "paper_model",
+    "paper_better_pct",
+    "paper_similar_or_better_pct",
+    "note",
+]
 
 
 def _note(model: str, epochs: int, threshold: str, row) -> str:
@@ -76,12 +90,17 @@ def _note(model: str, epochs: int, threshold: str, row) -> str:
         return "not recomputable: Table 11 lacks BERT-base's AdaTAMW 10-epoch column"
     if pd.isna(row["paper_better_pct"]):
         return "no such cell in the paper"
-    off = max(abs(row["better_pct"] - row["paper_better_pct"]),
-              abs(row["similar_or_better_pct"] - row["paper_similar_or_better_pct"]))
+    off = max(
+        abs(row["better_pct"] - row["paper_better_pct"]),
+        abs(row["similar_or_better_pct"] - row["paper_similar_or_better_pct"]),
+    )
     if off <= TOLERANCE:
         return f"within {TOLERANCE} points of the paper's figure"
-    return f"known difference: {KNOWN_DIFFERENCES[key]}" if key in KNOWN_DIFFERENCES else \
-        f"differs from the paper's figure by {off:g} points"
+    return (
+        f"known difference: {KNOWN_DIFFERENCES[key]}"
+        if key in KNOWN_DIFFERENCES
+        else f"differs from the paper's figure by {off:g} points"
+    )
 
 
 def compare_with_paper(cells: pd.DataFrame) -> pd.DataFrame:
@@ -94,17 +113,30 @@ def compare_with_paper(cells: pd.DataFrame) -> pd.DataFrame:
     cells that cannot be recomputed from the tables (:data:`MISSING_CELLS`) are listed too."""
     mapped = cells.assign(paper_model=cells["model"].map(paper_model))
     mapped = mapped[mapped["paper_model"].notna()]
-    published = load_win_rates().rename(columns={
-        "model": "paper_model", "better_pct": "paper_better_pct",
-        "similar_or_better_pct": "paper_similar_or_better_pct"})
+    published = load_win_rates().rename(
+        columns={
+            "model": "paper_model",
+            "better_pct": "paper_better_pct",
+            "similar_or_better_pct": "paper_similar_or_better_pct",
+        }
+    )
     out = mapped.merge(published, on=["paper_model", "epochs", "threshold"], how="left")
-    own = published[published.apply(lambda r: (r["paper_model"], r["epochs"]) in MISSING_CELLS
-                                     and r["paper_model"] in set(cells["model"]), axis=1)]
+    own = published[
+        published.apply(
+            lambda r: (
+                (r["paper_model"], r["epochs"]) in MISSING_CELLS and r["paper_model"] in set(cells["model"])
+            ),
+            axis=1,
+        )
+    ]
     out = pd.concat([out, own.assign(model=own["paper_model"])], ignore_index=True)
-    out["note"] = [_note(r["model"], r["epochs"], r["threshold"], r)
-                   if r["model"] == r["paper_model"] else "" for _, r in out.iterrows()]
+    out["note"] = [
+        _note(r["model"], r["epochs"], r["threshold"], r) if r["model"] == r["paper_model"] else ""
+        for _, r in out.iterrows()
+    ]
     return out.reindex(columns=COMPARISON_COLUMNS).sort_values(
-        ["model", "epochs", "threshold"], ignore_index=True)
+        ["model", "epochs", "threshold"], ignore_index=True
+    )
 
 
 def comparison_section(comparison: pd.DataFrame) -> str:
@@ -115,12 +147,16 @@ def comparison_section(comparison: pd.DataFrame) -> str:
     def num(v) -> str:
         return "-" if pd.isna(v) else f"{v:g}"
 
-    rows = [f"| {r.model} | {r.epochs} | {r.threshold} | {num(r.better_pct)} | "
-            f"{num(r.paper_better_pct)} | {num(r.similar_or_better_pct)} | "
-            f"{num(r.paper_similar_or_better_pct)} | {r.note} |"
-            for r in comparison.itertuples()]
-    return ("## Beside the paper's Figures 4 and 10\n\n"
-            "Your cells next to the paper's cell of the same model, epochs and threshold "
-            "(`paper_comparison.csv`; the paper's tables: `evaluation/paper/`).\n\n"
-            "| Model | Epochs | Threshold | Better % | Paper | Similar or better % | Paper | Note |\n"
-            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    rows = [
+        f"| {r.model} | {r.epochs} | {r.threshold} | {num(r.better_pct)} | "
+        f"{num(r.paper_better_pct)} | {num(r.similar_or_better_pct)} | "
+        f"{num(r.paper_similar_or_better_pct)} | {r.note} |"
+        for r in comparison.itertuples()
+    ]
+    return (
+        "## Beside the paper's Figures 4 and 10\n\n"
+        "Your cells next to the paper's cell of the same model, epochs and threshold "
+        "(`paper_comparison.csv`; the paper's tables: `evaluation/paper/`).\n\n"
+        "| Model | Epochs | Threshold | Better % | Paper | Similar or better % | Paper | Note |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
