@@ -1,21 +1,22 @@
 // CPU kernels of AdaTAMW's fused path (arXiv 2412.18790), registered as torch.library custom ops
 // (adatamw::torque_sums, adatamw::adatamw_update) so torch.compile traces them: one read of m and g
 // for the three sums of Eq. 2, and one pass over p, g, m, v for the update of Eq. 7 / Eq. 8 with
-// AdamW's decoupled weight decay. float32 CPU tensors; p, m, v contiguous (a non-contiguous
-// gradient is copied). They mirror adatamw/momentum.py and are tested against it.
+// AdamW's decoupled weight decay. The update takes float32 CPU tensors (p, m, v contiguous; a
+// non-contiguous gradient is copied); the sums take every floating dtype of CPU tensors, so the
+// foreach implementation uses them on CPU too. They mirror adatamw/momentum.py and
+// adatamw/torque.py and are tested against them.
 //
 // Each call takes every tensor of the step at once: the elements are cut into units of at most
 // kUnit elements and the units into one contiguous run per thread with about as many elements
 // each, so one parallel region covers the whole step (no fork per tensor). The sums are kept per
-// unit and added in unit order: they do not depend on the number of threads. (Measured and
-// dropped: units taken in turn by the threads, 3-4% slower; walking the update backwards so the
-// end of the sums' read is still in cache, no gain; software prefetch; streaming stores.)
+// unit and added in unit order: they do not depend on the number of threads.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <vector>
 
@@ -96,14 +97,22 @@ double increment(at::Tensor& t) {
   });
 }
 
-// (<m, g>, |m|^2, |g|^2) over [begin, end), accumulated in double in 16 lanes (it vectorises).
-void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, double* out) {
+// Eq. 2's rule for a poisoned momentum: an element of m that is not finite counts as 0 in the
+// sums (branch-free: a compare and a blend, so the loop still vectorises). g is taken as is: a
+// non-finite g makes the sums non-finite and the step's cosine undefined (adatamw/torque.py).
+inline double finite_or_zero(double x) { return std::fabs(x) <= DBL_MAX ? x : 0.0; }
+
+// (<m~, g>, |m~|^2, |g|^2) over [begin, end), m~ = m with its non-finite elements as 0,
+// accumulated in double in 16 lanes (it vectorises).
+template <typename T>
+void unit_sums(const T* mp, const T* gp, int64_t begin, int64_t end, double* out) {
   constexpr int kLanes = 16;
   double dl[kLanes] = {0}, ml[kLanes] = {0}, gl[kLanes] = {0};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
-      const double mi = mp[i + k], gi = gp[i + k];
+      const double mi = finite_or_zero(static_cast<double>(mp[i + k]));
+      const double gi = static_cast<double>(gp[i + k]);
       dl[k] += mi * gi;
       ml[k] += mi * mi;
       gl[k] += gi * gi;
@@ -111,7 +120,8 @@ void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, dou
   }
   double d = 0, mm = 0, gg = 0;
   for (; i < end; ++i) {
-    const double mi = mp[i], gi = gp[i];
+    const double mi = finite_or_zero(static_cast<double>(mp[i]));
+    const double gi = static_cast<double>(gp[i]);
     d += mi * gi;
     mm += mi * mi;
     gg += gi * gi;
@@ -129,26 +139,37 @@ void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, dou
 }  // namespace
 
 
-// Eq. 2's sums (<m, g>, |m|^2, |g|^2) of each pair: a [N, 3] float64 tensor. Accumulated in
-// double, per unit in 16 lanes (so it vectorises), then over a tensor's units in order: the
-// result does not depend on the number of threads.
+// Eq. 2's sums (<m~, g>, |m~|^2, |g|^2) of each pair: a [N, 3] float64 tensor. Any floating
+// dtype of CPU tensors (float32, float64, bfloat16, float16; m and g of one pair alike; a
+// non-contiguous tensor is copied). Accumulated in double, per unit in 16 lanes (so it
+// vectorises), then over a tensor's units in order: the result does not depend on the number
+// of threads.
 at::Tensor torque_sums(at::TensorList ms_in, at::TensorList gs_in) {
   TORCH_CHECK(ms_in.size() == gs_in.size(), "adatamw::torque_sums: ", ms_in.size(),
               " momenta but ", gs_in.size(), " gradients");
   std::vector<at::Tensor> ms, gs;
   for (size_t i = 0; i < ms_in.size(); ++i) {
-    check_fits(ms_in[i].contiguous(), "a momentum");
-    check_fits(gs_in[i].contiguous(), "a gradient");
-    TORCH_CHECK(ms_in[i].numel() == gs_in[i].numel(), "adatamw::torque_sums: m and g sizes differ");
-    ms.push_back(ms_in[i].contiguous());
-    gs.push_back(gs_in[i].contiguous());
+    const at::Tensor& m = ms_in[i];
+    const at::Tensor& g = gs_in[i];
+    TORCH_CHECK(m.device().is_cpu() && g.device().is_cpu() && !m.is_sparse() && !g.is_sparse() &&
+                    at::isFloatingType(m.scalar_type()) && g.scalar_type() == m.scalar_type(),
+                "adatamw::torque_sums takes dense floating CPU tensors, m and g of one dtype; "
+                "got m ", m.scalar_type(), " on ", m.device(), " and g ", g.scalar_type(), " on ",
+                g.device());
+    TORCH_CHECK(m.numel() == g.numel(), "adatamw::torque_sums: m and g sizes differ");
+    ms.push_back(m.contiguous());
+    gs.push_back(g.contiguous());
   }
   const Plan plan = make_plan(ms);
   std::vector<double> part(3 * plan.units.size(), 0.0);
   run(plan, [&](int64_t u) {
     const Unit& unit = plan.units[u];
-    unit_sums(ms[unit.tensor].data_ptr<float>(), gs[unit.tensor].data_ptr<float>(), unit.begin,
-              unit.end, &part[3 * u]);
+    const at::Tensor& m = ms[unit.tensor];
+    const at::Tensor& g = gs[unit.tensor];
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, m.scalar_type(), "torque_sums", [&] {
+      unit_sums(m.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), unit.begin, unit.end,
+                &part[3 * u]);
+    });
   });
   auto out = at::zeros({static_cast<int64_t>(ms.size()), 3}, at::kDouble);
   double* acc = out.data_ptr<double>();
