@@ -264,7 +264,7 @@ class TorqueOptimizer(Optimizer):
             sums = sharding.reduce_partials(sums, sources, scope)
         if scope == "global":
             group = self.param_groups[0]
-            cos, defined = torque.cosine(sums.sum(0))
+            cos, defined = torque.cosine(_total(sums))
             s_held = self.torque_state.get(TORQUE_STATE_KEY)
             if s_held is None:
                 s_held = self._adopt(TORQUE_STATE_KEY, torch.zeros(
@@ -286,9 +286,16 @@ class TorqueOptimizer(Optimizer):
             s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in states])
             s = torque.smooth(s_prev, cos[row:row + n], group["gamma"], defined[row:row + n])
             torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in states], list(s.unbind()))
+            coefs = torque.damping(s) + group["torque_eps"]
             b.coefs = [None] * n
-            for i, c in zip(order, (torque.damping(s) + group["torque_eps"]).unbind()):
-                b.coefs[i] = c
+            start = 0
+            for impl, idx in b.plan:  # foreach: one cast per bucket, not one per tensor
+                part = coefs[start:start + len(idx)]
+                if impl is kernels.FOREACH:
+                    part = part.to(b.momenta[idx[0]].dtype)
+                for i, c in zip(idx, part.unbind()):
+                    b.coefs[i] = c
+                start += len(idx)
             row += n
         self._count_undefined(defined.all())
 
@@ -436,6 +443,13 @@ def _concat(chunks: list[Tensor]) -> Tensor:
         return torch.zeros(0, 3)
     dtype = torch.float64 if any(c.dtype == torch.float64 for c in chunks) else torch.float32
     return torch.cat([c.to(device=chunks[0].device, dtype=dtype) for c in chunks])
+
+
+def _total(sums: Tensor) -> Tensor:
+    """The global scope's three sums: the rows added in float64 (where the device has it), so
+    the total hardly depends on the order of the rows, that is of the param groups."""
+    wide = torch.float32 if sums.device.type == "mps" else torch.float64
+    return sums.sum(0, dtype=wide if sums.dtype != wide else None)
 
 
 def _s_dtype(batches: list[GroupBatch]) -> torch.dtype:
