@@ -23,7 +23,8 @@ def torque_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
     :mod:`adatamw.torque`): on CPU the C++ sums op of :mod:`.cpu_fused` (one call, one read of m
     and g, float64 accumulation), elsewhere, or where it does not build, :func:`multi_tensor_sums`.
     """
-    if momenta and cpu_fused.sums_fit(momenta[0]) and cpu_fused.available():
+    if (momenta and cpu_fused.sums_fit(momenta[0]) and grads[0].dtype == momenta[0].dtype
+            and cpu_fused.available()):
         return cpu_fused.torque_sums(momenta, grads)
     return multi_tensor_sums(momenta, grads)
 
