@@ -162,8 +162,10 @@ def calls_per_step(fn: Callable[[], object], device: str) -> int:
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(v.numel() * v.element_size() for st in opt.state.values()
-               for v in st.values() if torch.is_tensor(v))
+    """Bytes of the state's tensors, each counted once (every parameter's state holds the same
+    optimizer-wide torque tensors)."""
+    unique = {id(v): v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)}
+    return sum(v.numel() * v.element_size() for v in unique.values())
 
 
 def read_once(opt: torch.optim.Optimizer, params) -> Callable[[], None]:

@@ -98,20 +98,24 @@ double increment(at::Tensor& t) {
 }
 
 // Eq. 2's rule for a poisoned momentum: an element of m that is not finite counts as 0 in the
-// sums (branch-free: a compare and a blend, so the loop still vectorises). g is taken as is: a
-// non-finite g makes the sums non-finite and the step's cosine undefined (adatamw/torque.py).
-inline double finite_or_zero(double x) { return std::fabs(x) <= DBL_MAX ? x : 0.0; }
+// sums. g is taken as is: a non-finite g makes the sums non-finite and the step's cosine
+// undefined (adatamw/torque.py).
+template <bool kMask>
+inline double finite_or_zero(double x) {
+  if constexpr (kMask) return std::fabs(x) <= DBL_MAX ? x : 0.0;
+  return x;
+}
 
-// (<m~, g>, |m~|^2, |g|^2) over [begin, end), m~ = m with its non-finite elements as 0,
-// accumulated in double in 16 lanes (it vectorises).
-template <typename T>
+// (<m, g>, |m|^2, |g|^2) over [begin, end), accumulated in double in 16 lanes (it vectorises);
+// with kMask, m's non-finite elements count as 0.
+template <bool kMask, typename T>
 void unit_sums(const T* mp, const T* gp, int64_t begin, int64_t end, double* out) {
   constexpr int kLanes = 16;
   double dl[kLanes] = {0}, ml[kLanes] = {0}, gl[kLanes] = {0};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
-      const double mi = finite_or_zero(static_cast<double>(mp[i + k]));
+      const double mi = finite_or_zero<kMask>(static_cast<double>(mp[i + k]));
       const double gi = static_cast<double>(gp[i + k]);
       dl[k] += mi * gi;
       ml[k] += mi * mi;
@@ -120,7 +124,7 @@ void unit_sums(const T* mp, const T* gp, int64_t begin, int64_t end, double* out
   }
   double d = 0, mm = 0, gg = 0;
   for (; i < end; ++i) {
-    const double mi = finite_or_zero(static_cast<double>(mp[i]));
+    const double mi = finite_or_zero<kMask>(static_cast<double>(mp[i]));
     const double gi = static_cast<double>(gp[i]);
     d += mi * gi;
     mm += mi * mi;
@@ -140,7 +144,7 @@ void unit_sums(const T* mp, const T* gp, int64_t begin, int64_t end, double* out
 
 
 // Eq. 2's sums (<m~, g>, |m~|^2, |g|^2) of each pair: a [N, 3] float64 tensor. Any floating
-// dtype of CPU tensors (float32, float64, bfloat16, float16; m and g of one pair alike; a
+// dtype of CPU tensors (float32, float64, bfloat16, float16; one dtype for the whole list; a
 // non-contiguous tensor is copied). Accumulated in double, per unit in 16 lanes (so it
 // vectorises), then over a tensor's units in order: the result does not depend on the number
 // of threads.
@@ -148,27 +152,32 @@ at::Tensor torque_sums(at::TensorList ms_in, at::TensorList gs_in) {
   TORCH_CHECK(ms_in.size() == gs_in.size(), "adatamw::torque_sums: ", ms_in.size(),
               " momenta but ", gs_in.size(), " gradients");
   std::vector<at::Tensor> ms, gs;
+  const at::ScalarType dtype = ms_in.empty() ? at::kFloat : ms_in[0].scalar_type();
   for (size_t i = 0; i < ms_in.size(); ++i) {
     const at::Tensor& m = ms_in[i];
     const at::Tensor& g = gs_in[i];
     TORCH_CHECK(m.device().is_cpu() && g.device().is_cpu() && !m.is_sparse() && !g.is_sparse() &&
-                    at::isFloatingType(m.scalar_type()) && g.scalar_type() == m.scalar_type(),
-                "adatamw::torque_sums takes dense floating CPU tensors, m and g of one dtype; "
-                "got m ", m.scalar_type(), " on ", m.device(), " and g ", g.scalar_type(), " on ",
-                g.device());
+                    at::isFloatingType(dtype) && m.scalar_type() == dtype &&
+                    g.scalar_type() == dtype,
+                "adatamw::torque_sums takes dense floating CPU tensors of one dtype; got m ",
+                m.scalar_type(), " on ", m.device(), " and g ", g.scalar_type(), " on ",
+                g.device(), " (the first m: ", dtype, ")");
     TORCH_CHECK(m.numel() == g.numel(), "adatamw::torque_sums: m and g sizes differ");
     ms.push_back(m.contiguous());
     gs.push_back(g.contiguous());
   }
   const Plan plan = make_plan(ms);
   std::vector<double> part(3 * plan.units.size(), 0.0);
-  run(plan, [&](int64_t u) {
-    const Unit& unit = plan.units[u];
-    const at::Tensor& m = ms[unit.tensor];
-    const at::Tensor& g = gs[unit.tensor];
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, m.scalar_type(), "torque_sums", [&] {
-      unit_sums(m.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), unit.begin, unit.end,
-                &part[3 * u]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "torque_sums", [&] {
+    run(plan, [&](int64_t u) {
+      const Unit& unit = plan.units[u];
+      const scalar_t* mp = ms[unit.tensor].data_ptr<scalar_t>();
+      const scalar_t* gp = gs[unit.tensor].data_ptr<scalar_t>();
+      double* out = &part[3 * u];
+      unit_sums<false>(mp, gp, unit.begin, unit.end, out);
+      // |m|^2 not finite: this unit of m holds a non-finite element; sum it again with the
+      // rule (a branch on CPU data, taken only then: finite steps cost what plain sums do)
+      if (!std::isfinite(out[1])) unit_sums<true>(mp, gp, unit.begin, unit.end, out);
     });
   });
   auto out = at::zeros({static_cast<int64_t>(ms.size()), 3}, at::kDouble);
