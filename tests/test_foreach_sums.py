@@ -165,3 +165,19 @@ def test_foreach_and_fused_share_the_cpu_sums():
         fb.step()
     assert torch.equal(fa.torque_state["torque_s"], fb.torque_state["torque_s"])
     assert math.isfinite(fa.torque_stats()["s_hat"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", ["global", "tensor"])
+def test_multi_tensor_form_traces_as_one_graph(scope, monkeypatch):
+    """The accelerator's form of the sums compiles with fullgraph (no host sync, no branch on a
+    value): dynamo's own graph-break count is 0."""
+    monkeypatch.setattr(foreach.cpu_fused, "available", lambda: False)
+    gen = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.randn(20, 8, generator=gen)), nn.Parameter(torch.randn(8, generator=gen))]
+    opt = AdaTAMW(params, lr=torch.tensor(1e-2), foreach=True, cosine_scope=scope)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    explained = torch._dynamo.explain(opt.step)()
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
