@@ -19,14 +19,17 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import distributed, kernels, torque
-from .kernels import cpu_fused
 
-#: State key of the smoothed cosine s (Eq. 3). In ``"global"`` scope it lives in the state of
-#: the first parameter of the first group; in ``"tensor"`` scope every parameter has one.
+#: State key of the smoothed cosine s (Eq. 3). ``"tensor"`` scope: every parameter has its own.
+#: ``"global"`` scope: one 0-d tensor owned by the optimizer, which every parameter's state holds
+#: (the same tensor object, updated in place; see :class:`TorqueOptimizer`).
 TORQUE_STATE_KEY = "torque_s"
-#: State key (next to the global s) of the number of steps whose cosine was undefined: a sum of
-#: Eq. 2 was not finite (an inf or NaN in g, or a NaN already in m), so s was kept (torque.cosine).
+#: State key of the number of steps whose cosine was undefined: a sum of Eq. 2 was not finite (an
+#: inf or NaN in g), so s was kept (:mod:`adatamw.torque`). One 0-d int64 tensor for the whole
+#: optimizer (both scopes), held by every parameter's state like the global s.
 UNDEFINED_KEY = "torque_undefined_steps"
+#: The optimizer-wide torque keys of each scope.
+GLOBAL_KEYS = {"global": (TORQUE_STATE_KEY, UNDEFINED_KEY), "tensor": (UNDEFINED_KEY,)}
 
 
 @dataclass
@@ -79,8 +82,18 @@ def refuse_sparse(p: Tensor, optimizer_name: str) -> None:
 
 
 class TorqueOptimizer(Optimizer):
-    """Base class: subclasses define ``_init_state`` and ``_update``; this class gathers the
-    tensors (``_gather``) and applies the torque between."""
+    """Base class: subclasses define ``_init_state`` and ``_update``; torque is applied between.
+
+    Where the optimizer-wide torque state lives (the global s, the undefined-step count):
+    ``self.torque_state``, a dict of 0-d tensors owned by the optimizer, whatever the order or
+    the contents of the param groups (empty groups, parameters without a gradient at a step,
+    groups added later, DeepSpeed ZeRO-3 emptying them between steps). The state of every
+    parameter holds the same tensor objects under the same keys, and the step updates them in
+    place: so ``state_dict()`` carries them in the per-parameter state, the only part that
+    distributed checkpoints (DCP's ``get_optimizer_state_dict``, FSDP1's ``optim_state_dict``,
+    DeepSpeed ZeRO) keep, and any one parameter's entry restores them. Checkpoints written
+    before, which hold them in the first parameter's state only, load the same way.
+    """
 
     #: False for optimizers without torque damping (CoupledAdamW).
     uses_torque: bool = True
@@ -93,8 +106,10 @@ class TorqueOptimizer(Optimizer):
         self.sharding = None
         self._layout_key: Optional[tuple] = None
         self._layout = None
-        self._plans: dict[tuple, Any] = {}
+        self._plans = kernels.PlanCache()
         self._warned_undefined = False
+        #: The optimizer-wide torque tensors (class docstring), created at the first step.
+        self.torque_state: dict[str, Tensor] = {}
         #: The hyperparameters this optimizer defines (torch may add generic keys to defaults).
         self._hyper_keys = frozenset(defaults)
         super().__init__(params, defaults)
@@ -111,27 +126,19 @@ class TorqueOptimizer(Optimizer):
                     "the torque cosine (Eq. 2) is defined for real vectors. Optimize "
                     "torch.view_as_real(p) as a real parameter, or keep complex parameters in a "
                     "separate torch.optim optimizer")
-        if group.get("fused") and group.get("foreach"):
-            raise ValueError("Invalid foreach/fused: `fused` and `foreach` cannot both be True; "
-                             "pick one implementation")
-        if group.get("fused"):
-            kernels.check_fused_supported(group["params"], type(self).__name__)
-        elif self._may_use_fused(group):
-            cpu_fused.available()  # build now, not inside the first (maybe compiled) step
+        kernels.check_group(group["params"], foreach=group.get("foreach"), fused=group.get("fused"),
+                            has_fused=self.has_fused, optimizer_name=type(self).__name__)
         self._built_shapes.append([tuple(p.shape) for p in self.param_groups[-1]["params"]])
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
             self._check_global_scope_consistent()
-
-    def _may_use_fused(self, group: dict) -> bool:
-        """The default implementation would run the C++ kernels on some tensor of ``group``."""
-        return (self.has_fused and group.get("fused") is None and group.get("foreach") is None
-                and any(cpu_fused.fits(local_tensor(p)) for p in group["params"]))
 
     #: The update has a fused C++ kernel (the Adam family; TAM's SGD update has none).
     has_fused: bool = False
 
     def _check_group(self, group: dict) -> None:
         """Validate the hyperparameters of one group (subclasses extend)."""
+        if isinstance(group["lr"], Tensor) and group["lr"].numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")  # torch.optim's words
         check_range("lr", group["lr"], 0.0, float("inf"))
         check_range("weight_decay", group["weight_decay"], 0.0, float("inf"))
         if self.uses_torque:
@@ -184,21 +191,8 @@ class TorqueOptimizer(Optimizer):
             batch.momenta.append(local_tensor(state[self.momentum_key]))
             batch.states.append(state)
         batch.grads = self._effective_grads(group, batch.params, batch.grads)
-        batch.plan = self._plan(group, batch.params)
+        batch.plan = self._plans.plan(group, batch.params, sgd=not self.has_fused)
         return batch
-
-    def _plan(self, group: dict, params: list[Tensor]) -> "kernels.Plan":
-        """:func:`adatamw.kernels.pick` for this group's tensors, cached per layout."""
-        key = (id(group), group.get("foreach"), group.get("fused"), *map(id, params))
-        plan = self._plans.get(key)
-        if plan is None:
-            coupled = [bool(group.get("coupled")) and p.dim() == 2 for p in params]
-            plan = kernels.pick(params, foreach=group.get("foreach"), fused=group.get("fused"),
-                                coupled=coupled, sgd=not self.has_fused)
-            if len(self._plans) > 64:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
 
     def _update(self, group: dict, batch: GroupBatch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -268,19 +262,18 @@ class TorqueOptimizer(Optimizer):
         sums = _concat(chunks)
         if sharding is not None:
             sums = sharding.reduce_partials(sums, sources, scope)
-        holder = self._global_state()
         if scope == "global":
             group = self.param_groups[0]
-            cos, defined = torque.cosine(sums.sum(0))
-            s_prev = holder.get(TORQUE_STATE_KEY)
-            if s_prev is None:
-                s_prev = torch.zeros((), dtype=_s_dtype(batches), device=sums.device)
-            s = torque.smooth(s_prev, cos, group["gamma"], defined)
-            holder[TORQUE_STATE_KEY] = s.to(s_prev.dtype)
-            coef = torque.damping(holder[TORQUE_STATE_KEY]) + group["torque_eps"]
+            cos, defined = torque.cosine(_total(sums))
+            s_held = self.torque_state.get(TORQUE_STATE_KEY)
+            if s_held is None:
+                s_held = self._adopt(TORQUE_STATE_KEY, torch.zeros(
+                    (), dtype=_s_dtype(batches), device=sums.device))
+            s_held.copy_(torque.smooth(s_held, cos, group["gamma"], defined))
+            coef = torque.damping(s_held) + group["torque_eps"]
             for b in batches:
                 b.coefs = [coef] * len(b.params)
-            self._count_undefined(holder, defined)
+            self._count_undefined(defined)
             return
         cos, defined = torque.cosine(sums)
         row = 0
@@ -293,19 +286,29 @@ class TorqueOptimizer(Optimizer):
             s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in states])
             s = torque.smooth(s_prev, cos[row:row + n], group["gamma"], defined[row:row + n])
             torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in states], list(s.unbind()))
+            coefs = torque.damping(s) + group["torque_eps"]
             b.coefs = [None] * n
-            for i, c in zip(order, (torque.damping(s) + group["torque_eps"]).unbind()):
-                b.coefs[i] = c
+            start = 0
+            for impl, idx in b.plan:  # foreach: one cast per bucket, not one per tensor
+                part = coefs[start:start + len(idx)]
+                if impl is kernels.FOREACH:
+                    part = part.to(b.momenta[idx[0]].dtype)
+                for i, c in zip(idx, part.unbind()):
+                    b.coefs[i] = c
+                start += len(idx)
             row += n
-        self._count_undefined(holder, defined.all())
+        self._count_undefined(defined.all())
 
-    def _count_undefined(self, holder: dict, defined) -> None:
-        """Count (on the device) a step whose cosine was undefined; warn at the first one."""
-        undefined = torch.logical_not(defined).to(torch.int64)
-        count = holder.get(UNDEFINED_KEY)
-        holder[UNDEFINED_KEY] = undefined if count is None else count + undefined
-        if not torch.compiler.is_compiling() and holder[UNDEFINED_KEY].device.type == "cpu":
-            self._warn_undefined(holder[UNDEFINED_KEY])
+    def _count_undefined(self, defined: Tensor) -> None:
+        """Count (on the device, in place) a step whose cosine was undefined; warn at the first
+        one (read on CPU only: no host sync on an accelerator)."""
+        count = self.torque_state.get(UNDEFINED_KEY)
+        if count is None:
+            count = self._adopt(UNDEFINED_KEY, torch.zeros((), dtype=torch.int64,
+                                                           device=defined.device))
+        count.add_(torch.logical_not(defined).to(torch.int64))
+        if not torch.compiler.is_compiling() and count.device.type == "cpu":
+            self._warn_undefined(count)
 
     def _warn_undefined(self, count: Tensor) -> None:
         if self._warned_undefined or int(count) == 0:
@@ -318,43 +321,60 @@ class TorqueOptimizer(Optimizer):
             "['undefined_steps'] counts such steps; check the loss scale / gradient clipping",
             RuntimeWarning, stacklevel=3)
 
-    def _global_state(self) -> dict:
-        """The state holding the global s and the undefined-step count: the first parameter's
-        (DeepSpeed ZeRO-3 empties the param groups between steps: then the entry holding s)."""
-        params = self.param_groups[0]["params"]
-        if params:
-            return self.state[params[0]]
-        return next((st for st in self.state.values() if TORQUE_STATE_KEY in st), {})
+    def _adopt(self, key: str, value: Tensor) -> Tensor:
+        """Make ``value`` the optimizer-wide ``key`` and put it in every parameter's state."""
+        self.torque_state[key] = value
+        for state in self.state.values():
+            if self.momentum_key in state:
+                state[key] = value
+        return value
 
     def _new_torque_state(self, state: dict, param: Tensor) -> None:
-        """Per-tensor s_0 = 0 (tensor scope only; the global s is created on first use).
+        """Per-tensor s_0 = 0 (tensor scope), and the optimizer-wide tensors created so far.
 
         s is float32, or float64 for float64 parameters, whatever the parameter's dtype."""
-        if self.uses_torque and self.param_groups[0]["cosine_scope"] == "tensor":
+        if not self.uses_torque:
+            return
+        if self.param_groups[0]["cosine_scope"] == "tensor":
             dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
             state[TORQUE_STATE_KEY] = torch.zeros((), dtype=dtype, device=param.device)
+        state.update(self.torque_state)
 
     #: Per-parameter state keys of this optimizer (besides the torque keys).
     state_keys: tuple[str, ...] = ()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """As ``torch.optim.Optimizer``, with two differences.
+        """As ``torch.optim.Optimizer``, with three differences.
 
         The state is checked first: another optimizer's state (``torch.optim.AdamW``'s, or TAM's
         into AdaTAMW) raises ``ValueError`` naming the missing and foreign keys, instead of a
-        ``KeyError`` at the next ``step()``. The smoothed cosines keep their saved dtype: torch
-        casts every floating state tensor to its parameter's dtype, which would round s for bf16
-        parameters, and a resumed run would no longer be bit-exact.
+        ``KeyError`` at the next ``step()``. The torque tensors keep their saved dtype: torch
+        casts every state tensor but ``step`` to its parameter's dtype, which would round s for
+        bf16 parameters (a resumed run would no longer be bit-exact) and turn the int64
+        undefined-step count into a float (in bf16 it stops at 256). The optimizer-wide tensors
+        are taken from the first parameter whose saved state holds them (every parameter's, or
+        the first one's in checkpoints written before) and shared again by every parameter.
         """
         self._check_loadable(state_dict)
         super().load_state_dict(state_dict)
+        scope = self.param_groups[0].get("cosine_scope") if self.uses_torque else None
+        shared = GLOBAL_KEYS.get(scope, ())
+        self.torque_state = {}
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, p in zip(saved_ids, params):
             saved = state_dict["state"].get(saved_id, {})
-            if TORQUE_STATE_KEY in saved:
-                self.state[p][TORQUE_STATE_KEY] = saved[TORQUE_STATE_KEY].to(
-                    device=p.device, copy=True)
+            for key in (TORQUE_STATE_KEY, UNDEFINED_KEY):
+                if key not in saved:
+                    continue
+                value = saved[key].to(device=p.device, copy=True)  # its own copy, saved dtype
+                if key not in shared:
+                    self.state[p][key] = value
+                elif key not in self.torque_state:
+                    self.torque_state[key] = value
+        for state in self.state.values():
+            if self.momentum_key in state:
+                state.update(self.torque_state)
 
     def _check_loadable(self, state_dict: dict) -> None:
         name = type(self).__name__
@@ -391,17 +411,18 @@ class TorqueOptimizer(Optimizer):
 
         In ``"tensor"`` scope ``s_hat``/``damping`` are means over tensors and
         ``s_hat_min``/``s_hat_max`` are added; ``undefined_steps`` counts the steps whose
-        cosine was undefined (non-finite gradients: s kept, see :func:`torque.cosine`). Reading them syncs with the device, so call
-        this at logging steps, not inside the training step. Empty without torque.
+        cosine was undefined (non-finite gradients: s kept, see :mod:`adatamw.torque`). Reading
+        them syncs with the device, so call this at logging steps, not inside the training step.
+        Empty without torque.
         """
         if not self.uses_torque:
             return {}
-        count = self._global_state().get(UNDEFINED_KEY)
+        count = self.torque_state.get(UNDEFINED_KEY)
         undefined = {"undefined_steps": int(count) if count is not None else 0}
         if count is not None:
             self._warn_undefined(count)
         if self.param_groups[0]["cosine_scope"] == "global":
-            s = self._global_state().get(TORQUE_STATE_KEY)
+            s = self.torque_state.get(TORQUE_STATE_KEY)
             s_val = float(s) if s is not None else 0.0
             return {"s_hat": s_val, "damping": (1.0 + s_val) / 2.0, **undefined}
         values = [st[TORQUE_STATE_KEY] for st in self.state.values() if TORQUE_STATE_KEY in st]
@@ -422,6 +443,13 @@ def _concat(chunks: list[Tensor]) -> Tensor:
         return torch.zeros(0, 3)
     dtype = torch.float64 if any(c.dtype == torch.float64 for c in chunks) else torch.float32
     return torch.cat([c.to(device=chunks[0].device, dtype=dtype) for c in chunks])
+
+
+def _total(sums: Tensor) -> Tensor:
+    """The global scope's three sums: the rows added in float64 (where the device has it), so
+    the total hardly depends on the order of the rows, that is of the param groups."""
+    wide = torch.float32 if sums.device.type == "mps" else torch.float64
+    return sums.sum(0, dtype=wide if sums.dtype != wide else None)
 
 
 def _s_dtype(batches: list[GroupBatch]) -> torch.dtype:

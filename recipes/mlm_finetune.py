@@ -177,6 +177,7 @@ def parse_args(argv: list[str] | None = None):
     """Parse the four dataclasses from ``argv`` (default ``sys.argv[1:]``)."""
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
+    check_learning_rate_tokens(argv)
     model_args, data_args, recipe, training_args = parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
     if data_args.offline_defaults:
         given = {a.split("=", 1)[0] for a in argv}
@@ -185,6 +186,32 @@ def parse_args(argv: list[str] | None = None):
         if not given & {"--train_file", "--dataset_name"}:
             data_args.offline_sample = True
     return model_args, data_args, recipe, cpu_distributed(training_args)
+
+
+def check_learning_rate_tokens(argv: list[str]) -> None:
+    """The recipe's one-line error for a non-positive ``--learning_rates`` value that argparse
+    would take for a flag (``-1e-5``: argparse reads only ``-1`` or ``-0.5`` forms as negative
+    numbers, and HfArgumentParser then fails with a traceback)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--learning_rates="):
+            tokens = [arg.split("=", 1)[1]]
+        elif arg == "--learning_rates":
+            tokens = argv[i + 1:]
+        else:
+            continue
+        values = []
+        for token in tokens:
+            try:
+                values.append(float(token))
+            except ValueError:
+                break
+        refuse_bad_learning_rates(values)
+
+
+def refuse_bad_learning_rates(values: list[float]) -> None:
+    bad = [lr for lr in values if not (lr > 0 and math.isfinite(lr))]
+    if bad:
+        raise SystemExit(f"--learning_rates must all be positive, got {bad}")
 
 
 def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
@@ -206,9 +233,7 @@ def validate(model_args, data_args, recipe, training_args) -> None:
         raise SystemExit(f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIM_NAMES)}")
     if not recipe.learning_rates:
         raise SystemExit("--learning_rates is empty: give at least one value, e.g. --learning_rates 5e-6 1e-5 5e-5")
-    bad = [lr for lr in recipe.learning_rates if not (lr > 0 and math.isfinite(lr))]
-    if bad:
-        raise SystemExit(f"--learning_rates must all be positive, got {bad}")
+    refuse_bad_learning_rates(recipe.learning_rates)
     if len(set(recipe.learning_rates)) != len(recipe.learning_rates):
         raise SystemExit(f"--learning_rates has duplicates: {recipe.learning_rates}")
     if recipe.optimizer not in TORQUE_OPTIMIZERS and (recipe.gamma is not None or recipe.cosine_scope is not None):
@@ -231,13 +256,19 @@ def validate(model_args, data_args, recipe, training_args) -> None:
 
 
 def check_output_dir(path: str) -> None:
-    """One-line error when ``--output_dir`` is a file or cannot be written (before anything is loaded)."""
+    """One-line error when ``--output_dir`` is a file or cannot be written (before anything is loaded).
+
+    Creates nothing: a run rejected later (a bad ``--train_file``) leaves no empty folder behind. The
+    test file goes to the folder itself or, when it does not exist yet, to its nearest existing parent.
+    """
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--output_dir {path}: is a file, not a folder; give a folder path")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), Path("/"))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise SystemExit(f"--output_dir {path}: cannot write there ({err.strerror or err}); give a writable folder") from None

@@ -1,7 +1,9 @@
 """An independent float64 statement of the TAM updates (Eqs. 2-4, 7, 8, Algorithm 1).
 
 Plain Python over lists of float64 tensors; it shares no code with ``adatamw``. Parameters
-are lists of tensors; ``scope="global"`` treats them as one vector (Algorithm 1).
+are lists of tensors; ``scope="global"`` treats them as one vector (Algorithm 1). Non-finite
+values follow the package's stated rule (docs/optimizers.md): a non-finite element of m counts
+as 0 in Eq. 2's sums; a non-finite gradient makes the step's cosine undefined (s kept).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ReferenceOptimizer:
         self.m = [torch.zeros_like(q) for q in self.p]
         self.v = [torch.zeros_like(q) for q in self.p]
         self.s = 0.0 if scope == "global" else [0.0] * len(self.p)
+        self.undefined = 0  # steps whose cosine was undefined
         self.t = 0
 
     @staticmethod
@@ -35,18 +38,29 @@ class ReferenceOptimizer:
         return max(-1.0, min(1.0, dot / (math.sqrt(mm) * math.sqrt(gg))))
 
     def _dampings(self, grads):
-        dots = [float((m * g).sum()) for m, g in zip(self.m, grads)]
-        mms = [float((m * m).sum()) for m in self.m]
+        """Eqs. 2-4 under the package's rule for non-finite values: an element of m that is
+        not finite counts as 0 in the sums; where a sum is still not finite (an inf or NaN in
+        g), the cosine is undefined, s is kept and the step is counted in ``self.undefined``."""
+        finite_m = [torch.where(torch.isfinite(m), m, torch.zeros_like(m)) for m in self.m]
+        dots = [float((m * g).sum()) for m, g in zip(finite_m, grads)]
+        mms = [float((m * m).sum()) for m in finite_m]
         ggs = [float((g * g).sum()) for g in grads]
         if self.scope == "global":
-            S = self._cos(sum(dots), sum(mms), sum(ggs))
-            self.s = self.gamma * self.s + (1 - self.gamma) * S
+            sums = (sum(dots), sum(mms), sum(ggs))
+            if all(map(math.isfinite, sums)):
+                self.s = self.gamma * self.s + (1 - self.gamma) * self._cos(*sums)
+            else:
+                self.undefined += 1
             return [(1 + self.s) / 2] * len(grads)
-        out = []
+        out, undefined = [], False
         for i in range(len(grads)):
-            S = self._cos(dots[i], mms[i], ggs[i])
-            self.s[i] = self.gamma * self.s[i] + (1 - self.gamma) * S
+            sums = (dots[i], mms[i], ggs[i])
+            if all(map(math.isfinite, sums)):
+                self.s[i] = self.gamma * self.s[i] + (1 - self.gamma) * self._cos(*sums)
+            else:
+                undefined = True
             out.append((1 + self.s[i]) / 2)
+        self.undefined += undefined
         return out
 
     def step(self, grads):

@@ -355,6 +355,8 @@ def test_bad_input_is_one_line_naming_it_before_any_model(case, tiny, text_files
         mlm_finetune.main(recipe_argv(tiny, out, (train, valid)))
     message = str(err.value)
     assert message.startswith(expected) and "\n" not in message, message
+    if case in ("empty_train", "blank_validation", "invalid_utf8"):
+        assert not out.exists(), "a rejected run left an --output_dir behind"
 
 
 # ---- offline with an empty cache (#17) -------------------------------------------------------

@@ -74,7 +74,8 @@ def test_dispatch_picks_one_implementation_per_bucket():
     names = {impl.name: idx for impl, idx in plan}
     assert names["loop"] == [3]  # coupled 2-D: Coupled Adam's row mean
     assert sorted(i for impl, idx in plan if impl.name == "foreach" for i in idx) == [1, 2]
-    assert names.get("fused", [0]) == [0] or not cpu_fused.available()
+    assert cpu_fused.available(), "C++ kernels did not build"
+    assert names["fused"] == [0]
     assert [impl.name for impl, _ in kernels.pick([f32], foreach=False, fused=None,
                                                    coupled=[False])] == ["loop"]
     assert [impl.name for impl, _ in kernels.pick([f32], foreach=True, fused=None,
@@ -86,6 +87,24 @@ def test_dispatch_picks_one_implementation_per_bucket():
 def test_fused_refuses_what_its_kernels_cannot_take():
     with pytest.raises(RuntimeError, match="float32 CPU tensors; got a torch.float64"):
         AdaTAMW([nn.Parameter(torch.zeros(3, dtype=torch.float64))], fused=True)
+    transposed = nn.Parameter(torch.zeros(4, 3).t())
+    with pytest.raises(RuntimeError, match="got a non-contiguous float32 CPU tensor of shape"):
+        AdaTAMW([transposed], fused=True)
+    assert not cpu_fused.fits(transposed)  # the one predicate: pick sends it to foreach
+    plan = kernels.pick([transposed], foreach=None, fused=None, coupled=[False])
+    assert [impl.name for impl, _ in plan] == ["foreach"]
+    with pytest.raises(ValueError, match="no fused implementation"):
+        TAM([{"params": [nn.Parameter(torch.zeros(3))], "fused": True}])  # as a group key
+
+
+@pytest.mark.parametrize("impl", [kernels.FOREACH, kernels.FUSED])
+def test_implementations_refuse_a_v_transform_they_cannot_apply(impl):
+    """Coupled Adam's row mean runs only in the loop; the others refuse it, never ignore it."""
+    p, g, m, v = (torch.zeros(2, 3) for _ in range(4))
+    with pytest.raises(ValueError, match="no per-tensor v transform"):
+        impl.adam_update([p], [g], [m], [v], [torch.tensor(0.0)], [torch.tensor(0.5)], lr=1e-3,
+                         beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.0, kind="tam",
+                         v_transforms=[lambda v: v])
     with pytest.raises(ValueError, match="cannot both be True"):
         AdaTAMW([nn.Parameter(torch.zeros(3))], fused=True, foreach=True)
 
@@ -115,13 +134,13 @@ _NO_BUILD = textwrap.dedent("""
         for p in params:
             p.grad = torch.ones_like(p)
         opt.step()
-    for make in (lambda ps: AdaTAMW(ps, foreach=True), lambda ps: AdaTAMW(ps, foreach=False),
-                 lambda ps: TAM(ps), lambda ps: CoupledAdamW(ps, foreach=True)):
+    for make in (lambda ps: AdaTAMW(ps, foreach=False), lambda ps: TAM(ps, foreach=False),
+                 lambda ps: CoupledAdamW(ps, foreach=False)):
         ps = [nn.Parameter(torch.zeros(4, 3))]
         run(make(ps), ps)
-    ps = [nn.Parameter(torch.zeros(4, 3, dtype=torch.bfloat16))]
-    run(AdaTAMW(ps), ps)  # default on a dtype the kernels do not take: foreach, no build
-    assert cpu_fused._loaded is None, "the extension was loaded for a non-fused path"
+    ps = [nn.Parameter(torch.zeros(4, 3, device="meta"))]
+    AdaTAMW(ps)  # no CPU tensor: nothing would use the kernels
+    assert cpu_fused._loaded is None, "the extension was loaded for the loop"
     print("NO-BUILD-OK")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -131,15 +150,20 @@ _NO_BUILD = textwrap.dedent("""
     assert cpu_fused._loaded is False
     assert any("could not be built" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert [impl.name for impl, _ in opt._gather(opt.param_groups[0]).plan] == ["foreach"]
+    for make in (lambda ps: TAM(ps), lambda ps: AdaTAMW(ps, foreach=True)):
+        ps = [nn.Parameter(torch.zeros(4, 3, dtype=torch.bfloat16))]
+        run(make(ps), ps)  # foreach's sums without the C++ op: the multi-tensor form
+        assert opt.torque_stats()["undefined_steps"] == 0
     print("FALLBACK-OK")
 """)
 
 
 @pytest.mark.slow
 def test_no_compiler_is_invoked_for_loop_foreach_or_other_dtypes(tmp_path):
-    """With the extension made unbuildable (no compiler, an empty extension folder), loop,
-    foreach, TAM and bf16 never try to build it; the float32 default tries once, warns, and
-    runs foreach."""
+    """With the extension made unbuildable (no compiler, an empty extension folder), the loop
+    never tries to build it; the float32 default tries once (at construction), warns, and runs
+    foreach, whose sums then take the multi-tensor form (on CPU foreach's sums are the C++ op
+    when it builds)."""
     env = dict(os.environ, CXX="/nonexistent/c++", CC="/nonexistent/cc",
                TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
     env.pop("ADATAMW_NO_CPU_KERNELS", None)

@@ -110,7 +110,6 @@ def test_the_graph_is_read(tmp_path):
     assert {
         "adatamw.distributed",
         "adatamw.kernels",
-        "adatamw.kernels.cpu_fused",
         "adatamw.torque",
     } <= imports
     source = tmp_path / "a.py"

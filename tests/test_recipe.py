@@ -204,6 +204,16 @@ def test_bad_input_fails_fast(tiny, text_files, tmp_path, change, message, monke
     assert not (tmp_path / "lr_0.001").exists()
 
 
+@pytest.mark.parametrize("values", [["5e-5", "-1e-5"], ["--learning_rates=-1e-5"]])
+def test_a_negative_learning_rate_argparse_takes_for_a_flag_is_one_line(tmp_path, values):
+    """``-1e-5`` is no negative number to argparse: without the recipe's own check the
+    HfArgumentParser fails with a traceback."""
+    flag = [] if values[0].startswith("--") else ["--learning_rates"]
+    with pytest.raises(SystemExit) as err:
+        mlm_finetune.parse_args(["--output_dir", str(tmp_path), *flag, *values, "--optim", "adatamw"])
+    assert str(err.value) == "--learning_rates must all be positive, got [-1e-05]"
+
+
 def test_unknown_optimizer_and_empty_grid(tiny, text_files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files, "--optim", "lion"))

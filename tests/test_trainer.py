@@ -409,3 +409,44 @@ def test_add_torque_logging_runs_before_report_integrations(model_dir, tmp_path)
     trainer = Trainer(model=load(model_dir("bert")), args=training_args(tmp_path))
     callback = add_torque_logging(trainer)
     assert trainer.callback_handler.callbacks[0] is callback
+
+
+# ---------------------------------------------------------------------------
+# BitFit: only biases and LayerNorm train, so the Trainer's decay group is empty
+# ---------------------------------------------------------------------------
+
+
+def bitfit(model):
+    for name, p in model.named_parameters():
+        p.requires_grad = name.endswith("bias") or "LayerNorm" in name
+    return model
+
+
+@pytest.mark.parametrize("how", ["optimizer_cls_and_kwargs", "TAMTrainer"])
+def test_bitfit_empty_decay_group_keeps_the_torque(how, model_dir, tmp_path):
+    """HF's groups for BitFit are [decay: 0 tensors, no_decay: all]: the empty first group must not
+    switch the global torque off; s_hat equals the one of AdaTAMW built from the trained tensors
+    alone, bit for bit."""
+    path = model_dir("bert")
+    args = training_args(tmp_path / how, max_steps=6, logging_steps=3, weight_decay=0.01, learning_rate=1e-3)
+    kwargs = {"lr": 1e-3, "cosine_scope": "global"}
+    if how == "TAMTrainer":
+        trainer = TAMTrainer(model=bitfit(load(path)), args=args, train_dataset=ToyClassification(),
+                             optim_name="adatamw", optim_kwargs={"cosine_scope": "global"})
+    else:
+        trainer = Trainer(model=bitfit(load(path)), args=args, train_dataset=ToyClassification(),
+                          optimizer_cls_and_kwargs=(AdaTAMW, kwargs))
+    trainer.train()
+    sizes = [len(g) for g in params_by_group(trainer.optimizer)]
+    if how != "TAMTrainer":
+        assert sizes[0] == 0 and sizes[1] > 0, sizes  # what the issue found: [0, 12]
+    model = bitfit(load(path))
+    alone = AdaTAMW([p for p in model.parameters() if p.requires_grad], weight_decay=0.0, **kwargs)
+    reference = Trainer(model=model, args=training_args(tmp_path / "alone", max_steps=6, logging_steps=3,
+                                                         learning_rate=1e-3),
+                        train_dataset=ToyClassification(), optimizers=(alone, None))
+    reference.train()
+    got = unwrap_optimizer(trainer.optimizer).torque_stats()
+    want = alone.torque_stats()
+    assert got["s_hat"] != 0.0
+    assert got == want

@@ -1,10 +1,13 @@
 """The fused CPU implementation: C++ kernels (``csrc/cpu_kernels.cpp``) as ``torch.library`` ops.
 
 Two custom ops, ``adatamw::torque_sums`` (Eq. 2's three sums in one read of m and g, accumulated
-in float64) and ``adatamw::adatamw_update`` (Eq. 7 / Eq. 8 with AdamW's exact decoupled decay in
+in float64, under the rule of :func:`adatamw.torque.partial_sums`: a non-finite element of m
+counts as 0) and ``adatamw::adatamw_update`` (Eq. 7 / Eq. 8 with AdamW's exact decoupled decay in
 one pass over p, g, m, v), each one parallel region over every tensor of the step. Registered
-with fake implementations, so ``torch.compile(fullgraph=True)`` traces them. They take float32
-CPU tensors only; :func:`adatamw.kernels.pick` routes everything else to foreach or the loop.
+with fake implementations, so ``torch.compile(fullgraph=True)`` traces them. The update takes
+float32 CPU tensors only (:func:`fits`; :func:`adatamw.kernels.pick` routes everything else to
+foreach or the loop); the sums take any floating CPU tensors (:func:`sums_fit`), and the foreach
+implementation uses them for its CPU buckets.
 
 The extension is compiled on first use of this path only (about 20-40 s, logged, then cached by
 torch's extension loader). The binary's name carries the CPU model, its instruction set flags,
@@ -106,8 +109,14 @@ def fits(t: Tensor) -> bool:
             and t.layout == torch.strided)
 
 
+def sums_fit(t: Tensor) -> bool:
+    """A tensor :func:`torque_sums` takes: floating, CPU, dense (any dtype, any strides)."""
+    return t.is_floating_point() and t.device.type == "cpu" and t.layout == torch.strided
+
+
 def torque_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
-    """Eq. 2's ``(<m, g>, ||m||^2, ||g||^2)`` per pair, ``[N, 3]`` float64, one read of m and g."""
+    """Eq. 2's ``(<m~, g>, ||m~||^2, ||g||^2)`` per pair (m~: m with its non-finite elements as 0,
+    :func:`adatamw.torque.partial_sums`), ``[N, 3]`` float64, one read of m and g."""
     return torch.ops.adatamw.torque_sums(list(momenta), list(grads))
 
 
@@ -119,7 +128,9 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1
                 v_transforms=None) -> None:
     """Eq. 7 (``kind="tam"``), Eq. 8 (``"ema"``) or Adam's bias-corrected EMA (``"adam"``, no
     ``coefs``) with decoupled decay, as :func:`adatamw.update.adam_step`, one pass per tensor."""
-    assert not v_transforms, "coupled tensors take the loop implementation (kernels.pick)"
+    if v_transforms and any(t is not None for t in v_transforms):
+        raise ValueError("the fused implementation has no per-tensor v transform (Coupled "
+                         "Adam's row mean): coupled tensors take the loop (adatamw.kernels.pick)")
     lr_tensor = lr if isinstance(lr, Tensor) else torch.tensor(float(lr), dtype=torch.float64)
     torch.ops.adatamw.adatamw_update(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
                                      list(steps), list(coefs or []), lr_tensor,

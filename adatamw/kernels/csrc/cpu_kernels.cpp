@@ -1,20 +1,22 @@
 // CPU kernels of AdaTAMW's fused path (arXiv 2412.18790), registered as torch.library custom ops
 // (adatamw::torque_sums, adatamw::adatamw_update) so torch.compile traces them: one read of m and g
 // for the three sums of Eq. 2, and one pass over p, g, m, v for the update of Eq. 7 / Eq. 8 with
-// AdamW's decoupled weight decay. float32 CPU tensors; p, m, v contiguous (a non-contiguous
-// gradient is copied). They mirror adatamw/update.py and are tested against it.
+// AdamW's decoupled weight decay. The update takes float32 CPU tensors (p, m, v contiguous; a
+// non-contiguous gradient is copied); the sums take every floating dtype of CPU tensors, so the
+// foreach implementation uses them on CPU too. They mirror adatamw/update.py and
+// adatamw/torque.py and are tested against them.
 //
 // Each call takes every tensor of the step at once: the elements are cut into units of at most
 // kUnit elements and the units into one contiguous run per thread with about as many elements
 // each, so one parallel region covers the whole step (no fork per tensor). The sums are kept per
-// unit and added in unit order: they do not depend on the number of threads. (Alternatives
-// measured and dropped: benchmarks/RESULTS.md.)
+// unit and added in unit order: they do not depend on the number of threads.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <vector>
 
@@ -95,14 +97,26 @@ double increment(at::Tensor& t) {
   });
 }
 
-// (<m, g>, |m|^2, |g|^2) over [begin, end), accumulated in double in 16 lanes (it vectorises).
-void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, double* out) {
+// Eq. 2's rule for a poisoned momentum: an element of m that is not finite counts as 0 in the
+// sums. g is taken as is: a non-finite g makes the sums non-finite and the step's cosine
+// undefined (adatamw/torque.py).
+template <bool kMask>
+inline double finite_or_zero(double x) {
+  if constexpr (kMask) return std::fabs(x) <= DBL_MAX ? x : 0.0;
+  return x;
+}
+
+// (<m, g>, |m|^2, |g|^2) over [begin, end), accumulated in double in 16 lanes (it vectorises);
+// with kMask, m's non-finite elements count as 0.
+template <bool kMask, typename T>
+void unit_sums(const T* mp, const T* gp, int64_t begin, int64_t end, double* out) {
   constexpr int kLanes = 16;
   double dl[kLanes] = {0}, ml[kLanes] = {0}, gl[kLanes] = {0};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
-      const double mi = mp[i + k], gi = gp[i + k];
+      const double mi = finite_or_zero<kMask>(static_cast<double>(mp[i + k]));
+      const double gi = static_cast<double>(gp[i + k]);
       dl[k] += mi * gi;
       ml[k] += mi * mi;
       gl[k] += gi * gi;
@@ -110,7 +124,8 @@ void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, dou
   }
   double d = 0, mm = 0, gg = 0;
   for (; i < end; ++i) {
-    const double mi = mp[i], gi = gp[i];
+    const double mi = finite_or_zero<kMask>(static_cast<double>(mp[i]));
+    const double gi = static_cast<double>(gp[i]);
     d += mi * gi;
     mm += mi * mi;
     gg += gi * gi;
@@ -128,26 +143,42 @@ void unit_sums(const float* mp, const float* gp, int64_t begin, int64_t end, dou
 }  // namespace
 
 
-// Eq. 2's sums (<m, g>, |m|^2, |g|^2) of each pair: a [N, 3] float64 tensor. Accumulated in
-// double, per unit in 16 lanes (so it vectorises), then over a tensor's units in order: the
-// result does not depend on the number of threads.
+// Eq. 2's sums (<m~, g>, |m~|^2, |g|^2) of each pair: a [N, 3] float64 tensor. Any floating
+// dtype of CPU tensors (float32, float64, bfloat16, float16; one dtype for the whole list; a
+// non-contiguous tensor is copied). Accumulated in double, per unit in 16 lanes (so it
+// vectorises), then over a tensor's units in order: the result does not depend on the number
+// of threads.
 at::Tensor torque_sums(at::TensorList ms_in, at::TensorList gs_in) {
   TORCH_CHECK(ms_in.size() == gs_in.size(), "adatamw::torque_sums: ", ms_in.size(),
               " momenta but ", gs_in.size(), " gradients");
   std::vector<at::Tensor> ms, gs;
+  const at::ScalarType dtype = ms_in.empty() ? at::kFloat : ms_in[0].scalar_type();
   for (size_t i = 0; i < ms_in.size(); ++i) {
-    check_fits(ms_in[i].contiguous(), "a momentum");
-    check_fits(gs_in[i].contiguous(), "a gradient");
-    TORCH_CHECK(ms_in[i].numel() == gs_in[i].numel(), "adatamw::torque_sums: m and g sizes differ");
-    ms.push_back(ms_in[i].contiguous());
-    gs.push_back(gs_in[i].contiguous());
+    const at::Tensor& m = ms_in[i];
+    const at::Tensor& g = gs_in[i];
+    TORCH_CHECK(m.device().is_cpu() && g.device().is_cpu() && !m.is_sparse() && !g.is_sparse() &&
+                    at::isFloatingType(dtype) && m.scalar_type() == dtype &&
+                    g.scalar_type() == dtype,
+                "adatamw::torque_sums takes dense floating CPU tensors of one dtype; got m ",
+                m.scalar_type(), " on ", m.device(), " and g ", g.scalar_type(), " on ",
+                g.device(), " (the first m: ", dtype, ")");
+    TORCH_CHECK(m.numel() == g.numel(), "adatamw::torque_sums: m and g sizes differ");
+    ms.push_back(m.contiguous());
+    gs.push_back(g.contiguous());
   }
   const Plan plan = make_plan(ms);
   std::vector<double> part(3 * plan.units.size(), 0.0);
-  run(plan, [&](int64_t u) {
-    const Unit& unit = plan.units[u];
-    unit_sums(ms[unit.tensor].data_ptr<float>(), gs[unit.tensor].data_ptr<float>(), unit.begin,
-              unit.end, &part[3 * u]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "torque_sums", [&] {
+    run(plan, [&](int64_t u) {
+      const Unit& unit = plan.units[u];
+      const scalar_t* mp = ms[unit.tensor].data_ptr<scalar_t>();
+      const scalar_t* gp = gs[unit.tensor].data_ptr<scalar_t>();
+      double* out = &part[3 * u];
+      unit_sums<false>(mp, gp, unit.begin, unit.end, out);
+      // |m|^2 not finite: this unit of m holds a non-finite element; sum it again with the
+      // rule (a branch on CPU data, taken only then: finite steps cost what plain sums do)
+      if (!std::isfinite(out[1])) unit_sums<true>(mp, gp, unit.begin, unit.end, out);
+    });
   });
   auto out = at::zeros({static_cast<int64_t>(ms.size()), 3}, at::kDouble);
   double* acc = out.data_ptr<double>();
