@@ -9,10 +9,9 @@ without host syncs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
-
-import warnings
 
 import torch
 from torch import Tensor
@@ -125,9 +124,15 @@ class TorqueOptimizer(Optimizer):
                     f"{type(self).__name__} got a complex parameter of shape {tuple(p.shape)}: "
                     "the torque cosine (Eq. 2) is defined for real vectors. Optimize "
                     "torch.view_as_real(p) as a real parameter, or keep complex parameters in a "
-                    "separate torch.optim optimizer")
-        kernels.check_group(group["params"], foreach=group.get("foreach"), fused=group.get("fused"),
-                            has_fused=self.has_fused, optimizer_name=type(self).__name__)
+                    "separate torch.optim optimizer"
+                )
+        kernels.check_group(
+            group["params"],
+            foreach=group.get("foreach"),
+            fused=group.get("fused"),
+            has_fused=self.has_fused,
+            optimizer_name=type(self).__name__,
+        )
         self._built_shapes.append([tuple(p.shape) for p in self.param_groups[-1]["params"]])
         if self.uses_torque and self.param_groups[0]["cosine_scope"] == "global":
             self._check_global_scope_consistent()
@@ -219,8 +224,7 @@ class TorqueOptimizer(Optimizer):
                 self._update(group, batch)
         return loss
 
-    def _effective_grads(self, group: dict, params: list[Tensor],
-                         grads: list[Tensor]) -> list[Tensor]:
+    def _effective_grads(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
         """g_t as the update sees it: negated under ``maximize``; plus ``wd * p`` under
         ``l2_weight_decay``."""
         if group.get("maximize", False):
@@ -267,8 +271,9 @@ class TorqueOptimizer(Optimizer):
             cos, defined = torque.cosine(_total(sums))
             s_held = self.torque_state.get(TORQUE_STATE_KEY)
             if s_held is None:
-                s_held = self._adopt(TORQUE_STATE_KEY, torch.zeros(
-                    (), dtype=_s_dtype(batches), device=sums.device))
+                s_held = self._adopt(
+                    TORQUE_STATE_KEY, torch.zeros((), dtype=_s_dtype(batches), device=sums.device)
+                )
             s_held.copy_(torque.smooth(s_held, cos, group["gamma"], defined))
             coef = torque.damping(s_held) + group["torque_eps"]
             for b in batches:
@@ -284,13 +289,13 @@ class TorqueOptimizer(Optimizer):
                 continue
             states = [b.states[i] for i in order]
             s_prev = torch.stack([st[TORQUE_STATE_KEY] for st in states])
-            s = torque.smooth(s_prev, cos[row:row + n], group["gamma"], defined[row:row + n])
+            s = torque.smooth(s_prev, cos[row : row + n], group["gamma"], defined[row : row + n])
             torch._foreach_copy_([st[TORQUE_STATE_KEY] for st in states], list(s.unbind()))
             coefs = torque.damping(s) + group["torque_eps"]
             b.coefs = [None] * n
             start = 0
             for impl, idx in b.plan:  # foreach: one cast per bucket, not one per tensor
-                part = coefs[start:start + len(idx)]
+                part = coefs[start : start + len(idx)]
                 if impl is kernels.FOREACH:
                     part = part.to(b.momenta[idx[0]].dtype)
                 for i, c in zip(idx, part.unbind()):
@@ -304,8 +309,7 @@ class TorqueOptimizer(Optimizer):
         one (read on CPU only: no host sync on an accelerator)."""
         count = self.torque_state.get(UNDEFINED_KEY)
         if count is None:
-            count = self._adopt(UNDEFINED_KEY, torch.zeros((), dtype=torch.int64,
-                                                           device=defined.device))
+            count = self._adopt(UNDEFINED_KEY, torch.zeros((), dtype=torch.int64, device=defined.device))
         count.add_(torch.logical_not(defined).to(torch.int64))
         if not torch.compiler.is_compiling() and count.device.type == "cpu":
             self._warn_undefined(count)
@@ -319,7 +323,9 @@ class TorqueOptimizer(Optimizer):
             "gradient (or the momentum) holds an inf or NaN. s was kept from the previous step "
             "and only the non-finite elements are damaged, as in AdamW. torque_stats()"
             "['undefined_steps'] counts such steps; check the loss scale / gradient clipping",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _adopt(self, key: str, value: Tensor) -> Tensor:
         """Make ``value`` the optimizer-wide ``key`` and put it in every parameter's state."""
@@ -379,8 +385,9 @@ class TorqueOptimizer(Optimizer):
     def _check_loadable(self, state_dict: dict) -> None:
         name = type(self).__name__
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError(f"{name}.load_state_dict: expected an optimizer state dict with "
-                             "'state' and 'param_groups'")
+            raise ValueError(
+                f"{name}.load_state_dict: expected an optimizer state dict with 'state' and 'param_groups'"
+            )
         for i, group in enumerate(state_dict["param_groups"]):
             missing = sorted(self._hyper_keys - set(group))
             if missing:
@@ -388,7 +395,8 @@ class TorqueOptimizer(Optimizer):
                     f"{name}.load_state_dict: param_groups[{i}] lacks {missing}: this state dict "
                     f"was saved by another optimizer (its group keys: "
                     f"{sorted(k for k in group if k != 'params')}). Load it into the optimizer that "
-                    f"saved it, or start {name} from fresh state")
+                    f"saved it, or start {name} from fresh state"
+                )
         torque_keys = {TORQUE_STATE_KEY, UNDEFINED_KEY} if self.uses_torque else set()
         own = set(self.state_keys)
         for key, state in state_dict["state"].items():
@@ -402,7 +410,8 @@ class TorqueOptimizer(Optimizer):
                     f"{' and ' if foreign and missing else ''}"
                     f"{'no ' + str(missing) if missing else ''}; {name} keeps {sorted(own)}"
                     f"{' and ' + str(sorted(torque_keys)) if torque_keys else ''}. This state dict "
-                    "was saved by another optimizer: load it into that one, or start fresh")
+                    "was saved by another optimizer: load it into that one, or start fresh"
+                )
 
     # -- telemetry (the paper's Figure 8) --------------------------------------------------
     @torch.no_grad()
@@ -427,12 +436,16 @@ class TorqueOptimizer(Optimizer):
             return {"s_hat": s_val, "damping": (1.0 + s_val) / 2.0, **undefined}
         values = [st[TORQUE_STATE_KEY] for st in self.state.values() if TORQUE_STATE_KEY in st]
         if not values:
-            return {"s_hat": 0.0, "damping": 0.5, "s_hat_min": 0.0, "s_hat_max": 0.0,
-                    **undefined}
+            return {"s_hat": 0.0, "damping": 0.5, "s_hat_min": 0.0, "s_hat_max": 0.0, **undefined}
         s = torch.stack([v.to(values[0].device) for v in values]).double()
         mean = float(s.mean())
-        return {"s_hat": mean, "damping": (1.0 + mean) / 2.0,
-                "s_hat_min": float(s.min()), "s_hat_max": float(s.max()), **undefined}
+        return {
+            "s_hat": mean,
+            "damping": (1.0 + mean) / 2.0,
+            "s_hat_min": float(s.min()),
+            "s_hat_max": float(s.max()),
+            **undefined,
+        }
 
 
 def _concat(chunks: list[Tensor]) -> Tensor:

@@ -48,8 +48,9 @@ READ = "read m and g once (torch.dot)"
 
 CONFIGS = {
     # all-MiniLM-L6-v2: 6 layers, hidden 384, intermediate 1536, vocab 30522.
-    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                   intermediate_size=1536, vocab_size=30522),
+    "minilm": dict(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522
+    ),
     # bert-base-uncased: BertConfig's defaults.
     "bert-base": dict(),
 }
@@ -108,8 +109,7 @@ def candidates(params, device: str) -> dict[str, torch.optim.Optimizer]:
         "AdaTAMW default": AdaTAMW(params, lr=1e-5),
         "AdaTAMW foreach": AdaTAMW(params, lr=1e-5, foreach=True),
         "AdaTAMW foreach (before)": AdaTAMW(params, lr=1e-5, foreach=True),
-        "AdaTAMW foreach tensor-scope": AdaTAMW(params, lr=1e-5, foreach=True,
-                                                cosine_scope="tensor"),
+        "AdaTAMW foreach tensor-scope": AdaTAMW(params, lr=1e-5, foreach=True, cosine_scope="tensor"),
         "AdaTAMW loop": AdaTAMW(params, lr=1e-5, foreach=False),
         "AdaTAMW loop (before)": AdaTAMW(params, lr=1e-5, foreach=False),
         "TAM foreach": TAM(params, lr=1e-5, foreach=True),
@@ -118,11 +118,12 @@ def candidates(params, device: str) -> dict[str, torch.optim.Optimizer]:
         opts["AdaTAMW foreach multi-tensor sums"] = AdaTAMW(params, lr=1e-5, foreach=True)
     else:  # compiled foreach steps, with tensor lrs (no recompiles), as torch.optim
         opts["AdamW foreach compiled"] = torch.optim.AdamW(
-            params, lr=torch.tensor(1e-5, device=device), foreach=True)
-        opts["AdaTAMW foreach compiled"] = AdaTAMW(
-            params, lr=torch.tensor(1e-5, device=device), foreach=True)
+            params, lr=torch.tensor(1e-5, device=device), foreach=True
+        )
+        opts["AdaTAMW foreach compiled"] = AdaTAMW(params, lr=torch.tensor(1e-5, device=device), foreach=True)
         opts["AdaTAMW foreach tensor-scope compiled"] = AdaTAMW(
-            params, lr=torch.tensor(1e-5, device=device), foreach=True, cosine_scope="tensor")
+            params, lr=torch.tensor(1e-5, device=device), foreach=True, cosine_scope="tensor"
+        )
     return opts
 
 
@@ -180,8 +181,9 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_medians(timed: dict[str, Callable[[], object]], reps: int,
-                        after_each_rep: Callable[[], None] = lambda: None) -> dict[str, float]:
+def interleaved_medians(
+    timed: dict[str, Callable[[], object]], reps: int, after_each_rep: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     """Median seconds of each callable, run in turn repetition after repetition (so machine
     load hits all of them alike), ``after_each_rep`` untimed between repetitions."""
     times = {key: [] for key in timed}
@@ -200,8 +202,10 @@ def per_step_overhead(n_tensors: int, reps: int, device: str) -> dict[str, float
     """Median step time over ``n_tensors`` one-element parameters: what a step costs besides
     moving memory (Python, dispatch, kernel launches)."""
     params = make_params([torch.Size([1])] * n_tensors, device=device)
-    opts = {"AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
-            "AdaTAMW default": AdaTAMW(params, lr=1e-5)}
+    opts = {
+        "AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
+        "AdaTAMW default": AdaTAMW(params, lr=1e-5),
+    }
     return interleaved_medians({key: opt.step for key, opt in opts.items()}, reps)
 
 
@@ -228,20 +232,28 @@ def bench(name: str, reps: int, device: str) -> None:
     adamw_bytes = state_bytes(opts["AdamW fused"])
     print(f"\n{name}: {len(params)} tensors, {n / 1e6:.1f} M parameters, median of {reps}")
     what = "aten calls" if device == "cpu" else "kernels"
-    print(f"{'optimizer':38s} {'ms/step':>9s} {'vs fused':>9s} {'vs foreach':>11s} "
-          f"{'state/AdamW':>12s} {what:>11s}")
+    print(
+        f"{'optimizer':38s} {'ms/step':>9s} {'vs fused':>9s} {'vs foreach':>11s} "
+        f"{'state/AdamW':>12s} {what:>11s}"
+    )
     for key in timed:
         state = f"{state_bytes(opts[key]) / adamw_bytes:12.5f}" if key in opts else " " * 12
         count = f"{calls[key]:11d}" if key in calls else ""
-        print(f"{key:38s} {med[key] * 1e3:9.2f} {med[key] / med['AdamW fused']:9.2f} "
-              f"{med[key] / med['AdamW foreach']:11.2f} {state} {count}")
+        print(
+            f"{key:38s} {med[key] * 1e3:9.2f} {med[key] / med['AdamW fused']:9.2f} "
+            f"{med[key] / med['AdamW foreach']:11.2f} {state} {count}"
+        )
     overhead = per_step_overhead(len(params), reps * 20, device)
-    print(f"per-step overhead ({len(params)} one-element tensors): " + ", ".join(
-        f"{key} {t * 1e3:.3f} ms" for key, t in overhead.items()))
+    print(
+        f"per-step overhead ({len(params)} one-element tensors): "
+        + ", ".join(f"{key} {t * 1e3:.3f} ms" for key, t in overhead.items())
+    )
     floor = med["AdamW fused"] + med[READ]
-    print(f"floor of an exact step = fused AdamW + one read of m and g: {floor * 1e3:.2f} ms = "
-          f"{floor / med['AdamW fused']:.2f}x fused AdamW; AdaTAMW default / floor = "
-          f"{med['AdaTAMW default'] / floor:.2f}")
+    print(
+        f"floor of an exact step = fused AdamW + one read of m and g: {floor * 1e3:.2f} ms = "
+        f"{floor / med['AdamW fused']:.2f}x fused AdamW; AdaTAMW default / floor = "
+        f"{med['AdaTAMW default'] / floor:.2f}"
+    )
 
 
 def main() -> None:
@@ -252,10 +264,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.device != "cpu" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here")
-    where = torch.cuda.get_device_name() if args.device != "cpu" else (
-        platform.processor() or platform.machine())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, "
-          f"device {args.device}")
+    where = (
+        torch.cuda.get_device_name() if args.device != "cpu" else (platform.processor() or platform.machine())
+    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, device {args.device}")
     for name in args.models:
         bench(name, args.reps, args.device)
 

@@ -56,12 +56,18 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, TrainingArguments
 
 from adatamw.registry import OPTIM_NAMES, names_with
-from recipes import fsdp_prep, identity
-from recipes import results
-from recipes.data import block_size_for, load_raw_datasets, source_label, text_column, tokenize_and_group, truncate
+from common.locks import hold
+from recipes import fsdp_prep, identity, results
+from recipes.data import (
+    block_size_for,
+    load_raw_datasets,
+    source_label,
+    text_column,
+    tokenize_and_group,
+    truncate,
+)
 from recipes.hub import DEFAULT_MODEL, OFFLINE_MODEL_ALIAS, cache_only_when_unreachable, resolve_model
 from recipes.launch_checks import warn_if_fsdp_downgraded
-from common.locks import hold
 from recipes.masking import (
     IndexedMLMCollator,
     MaskEpochCallback,
@@ -88,8 +94,8 @@ class ModelArguments:
         default=DEFAULT_MODEL,
         metadata={
             "help": "Hub id (from the hub or the local cache) or local folder; "
-            f"'{OFFLINE_MODEL_ALIAS}' names the embedded all-MiniLM-L6-v2 BERT. Nothing is substituted: a hub "
-            "model neither reachable nor cached stops the run."
+            f"'{OFFLINE_MODEL_ALIAS}' names the embedded all-MiniLM-L6-v2 BERT. Nothing is substituted: "
+            "a hub model neither reachable nor cached stops the run."
         },
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
@@ -102,7 +108,8 @@ class DataArguments:
 
     dataset_name: str = field(default="Salesforce/wikitext", metadata={"help": "Hub data set."})
     dataset_config_name: str = field(
-        default="wikitext-2-raw-v1", metadata={"help": "wikitext-2-raw-v1 (paper runtimes) or wikitext-103-raw-v1."}
+        default="wikitext-2-raw-v1",
+        metadata={"help": "wikitext-2-raw-v1 (paper runtimes) or wikitext-103-raw-v1."},
     )
     train_file: str | None = field(default=None, metadata={"help": "Local text/csv/json training file."})
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
@@ -112,18 +119,28 @@ class DataArguments:
     offline_defaults: bool = field(
         default=False,
         metadata={
-            "help": f"The offline stand-ins for the defaults: --model_name_or_path {OFFLINE_MODEL_ALIAS} unless a model "
-            "is given, --offline_sample unless --train_file or --dataset_name is given (what the demo passes)."
+            "help": "The offline stand-ins for the defaults: --model_name_or_path "
+            f"{OFFLINE_MODEL_ALIAS} unless a model is given, --offline_sample unless --train_file or "
+            "--dataset_name is given (what the demo passes)."
         },
     )
     validation_split_percentage: int = field(
-        default=5, metadata={"help": "Percent of train used for validation when there is no validation split."}
+        default=5,
+        metadata={"help": "Percent of train used for validation when there is no validation split."},
     )
-    max_seq_length: int = field(default=512, metadata={"help": "Block length, capped at the model's maximum."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training blocks."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation blocks."})
+    max_seq_length: int = field(
+        default=512, metadata={"help": "Block length, capped at the model's maximum."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N training blocks."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N validation blocks."}
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization."}
+    )
 
 
 @dataclass
@@ -138,16 +155,27 @@ class RecipeArguments:
         default_factory=lambda: [5e-6, 1e-5, 5e-5], metadata={"help": "Learning-rate grid, one run each."}
     )
     coupled_embeddings: bool = field(
-        default=False, metadata={"help": f"Coupled second moment for the embedding matrix ({'/'.join(COUPLED_OPTIMIZERS)})."}
+        default=False,
+        metadata={
+            "help": f"Coupled second moment for the embedding matrix ({'/'.join(COUPLED_OPTIMIZERS)})."
+        },
     )
-    gamma: float | None = field(default=None, metadata={"help": "TAM smoothing of the cosine (optimizer default 0.9)."})
+    gamma: float | None = field(
+        default=None, metadata={"help": "TAM smoothing of the cosine (optimizer default 0.9)."}
+    )
     cosine_scope: str | None = field(
-        default=None, metadata={"help": "One cosine over all parameters or per tensor.", "choices": ["global", "tensor"]}
+        default=None,
+        metadata={"help": "One cosine over all parameters or per tensor.", "choices": ["global", "tensor"]},
     )
-    mask_seed: int = field(default=0, metadata={"help": "Seed of the fixed validation masking and training masks."})
+    mask_seed: int = field(
+        default=0, metadata={"help": "Seed of the fixed validation masking and training masks."}
+    )
     overwrite_runs: bool = field(
         default=False,
-        metadata={"help": "Delete and retrain lr runs already in --output_dir (finished, interrupted or of other settings)."},
+        metadata={
+            "help": "Delete and retrain lr runs already in --output_dir (finished, interrupted or of "
+            "other settings)."
+        },
     )
 
 
@@ -178,7 +206,9 @@ def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     check_learning_rate_tokens(argv)
-    model_args, data_args, recipe, training_args = parser.parse_args_into_dataclasses(args=split_optim_flag(argv))
+    model_args, data_args, recipe, training_args = parser.parse_args_into_dataclasses(
+        args=split_optim_flag(argv)
+    )
     if data_args.offline_defaults:
         given = {a.split("=", 1)[0] for a in argv}
         if "--model_name_or_path" not in given:
@@ -196,7 +226,7 @@ def check_learning_rate_tokens(argv: list[str]) -> None:
         if arg.startswith("--learning_rates="):
             tokens = [arg.split("=", 1)[1]]
         elif arg == "--learning_rates":
-            tokens = argv[i + 1:]
+            tokens = argv[i + 1 :]
         else:
             continue
         values = []
@@ -221,8 +251,15 @@ def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
     process alone. (``accelerate launch --cpu --num_processes 2`` starts ONE process unless an MPI
     hostfile is given; on CPU use ``accelerate launch --multi_gpu --num_processes 2`` or ``torchrun``.)
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not training_args.use_cpu and not torch.cuda.is_available():
-        logger.info("WORLD_SIZE=%s and no CUDA device: training on CPU with gloo (--use_cpu).", os.environ["WORLD_SIZE"])
+    if (
+        int(os.environ.get("WORLD_SIZE", "1")) > 1
+        and not training_args.use_cpu
+        and not torch.cuda.is_available()
+    ):
+        logger.info(
+            "WORLD_SIZE=%s and no CUDA device: training on CPU with gloo (--use_cpu).",
+            os.environ["WORLD_SIZE"],
+        )
         training_args = replace(training_args, use_cpu=True)
     return training_args
 
@@ -230,26 +267,41 @@ def cpu_distributed(training_args: TrainingArguments) -> TrainingArguments:
 def validate(model_args, data_args, recipe, training_args) -> None:
     """Fail fast, naming the problem and the fix."""
     if recipe.optimizer not in OPTIM_NAMES:
-        raise SystemExit(f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIM_NAMES)}")
+        raise SystemExit(
+            f"--optim {recipe.optimizer}: unknown optimizer; choose one of {', '.join(OPTIM_NAMES)}"
+        )
     if not recipe.learning_rates:
-        raise SystemExit("--learning_rates is empty: give at least one value, e.g. --learning_rates 5e-6 1e-5 5e-5")
+        raise SystemExit(
+            "--learning_rates is empty: give at least one value, e.g. --learning_rates 5e-6 1e-5 5e-5"
+        )
     refuse_bad_learning_rates(recipe.learning_rates)
     if len(set(recipe.learning_rates)) != len(recipe.learning_rates):
         raise SystemExit(f"--learning_rates has duplicates: {recipe.learning_rates}")
-    if recipe.optimizer not in TORQUE_OPTIMIZERS and (recipe.gamma is not None or recipe.cosine_scope is not None):
-        raise SystemExit(f"--gamma / --cosine_scope apply to {', '.join(TORQUE_OPTIMIZERS)}, not --optim {recipe.optimizer}")
+    if recipe.optimizer not in TORQUE_OPTIMIZERS and (
+        recipe.gamma is not None or recipe.cosine_scope is not None
+    ):
+        raise SystemExit(
+            f"--gamma / --cosine_scope apply to {', '.join(TORQUE_OPTIMIZERS)}, "
+            f"not --optim {recipe.optimizer}"
+        )
     if recipe.gamma is not None and not 0 <= recipe.gamma < 1:
         raise SystemExit(f"--gamma must be in [0, 1), got {recipe.gamma}")
     if recipe.coupled_embeddings and recipe.optimizer not in COUPLED_OPTIMIZERS:
         raise SystemExit(f"--coupled_embeddings needs --optim {' or '.join(COUPLED_OPTIMIZERS)}")
     epochs = training_args.num_train_epochs
     if epochs <= 0 or epochs != int(epochs):
-        raise SystemExit(f"--num_train_epochs must be a positive whole number (evaluation is per epoch), got {epochs}")
+        raise SystemExit(
+            f"--num_train_epochs must be a positive whole number (evaluation is per epoch), got {epochs}"
+        )
     if training_args.max_steps and training_args.max_steps > 0:
-        raise SystemExit("--max_steps is not supported: the recipe trains whole epochs; use --num_train_epochs "
-                         "and --max_train_samples to shorten a run")
+        raise SystemExit(
+            "--max_steps is not supported: the recipe trains whole epochs; use --num_train_epochs "
+            "and --max_train_samples to shorten a run"
+        )
     if training_args.dataloader_persistent_workers:
-        raise SystemExit("--dataloader_persistent_workers would keep stale per-epoch masks in the workers; drop it")
+        raise SystemExit(
+            "--dataloader_persistent_workers would keep stale per-epoch masks in the workers; drop it"
+        )
     if not 0 < data_args.mlm_probability < 1:
         raise SystemExit(f"--mlm_probability must be in (0, 1), got {data_args.mlm_probability}")
     check_output_dir(training_args.output_dir)
@@ -271,7 +323,9 @@ def check_output_dir(path: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise SystemExit(f"--output_dir {path}: cannot write there ({err.strerror or err}); give a writable folder") from None
+        raise SystemExit(
+            f"--output_dir {path}: cannot write there ({err.strerror or err}); give a writable folder"
+        ) from None
 
 
 def optim_kwargs(recipe) -> dict:
@@ -317,15 +371,24 @@ class PreparedData:
 
     def derived(self) -> dict:
         """The identity keys that follow from tokenizing (``recipes.identity.DERIVED_KEYS``)."""
-        return {"block_size": self.block_size, "train_blocks": len(self.train), "eval_blocks": len(self.eval),
-                "eval_mask_fingerprint": self.fingerprint}  # fmt: skip
+        return {
+            "block_size": self.block_size,
+            "train_blocks": len(self.train),
+            "eval_blocks": len(self.eval),
+            "eval_mask_fingerprint": self.fingerprint,
+        }
 
 
 def prepare_data(raw, source: str, data_args, recipe, training_args, tokenizer, config) -> PreparedData:
     """Text -> blocks with an index column; validation masked once."""
     block_size = block_size_for(data_args.max_seq_length, tokenizer, config)
     blocks = tokenize_and_group(
-        raw, tokenizer, block_size, training_args.main_process_first, data_args.preprocessing_num_workers, source
+        raw,
+        tokenizer,
+        block_size,
+        training_args.main_process_first,
+        data_args.preprocessing_num_workers,
+        source,
     )
     train = truncate(blocks["train"], data_args.max_train_samples, "--max_train_samples")
     evaluation = truncate(blocks["validation"], data_args.max_eval_samples, "--max_eval_samples")
@@ -334,7 +397,11 @@ def prepare_data(raw, source: str, data_args, recipe, training_args, tokenizer, 
     fingerprint = masking_fingerprint(evaluation)
     logger.info(
         "Data %s: %d train / %d validation blocks of %d tokens; validation masking %s.",
-        source, len(train), len(evaluation), block_size, fingerprint,
+        source,
+        len(train),
+        len(evaluation),
+        block_size,
+        fingerprint,
     )
     return PreparedData(train, evaluation, source, block_size, fingerprint)
 
@@ -360,7 +427,9 @@ def _trainer_class():
     try:
         from adatamw.trainer import TAMTrainer
     except ImportError as err:
-        raise SystemExit(f"adatamw.trainer.TAMTrainer is not importable ({err}): `pip install -e .[hf]`") from err
+        raise SystemExit(
+            f"adatamw.trainer.TAMTrainer is not importable ({err}): `pip install -e .[hf]`"
+        ) from err
     return TAMTrainer
 
 
@@ -386,13 +455,25 @@ def resume_point(run_dir: Path) -> Path | None:
         logger.warning(
             "%s is incomplete (%s): cut off by a kill while it was written. Skipped; %s, and this folder is "
             "overwritten when training reaches that step again.",
-            folder, defect, f"resuming from {last.name}" if last else "no complete checkpoint: training from the start",
+            folder,
+            defect,
+            f"resuming from {last.name}" if last else "no complete checkpoint: training from the start",
         )
     return last
 
 
-def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, recipe, training_args, cache_dir,
-                 callbacks=()):
+def train_one_lr(
+    lr,
+    run_dir: Path,
+    record: dict,
+    model_path,
+    tokenizer,
+    data,
+    recipe,
+    training_args,
+    cache_dir,
+    callbacks=(),
+):
     """Train (or resume) one lr run and write its metrics.json; returns the metrics.
 
     ``record``: ``{"identity": ..., "provenance": ...}`` of this lr run, written to
@@ -431,7 +512,9 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
     best_step = int(best_ckpt.split("-")[-1]) if best_ckpt.startswith("checkpoint-") else None
     best = next((h for h in history if h["step"] == best_step), None)
     if best is None:
-        raise RuntimeError(f"{run_dir}: the Trainer kept no best checkpoint ({trainer.state.best_model_checkpoint!r})")
+        raise RuntimeError(
+            f"{run_dir}: the Trainer kept no best checkpoint ({trainer.state.best_model_checkpoint!r})"
+        )
     metrics = {
         **{key: settings[key] for key in SUMMARY_KEYS},
         "data": data.source,
@@ -455,8 +538,20 @@ def train_one_lr(lr, run_dir: Path, record: dict, model_path, tokenizer, data, r
 
 
 #: Identity keys repeated at the top of metrics.json for readers (the whole identity is under "identity").
-SUMMARY_KEYS = ("model", "optimizer", "epochs", "lr", "seed", "mask_seed", "mlm_probability", "block_size",
-                "train_blocks", "eval_blocks", "eval_mask_fingerprint", "global_batch_size")  # fmt: skip
+SUMMARY_KEYS = (
+    "model",
+    "optimizer",
+    "epochs",
+    "lr",
+    "seed",
+    "mask_seed",
+    "mlm_probability",
+    "block_size",
+    "train_blocks",
+    "eval_blocks",
+    "eval_mask_fingerprint",
+    "global_batch_size",
+)
 
 
 def select_and_record(output_dir: Path, runs: dict[float, dict], record: dict, should_save: bool) -> dict:
@@ -485,20 +580,28 @@ def select_and_record(output_dir: Path, runs: dict[float, dict], record: dict, s
             flag = run_lr == lr
             if metrics.get("selected") != flag:
                 metrics["selected"] = flag
-                results.write_json_atomic(output_dir / results.lr_dirname(run_lr) / results.METRICS_FILE, metrics)
+                results.write_json_atomic(
+                    output_dir / results.lr_dirname(run_lr) / results.METRICS_FILE, metrics
+                )
         results.write_json_atomic(output_dir / results.SELECTION_FILE, selection)
         results.point_selected(output_dir, output_dir / selection["checkpoint"])
     logger.info(
         "Selected lr=%g epoch %d (val perplexity %.4f): %s",
-        lr, selection["best_epoch"], selection["val_perplexity"], output_dir / selection["checkpoint"],
+        lr,
+        selection["best_epoch"],
+        selection["val_perplexity"],
+        output_dir / selection["checkpoint"],
     )
     return selection
 
 
 def recorded_run(run_dir: Path) -> tuple[dict | None, dict | None]:
-    """(metrics, recorded identity) of an lr run folder; the identity from metrics.json, else identity.json."""
+    """(metrics, recorded identity) of an lr run folder; the identity from metrics.json, else
+    identity.json."""
     metrics = results.read_json(run_dir / results.METRICS_FILE)
-    record = metrics if metrics and "identity" in metrics else results.read_json(run_dir / identity.IDENTITY_FILE)
+    record = (
+        metrics if metrics and "identity" in metrics else results.read_json(run_dir / identity.IDENTITY_FILE)
+    )
     return metrics, (record or {}).get("identity")
 
 
@@ -516,16 +619,21 @@ def reuse_lr_run(run_dir: Path, expected: dict, overwrite: bool, main_process: b
     metrics, recorded = recorded_run(run_dir)
     if recorded is None and not metrics and results.checkpoints(run_dir):
         raise SystemExit(
-            f"{run_dir} holds checkpoints but no record of their settings ({identity.IDENTITY_FILE}), so they cannot "
-            f"be resumed safely: delete the folder {run_dir} (or pass --overwrite_runs) and re-run."
+            f"{run_dir} holds checkpoints but no record of their settings ({identity.IDENTITY_FILE}), "
+            f"so they cannot be resumed safely: delete the folder {run_dir} (or pass --overwrite_runs) "
+            "and re-run."
         )
     finished = results.is_complete(metrics)
     return metrics if identity.reusable(run_dir, recorded, expected, finished) else None
 
 
-def identity_of(model_args, data_args, recipe, training_args, provenance: dict, world_size: int | None = None) -> dict:
+def identity_of(
+    model_args, data_args, recipe, training_args, provenance: dict, world_size: int | None = None
+) -> dict:
     """This run's identity (``recipes.identity.run_identity``) with the recipe's optimizer overrides."""
-    return identity.run_identity(model_args, data_args, recipe, training_args, provenance, optim_kwargs(recipe), world_size)
+    return identity.run_identity(
+        model_args, data_args, recipe, training_args, provenance, optim_kwargs(recipe), world_size
+    )
 
 
 def load_sources(model_args, data_args) -> tuple[object, str, dict]:
@@ -538,7 +646,11 @@ def load_sources(model_args, data_args) -> tuple[object, str, dict]:
     raw, source = load_raw_datasets(data_args, model_args.cache_dir)
     model_path = resolve_model(model_args.model_name_or_path, model_args.cache_dir)
     fingerprint = identity.text_fingerprint(raw, text_column)
-    return raw, model_path, identity.provenance(model_args.model_name_or_path, model_path, source, fingerprint)
+    return (
+        raw,
+        model_path,
+        identity.provenance(model_args.model_name_or_path, model_path, source, fingerprint),
+    )
 
 
 def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
@@ -553,18 +665,33 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
     main_process = training_args.should_save
     if not recipe.overwrite_runs:  # refuse other settings before tokenizing (the derived keys come later)
         for lr in recipe.learning_rates:
-            reuse_lr_run(output_dir / results.lr_dirname(lr), identity.lr_identity(grid_identity, lr), False, main_process)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
+            reuse_lr_run(
+                output_dir / results.lr_dirname(lr),
+                identity.lr_identity(grid_identity, lr),
+                False,
+                main_process,
+            )
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir
+    )
     config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir)
-    data = prepare_data(raw, source_label(provenance["data"]), data_args, recipe, training_args, tokenizer, config)
+    data = prepare_data(
+        raw, source_label(provenance["data"]), data_args, recipe, training_args, tokenizer, config
+    )
     grid_identity.update(data.derived())
     runs: dict[float, dict] = {}
-    grid = tqdm(recipe.learning_rates, desc="lr grid", unit="run", disable=not training_args.local_process_index == 0)
+    grid = tqdm(
+        recipe.learning_rates, desc="lr grid", unit="run", disable=not training_args.local_process_index == 0
+    )
     for lr in grid:
         grid.set_postfix(lr=f"{lr:g}")
         run_dir = output_dir / results.lr_dirname(lr)
         record = {"identity": identity.lr_identity(grid_identity, lr), "provenance": provenance}
-        lock = hold(output_dir / f".{run_dir.name}.lock", f"lr run {run_dir}") if main_process else contextlib.nullcontext()
+        lock = (
+            hold(output_dir / f".{run_dir.name}.lock", f"lr run {run_dir}")
+            if main_process
+            else contextlib.nullcontext()
+        )
         with lock:
             with training_args.main_process_first(desc="checking for a finished run"):
                 finished = reuse_lr_run(run_dir, record["identity"], recipe.overwrite_runs, main_process)
@@ -572,9 +699,21 @@ def run(model_args, data_args, recipe, training_args, callbacks=()) -> dict:
                 logger.info("lr=%g already finished (%s): skipped.", lr, run_dir / results.METRICS_FILE)
                 runs[lr] = finished
                 continue
-            runs[lr] = train_one_lr(lr, run_dir, record, model_path, tokenizer, data, recipe, training_args,
-                                    model_args.cache_dir, callbacks)
-    return select_and_record(output_dir, runs, {"identity": grid_identity, "provenance": provenance}, main_process)
+            runs[lr] = train_one_lr(
+                lr,
+                run_dir,
+                record,
+                model_path,
+                tokenizer,
+                data,
+                recipe,
+                training_args,
+                model_args.cache_dir,
+                callbacks,
+            )
+    return select_and_record(
+        output_dir, runs, {"identity": grid_identity, "provenance": provenance}, main_process
+    )
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -590,7 +729,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> dict:
-    """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``; returns the selection."""
+    """CLI entry point, also callable in-process: ``main(["--offline_sample", ...])``; returns the
+    selection."""
     model_args, data_args, recipe, training_args = parse_args(argv)
     setup_logging(training_args)
     warn_if_fsdp_downgraded(training_args)

@@ -16,9 +16,22 @@ import torch
 class ReferenceOptimizer:
     """kind: 'adatamw' | 'adatam' | 'tam' | 'coupled_adamw'."""
 
-    def __init__(self, params, kind, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 gamma=0.9, torque_eps=1e-8, scope="global", momentum="tam", coupled=None,
-                 coupled_scale=1.0, sgd_momentum=0.9):
+    def __init__(
+        self,
+        params,
+        kind,
+        lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        gamma=0.9,
+        torque_eps=1e-8,
+        scope="global",
+        momentum="tam",
+        coupled=None,
+        coupled_scale=1.0,
+        sgd_momentum=0.9,
+    ):
         self.p = [q.detach().double().clone() for q in params]
         self.kind, self.lr, self.eps, self.wd = kind, lr, eps, weight_decay
         self.b1, self.b2 = betas
@@ -79,7 +92,7 @@ class ReferenceOptimizer:
                 p = p - self.lr * self.wd * p
             if self.kind == "coupled_adamw":
                 self.m[i] = self.b1 * self.m[i] + (1 - self.b1) * g
-                m_used = self.m[i] / (1 - self.b1 ** self.t)
+                m_used = self.m[i] / (1 - self.b1**self.t)
             elif self.mode == "tam":
                 self.m[i] = self.b1 * self.m[i] + (self.teps + d[i]) * g
                 m_used = self.m[i]
@@ -88,7 +101,7 @@ class ReferenceOptimizer:
                 self.m[i] = (1 - c) * self.m[i] + c * g
                 m_used = self.m[i]
             self.v[i] = self.b2 * self.v[i] + (1 - self.b2) * g * g
-            v_hat = self.v[i] / (1 - self.b2 ** self.t)
+            v_hat = self.v[i] / (1 - self.b2**self.t)
             if self.coupled[i] and v_hat.dim() == 2:
                 v_hat = self.cscale * v_hat.mean(dim=0, keepdim=True).expand_as(v_hat)
             self.p[i] = p - self.lr * m_used / (v_hat.sqrt() + self.eps)

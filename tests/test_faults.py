@@ -1,4 +1,5 @@
-"""Fault injection on the recipe and the sweep (issues #11 and #17): one test per fault, each asserting the outcome.
+"""Fault injection on the recipe and the sweep (issues #11 and #17): one test per fault, each
+asserting the outcome.
 
 * ``kill -9`` at a random training step, and inside a checkpoint write, then a re-run: the final
   weights (``torch.equal``) and ``selection.json`` equal an uninterrupted run's;
@@ -32,8 +33,13 @@ from recipes import mlm_finetune, results, sweep
 from tests.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}  # fmt: skip
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": str(REPO),
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +50,40 @@ def tiny(tmp_path_factory) -> Path:
 def data_args(files: tuple[Path, Path], train_blocks: int = 16) -> list[str]:
     """The recipe's data and batch arguments (also what the sweep passes on)."""
     return [
-        "--train_file", str(files[0]), "--validation_file", str(files[1]),
-        "--max_seq_length", "32", "--max_train_samples", str(train_blocks), "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-        "--report_to", "none", "--disable_tqdm", "true", "--dataloader_pin_memory", "false",
-    ]  # fmt: skip
+        "--train_file",
+        str(files[0]),
+        "--validation_file",
+        str(files[1]),
+        "--max_seq_length",
+        "32",
+        "--max_train_samples",
+        str(train_blocks),
+        "--max_eval_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--dataloader_pin_memory",
+        "false",
+    ]
 
 
 def recipe_argv(model: Path, out: Path, files, *extra: str) -> list[str]:
-    return ["--model_name_or_path", str(model), "--learning_rates", "1e-3", "--output_dir", str(out),
-            *data_args(files), *extra]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--learning_rates",
+        "1e-3",
+        "--output_dir",
+        str(out),
+        *data_args(files),
+        *extra,
+    ]
 
 
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -111,8 +141,14 @@ def _kill_and_rerun(mode: str, n: int, tiny, text_files, out: Path, uninterrupte
     # the killed run and the in-process ones must run the same kernels on the same thread count
     # (another test module may have changed this process's): then their float operations match
     env = {**os.environ, **OFFLINE, "FAULT_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.run([sys.executable, "-c", KILLER, mode, str(n), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, mode, str(n), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, f"{mode} {n}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
     run_dir = out / "lr_0.001"
     assert not (run_dir / results.METRICS_FILE).exists()
@@ -126,20 +162,25 @@ def _kill_and_rerun(mode: str, n: int, tiny, text_files, out: Path, uninterrupte
     expected = json.loads((uninterrupted / results.SELECTION_FILE).read_text())
     assert json.loads((out / results.SELECTION_FILE).read_text()) == selection == expected
     assert_same_tensors(last_weights(run_dir), last_weights(uninterrupted / "lr_0.001"))
-    assert_same_tensors(load_file(out / selection["checkpoint"] / "model.safetensors"),
-                        load_file(uninterrupted / expected["checkpoint"] / "model.safetensors"))  # fmt: skip
+    assert_same_tensors(
+        load_file(out / selection["checkpoint"] / "model.safetensors"),
+        load_file(uninterrupted / expected["checkpoint"] / "model.safetensors"),
+    )
 
 
 @pytest.mark.slow
-def test_kill9_during_training_then_rerun_equals_uninterrupted(tiny, text_files, tmp_path, uninterrupted, caplog):
+def test_kill9_during_training_then_rerun_equals_uninterrupted(
+    tiny, text_files, tmp_path, uninterrupted, caplog
+):
     step = int(os.environ.get("FAULT_KILL_STEP") or random.SystemRandom().randint(1, STEPS - 1))
     print(f"kill -9 after step {step} of {STEPS}")
     _kill_and_rerun("step", step, tiny, text_files, tmp_path, uninterrupted, caplog)
 
 
 @pytest.mark.slow
-def test_kill9_during_checkpoint_write_then_rerun_equals_uninterrupted(tiny, text_files, tmp_path, uninterrupted,
-                                                                       caplog):
+def test_kill9_during_checkpoint_write_then_rerun_equals_uninterrupted(
+    tiny, text_files, tmp_path, uninterrupted, caplog
+):
     step = int(os.environ.get("FAULT_KILL_CHECKPOINT") or random.SystemRandom().choice(SAVE_STEPS))
     print(f"kill -9 while checkpoint-{step} is written")
     _kill_and_rerun("checkpoint", step, tiny, text_files, tmp_path, uninterrupted, caplog)
@@ -159,8 +200,20 @@ def test_checkpoints_without_identity_name_the_folder_to_delete(tiny, text_files
 def finished_sweep(tiny, text_files, tmp_path_factory):
     """One finished sweep cell (adatamw, 1 epoch, lr 1e-3, 8 blocks); returns (sweep args, cell)."""
     root = tmp_path_factory.mktemp("sweep")
-    args = ["--models", str(tiny), "--optims", "adatamw", "--epochs", "1", "--learning_rates", "1e-3",
-            "--output_root", str(root), "--in_process", *data_args(text_files, train_blocks=8)]  # fmt: skip
+    args = [
+        "--models",
+        str(tiny),
+        "--optims",
+        "adatamw",
+        "--epochs",
+        "1",
+        "--learning_rates",
+        "1e-3",
+        "--output_root",
+        str(root),
+        "--in_process",
+        *data_args(text_files, train_blocks=8),
+    ]
     (cell,) = sweep.main(args)
     assert (cell.output_dir / results.SELECTION_FILE).is_file()
     return args, cell
@@ -173,10 +226,17 @@ def test_changed_setting_is_refused_by_the_recipe(finished_sweep, text_files, mo
     same = cell.recipe_args(data_args(text_files, train_blocks=8))
     assert mlm_finetune.main(same)["lr"] == 1e-3  # the same settings: skipped
     with pytest.raises(SystemExit) as err:
-        mlm_finetune.main([*same, "--mlm_probability", "0.3", "--gamma", "0.5", "--per_device_train_batch_size", "2"])
+        mlm_finetune.main(
+            [*same, "--mlm_probability", "0.3", "--gamma", "0.5", "--per_device_train_batch_size", "2"]
+        )
     message = str(err.value)
-    for part in ("mlm_probability: 0.15 there vs 0.3 now", "optimizer_settings.gamma: 0.9 there vs 0.5 now",
-                 "global_batch_size: 4 there vs 2 now", "--overwrite_runs", "another output folder"):  # fmt: skip
+    for part in (
+        "mlm_probability: 0.15 there vs 0.3 now",
+        "optimizer_settings.gamma: 0.9 there vs 0.5 now",
+        "global_batch_size: 4 there vs 2 now",
+        "--overwrite_runs",
+        "another output folder",
+    ):
         assert part in message, message
 
 
@@ -196,12 +256,20 @@ def test_changed_setting_is_refused_by_the_sweep(finished_sweep, monkeypatch, ca
 
 # ---- concurrency and locks -------------------------------------------------------------------
 
-HOLDER = "import sys, time\nfrom common.locks import hold\nwith hold(sys.argv[1], 'test'):\n    print('held', flush=True)\n    time.sleep(120)\n"
+HOLDER = (
+    "import sys, time\nfrom common.locks import hold\nwith hold(sys.argv[1], 'test'):\n"
+    "    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 def _holder(lock_path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_path)], cwd=REPO, env={**os.environ, **OFFLINE},
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock_path)],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -276,11 +344,27 @@ def _alive(pid: int) -> bool:
 
 
 def _sweep_with_running_child(tiny, text_files, root: Path) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "recipes.sweep", "--models", str(tiny), "--optims", "adamw", "--epochs", "1",
-           "--learning_rates", "1e-3", "--output_root", str(root), "--launcher", "python",
-           *data_args(text_files)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipes.sweep",
+        "--models",
+        str(tiny),
+        "--optims",
+        "adamw",
+        "--epochs",
+        "1",
+        "--learning_rates",
+        "1e-3",
+        "--output_root",
+        str(root),
+        "--launcher",
+        "python",
+        *data_args(text_files),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         # the recipe itself (exec done, so the sweep's Popen has returned and its handlers are set)
@@ -328,8 +412,17 @@ def test_sweep_forwards_sigterm_to_its_child(tiny, text_files, tmp_path):
 # ---- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["empty_train", "blank_validation", "invalid_utf8", "output_dir_is_file",
-                                  "output_dir_unwritable", "zero_blocks"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_train",
+        "blank_validation",
+        "invalid_utf8",
+        "output_dir_is_file",
+        "output_dir_unwritable",
+        "zero_blocks",
+    ],
+)
 def test_bad_input_is_one_line_naming_it_before_any_model(case, tiny, text_files, tmp_path, monkeypatch):
     monkeypatch.setattr(mlm_finetune, "load_model", lambda *a: pytest.fail("a model was loaded"))
     train, valid, out = text_files[0], text_files[1], tmp_path / "out"
@@ -347,7 +440,10 @@ def test_bad_input_is_one_line_naming_it_before_any_model(case, tiny, text_files
         out.write_text("x")
         expected = f"--output_dir {out}: is a file, not a folder"
     elif case == "output_dir_unwritable":
-        out, expected = Path("/proc/adatamw-test/out"), "--output_dir /proc/adatamw-test/out: cannot write there"
+        out, expected = (
+            Path("/proc/adatamw-test/out"),
+            "--output_dir /proc/adatamw-test/out: cannot write there",
+        )
     else:
         bad.write_text("A few words only.\n", encoding="utf-8")
         train, expected = bad, f"{bad} ({valid}): the train split gives no block of 32 tokens"
@@ -367,22 +463,50 @@ def test_bad_input_is_one_line_naming_it_before_any_model(case, tiny, text_files
     "program,args,missing",
     [
         ("recipe", ["--offline_sample"], "hf download bert-base-uncased"),
-        ("recipe", ["--model_name_or_path", "minilm-offline"],
-         "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1')"),
+        (
+            "recipe",
+            ["--model_name_or_path", "minilm-offline"],
+            "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1')",
+        ),
         ("sweep", ["--offline_sample"], "hf download bert-base-uncased"),
         ("sweep", ["--models", "minilm-offline"], "load_dataset('Salesforce/wikitext', 'wikitext-2-raw-v1')"),
     ],
-)  # fmt: skip
+)
 def test_offline_empty_cache_stops_before_training(program, args, missing, tmp_path):
     cache = tmp_path / "hf"
-    env = {**os.environ, **OFFLINE, "HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"),
-           "HF_DATASETS_CACHE": str(cache / "datasets")}  # fmt: skip
+    env = {
+        **os.environ,
+        **OFFLINE,
+        "HF_HOME": str(cache),
+        "HF_HUB_CACHE": str(cache / "hub"),
+        "HF_DATASETS_CACHE": str(cache / "datasets"),
+    }
     out = tmp_path / "out"
     if program == "recipe":
-        cmd = [sys.executable, "recipes/mlm_finetune.py", "--output_dir", str(out), "--num_train_epochs", "1", *args]
+        cmd = [
+            sys.executable,
+            "recipes/mlm_finetune.py",
+            "--output_dir",
+            str(out),
+            "--num_train_epochs",
+            "1",
+            *args,
+        ]
     else:
-        cmd = [sys.executable, "-m", "recipes.sweep", "--optims", "adamw", "--epochs", "1", "--launcher", "python",
-               "--output_root", str(out), *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "recipes.sweep",
+            "--optims",
+            "adamw",
+            "--epochs",
+            "1",
+            "--launcher",
+            "python",
+            "--output_root",
+            str(out),
+            *args,
+        ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]

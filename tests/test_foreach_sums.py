@@ -61,8 +61,7 @@ def sums_form(request, monkeypatch):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("scope", ["global", "tensor"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_foreach_step_makes_the_same_calls_for_10_and_200_tensors(name, scope, dtype,
-                                                                    sums_form):
+def test_one_foreach_step_makes_the_same_calls_for_10_and_200_tensors(name, scope, dtype, sums_form):
     few = calls_of_one_step(OPTIMIZERS[name], 10, dtype, scope)
     many = calls_of_one_step(OPTIMIZERS[name], 200, dtype, scope)
     assert few == many, {k: (few[k], many[k]) for k in set(few) | set(many) if few[k] != many[k]}
@@ -97,8 +96,7 @@ def test_foreach_sums_equal_the_loop_statement(dtype, form):
     got = cpu_fused.torque_sums(ms, gs) if form == "cpp" else foreach.multi_tensor_sums(ms, gs)
     want = torque.partial_sums([m.double() for m in ms], [g.double() for g in gs])
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.double(), want, rtol=1e-12 if dtype == torch.float64 else 1e-6,
-                               atol=0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=0)
     gs[1][2] = float("inf")  # a non-finite gradient: that tensor's sums are not finite
     bad = foreach.multi_tensor_sums(ms, gs) if form == "multi-tensor" else cpu_fused.torque_sums(ms, gs)
     assert not torch.isfinite(bad[1]).all() and torch.isfinite(bad[[0, 2, 3, 4]]).all()
@@ -144,9 +142,14 @@ def _float32_multi_tensor_sums(m, g):
     """multi_tensor_sums' formulas in float32 accumulation on chunks of 65536 elements (the
     multi-tensor kernels' chunk), partial results added in float32 as the second kernel does."""
     chunk = 65536
-    parts = torch.stack([torch.stack(((mc * gc).clamp_min(0).sum(), (mc * gc).abs().sum(),
-                                      (mc * mc).sum(), (gc * gc).sum()))
-                         for mc, gc in zip(m.split(chunk), g.split(chunk))]).sum(0)
+    parts = torch.stack(
+        [
+            torch.stack(
+                ((mc * gc).clamp_min(0).sum(), (mc * gc).abs().sum(), (mc * mc).sum(), (gc * gc).sum())
+            )
+            for mc, gc in zip(m.split(chunk), g.split(chunk))
+        ]
+    ).sum(0)
     pos, absolute, mm, gg = parts.unbind()
     return torch.stack((pos * 2 - absolute, mm, gg)).unsqueeze(0)
 

@@ -69,19 +69,26 @@ def test_compiled_step_equals_eager_and_tensor_lr_does_not_recompile(path):
 
 def test_dispatch_picks_one_implementation_per_bucket():
     f32 = torch.zeros(3)
-    plan = kernels.pick([f32, f32.double(), f32.bfloat16(), torch.zeros(4, 2)], foreach=None,
-                        fused=None, coupled=[False, False, False, True])
+    plan = kernels.pick(
+        [f32, f32.double(), f32.bfloat16(), torch.zeros(4, 2)],
+        foreach=None,
+        fused=None,
+        coupled=[False, False, False, True],
+    )
     names = {impl.name: idx for impl, idx in plan}
     assert names["loop"] == [3]  # coupled 2-D: Coupled Adam's row mean
     assert sorted(i for impl, idx in plan if impl.name == "foreach" for i in idx) == [1, 2]
     assert cpu_fused.available(), "C++ kernels did not build"
     assert names["fused"] == [0]
-    assert [impl.name for impl, _ in kernels.pick([f32], foreach=False, fused=None,
-                                                   coupled=[False])] == ["loop"]
-    assert [impl.name for impl, _ in kernels.pick([f32], foreach=True, fused=None,
-                                                   coupled=[False])] == ["foreach"]
-    assert [impl.name for impl, _ in kernels.pick([f32], foreach=None, fused=None, coupled=[False],
-                                                   sgd=True)] == ["foreach"]
+    assert [impl.name for impl, _ in kernels.pick([f32], foreach=False, fused=None, coupled=[False])] == [
+        "loop"
+    ]
+    assert [impl.name for impl, _ in kernels.pick([f32], foreach=True, fused=None, coupled=[False])] == [
+        "foreach"
+    ]
+    assert [
+        impl.name for impl, _ in kernels.pick([f32], foreach=None, fused=None, coupled=[False], sgd=True)
+    ] == ["foreach"]
 
 
 def test_fused_refuses_what_its_kernels_cannot_take():
@@ -102,9 +109,21 @@ def test_implementations_refuse_a_v_transform_they_cannot_apply(impl):
     """Coupled Adam's row mean runs only in the loop; the others refuse it, never ignore it."""
     p, g, m, v = (torch.zeros(2, 3) for _ in range(4))
     with pytest.raises(ValueError, match="no per-tensor v transform"):
-        impl.adam_update([p], [g], [m], [v], [torch.tensor(0.0)], [torch.tensor(0.5)], lr=1e-3,
-                         beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.0, kind="tam",
-                         v_transforms=[lambda v: v])
+        impl.adam_update(
+            [p],
+            [g],
+            [m],
+            [v],
+            [torch.tensor(0.0)],
+            [torch.tensor(0.5)],
+            lr=1e-3,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            decoupled_wd=0.0,
+            kind="tam",
+            v_transforms=[lambda v: v],
+        )
     with pytest.raises(ValueError, match="cannot both be True"):
         AdaTAMW([nn.Parameter(torch.zeros(3))], fused=True, foreach=True)
 
@@ -164,11 +183,13 @@ def test_no_compiler_is_invoked_for_loop_foreach_or_other_dtypes(tmp_path):
     never tries to build it; the float32 default tries once (at construction), warns, and runs
     foreach, whose sums then take the multi-tensor form (on CPU foreach's sums are the C++ op
     when it builds)."""
-    env = dict(os.environ, CXX="/nonexistent/c++", CC="/nonexistent/cc",
-               TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
+    env = dict(
+        os.environ, CXX="/nonexistent/c++", CC="/nonexistent/cc", TORCH_EXTENSIONS_DIR=str(tmp_path / "ext")
+    )
     env.pop("ADATAMW_NO_CPU_KERNELS", None)
-    out = subprocess.run([sys.executable, "-c", _NO_BUILD], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_BUILD], env=env, capture_output=True, text=True, timeout=300
+    )
     assert "NO-BUILD-OK" in out.stdout and "FALLBACK-OK" in out.stdout, out.stderr[-3000:]
     assert not (tmp_path / "ext").exists() or not any((tmp_path / "ext").rglob("*.so"))
 
@@ -191,6 +212,7 @@ def test_adamw_lr_to_adatamw_equalises_steps_on_a_quadratic():
     """f(x) = 0.5 ||x||^2 far from its minimum: the gradient keeps its direction, s -> 1, and at
     the transferred lr (s* = 1) AdaTAMW's steady step equals AdamW's (within 1 %); at AdamW's
     own lr it is 10x larger."""
+
     def steady_step(cls, lr):
         x = nn.Parameter(torch.full((64,), 1e4, dtype=torch.float64))
         opt = cls([x], lr=lr, weight_decay=0.0)

@@ -9,16 +9,19 @@ import warnings
 
 import pytest
 import torch
+from reference_tam import ReferenceOptimizer
 from torch import nn
 
-from adatamw import TAM, AdaTAMW
-from adatamw import update
-from reference_tam import ReferenceOptimizer
+from adatamw import TAM, AdaTAMW, update
 
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
-CASES = [c for c in itertools.product(["adatamw", "tam"], ["global", "tensor"], list(PATHS),
-                                      [float("inf"), float("nan")])
-         if c[:3:2] != ("tam", "fused")]  # TAM has no fused kernel
+CASES = [
+    c
+    for c in itertools.product(
+        ["adatamw", "tam"], ["global", "tensor"], list(PATHS), [float("inf"), float("nan")]
+    )
+    if c[:3:2] != ("tam", "fused")
+]  # TAM has no fused kernel
 
 
 def build(kind, scope, path, params):
@@ -44,8 +47,20 @@ def expected_local_update(kind, opt, params, grads, s_prev):
         if kind == "tam":
             update.sgd_step(q, g, st["momentum_buffer"], c, lr=1e-2, beta=0.9)
         else:
-            update.adam_step(q, g, st["exp_avg"], st["exp_avg_sq"], st["step"], c, lr=1e-2,
-                               beta1=0.9, beta2=0.999, eps=1e-8, decoupled_wd=0.1, kind="tam")
+            update.adam_step(
+                q,
+                g,
+                st["exp_avg"],
+                st["exp_avg_sq"],
+                st["step"],
+                c,
+                lr=1e-2,
+                beta1=0.9,
+                beta2=0.999,
+                eps=1e-8,
+                decoupled_wd=0.1,
+                kind="tam",
+            )
         out.append(q)
     return out
 
@@ -156,16 +171,24 @@ def test_tensor_scope_keeps_the_other_tensors_cosines_moving():
     assert after[0] == before[0] and after[1] > before[1]
 
 
-@pytest.mark.parametrize("source,target,reason", [
-    ("adamw", "adatamw", "lacks"),  # AdamW's groups have no gamma, torque_eps, ...
-    ("tam", "adatamw", "lacks"),  # TAM's groups have no betas
-    ("adatamw", "tam", "foreign keys"),  # the groups fit (momentum="tam"), the state does not
-    ("sgd", "tam", "lacks")])  # SGD's groups have no gamma
+@pytest.mark.parametrize(
+    "source,target,reason",
+    [
+        ("adamw", "adatamw", "lacks"),  # AdamW's groups have no gamma, torque_eps, ...
+        ("tam", "adatamw", "lacks"),  # TAM's groups have no betas
+        ("adatamw", "tam", "foreign keys"),  # the groups fit (momentum="tam"), the state does not
+        ("sgd", "tam", "lacks"),
+    ],
+)  # SGD's groups have no gamma
 def test_another_optimizers_state_is_refused_at_load(source, target, reason):
     params = [nn.Parameter(torch.randn(3, 2))]
     params[0].grad = torch.randn(3, 2)
-    make = {"adamw": lambda: torch.optim.AdamW(params), "sgd": lambda: torch.optim.SGD(params, momentum=0.9),
-            "tam": lambda: TAM(params), "adatamw": lambda: AdaTAMW(params)}
+    make = {
+        "adamw": lambda: torch.optim.AdamW(params),
+        "sgd": lambda: torch.optim.SGD(params, momentum=0.9),
+        "tam": lambda: TAM(params),
+        "adatamw": lambda: AdaTAMW(params),
+    }
     saved = make[source]()
     saved.step()
     opt = make[target]()

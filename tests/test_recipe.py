@@ -28,22 +28,36 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 def argv(model: Path, out: Path, files: tuple[Path, Path], *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", str(model),
-        "--train_file", str(files[0]),
-        "--validation_file", str(files[1]),
-        "--max_seq_length", "32",
-        "--max_train_samples", "16",
-        "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "8",
-        "--num_train_epochs", "1",
-        "--learning_rates", "1e-3",
-        "--output_dir", str(out),
-        "--report_to", "none",
-        "--disable_tqdm", "true",
-        "--dataloader_pin_memory", "false",
+        "--model_name_or_path",
+        str(model),
+        "--train_file",
+        str(files[0]),
+        "--validation_file",
+        str(files[1]),
+        "--max_seq_length",
+        "32",
+        "--max_train_samples",
+        "16",
+        "--max_eval_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "8",
+        "--num_train_epochs",
+        "1",
+        "--learning_rates",
+        "1e-3",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--dataloader_pin_memory",
+        "false",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -88,7 +102,9 @@ def test_short_run_per_optimizer(tiny, text_files, tmp_path, family, optim):
 @pytest.mark.slow
 def test_grid_selects_lowest_perplexity(tiny, text_files, tmp_path):
     selection = mlm_finetune.main(
-        argv(tiny["bert"], tmp_path, text_files, "--learning_rates", "1e-5", "3e-3", "--num_train_epochs", "2")
+        argv(
+            tiny["bert"], tmp_path, text_files, "--learning_rates", "1e-5", "3e-3", "--num_train_epochs", "2"
+        )
     )
     runs = {lr: read_json(tmp_path / f"lr_{lr}" / "metrics.json") for lr in ("1e-05", "0.003")}
     best_lr = min(runs, key=lambda lr: runs[lr]["best_perplexity"])
@@ -108,7 +124,9 @@ def test_grid_selects_lowest_perplexity(tiny, text_files, tmp_path):
 @pytest.mark.slow
 def test_finished_runs_are_skipped_and_mismatches_refused(tiny, text_files, tmp_path, monkeypatch):
     first = mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files))
-    monkeypatch.setattr(mlm_finetune, "train_one_lr", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    monkeypatch.setattr(
+        mlm_finetune, "train_one_lr", lambda *a, **k: pytest.fail("a finished run was retrained")
+    )
     assert mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files)) == first
     with pytest.raises(SystemExit, match="other settings.*seed"):
         mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files, "--seed", "7"))
@@ -139,14 +157,20 @@ def test_killed_run_resumes_exactly(tiny, text_files, tmp_path, optim):
     extra = ("--num_train_epochs", "3", "--save_total_limit", "3", "--optim", optim)
     mlm_finetune.main(argv(tiny["roberta"], tmp_path / "straight", text_files, *extra))
     with pytest.raises(_Kill):
-        mlm_finetune.main(argv(tiny["roberta"], tmp_path / "killed", text_files, *extra), callbacks=[KillAtStep(6)])
+        mlm_finetune.main(
+            argv(tiny["roberta"], tmp_path / "killed", text_files, *extra), callbacks=[KillAtStep(6)]
+        )
     assert not (tmp_path / "killed" / "lr_0.001" / "metrics.json").exists()
     mlm_finetune.main(argv(tiny["roberta"], tmp_path / "killed", text_files, *extra))
     straight = read_json(tmp_path / "straight" / "lr_0.001" / "metrics.json")
     resumed = read_json(tmp_path / "killed" / "lr_0.001" / "metrics.json")
     assert resumed["resumed_from"] == "checkpoint-4"
-    assert [h["perplexity"] for h in resumed["epochs_history"]] == [h["perplexity"] for h in straight["epochs_history"]]
-    diff = max_abs_diff(last_weights(tmp_path / "straight" / "lr_0.001"), last_weights(tmp_path / "killed" / "lr_0.001"))
+    assert [h["perplexity"] for h in resumed["epochs_history"]] == [
+        h["perplexity"] for h in straight["epochs_history"]
+    ]
+    diff = max_abs_diff(
+        last_weights(tmp_path / "straight" / "lr_0.001"), last_weights(tmp_path / "killed" / "lr_0.001")
+    )
     print(f"{optim}: max |param(resumed) - param(uninterrupted)| = {diff:.3g}")
     assert diff <= 1e-6, diff
 
@@ -161,19 +185,38 @@ def test_two_processes_match_one(tiny, text_files, tmp_path, optim):
     mlm_finetune.main(argv(tiny["bert"], tmp_path / "one", text_files, *common))
     two = argv(tiny["bert"], tmp_path / "two", text_files, *common)
     two[two.index("--per_device_train_batch_size") + 1] = "2"  # 2 x 2 = the same global batch of 4
-    # `--cpu --num_processes 2` starts a single process without MPI; --multi_gpu is accelerate's torchrun path.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    # `--cpu --num_processes 2` starts a single process without MPI; --multi_gpu is accelerate's
+    # torchrun path.
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [*launcher, str(REPO / "recipes" / "mlm_finetune.py"), *two],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one_m = read_json(tmp_path / "one" / "lr_0.003" / "metrics.json")
     two_m = read_json(tmp_path / "two" / "lr_0.003" / "metrics.json")
     assert two_m["global_batch_size"] == one_m["global_batch_size"] == 4
-    diff = max_abs_diff(last_weights(tmp_path / "one" / "lr_0.003"), last_weights(tmp_path / "two" / "lr_0.003"))
+    diff = max_abs_diff(
+        last_weights(tmp_path / "one" / "lr_0.003"), last_weights(tmp_path / "two" / "lr_0.003")
+    )
     print(f"{optim}: max |param(1 process) - param(2 processes)| = {diff:.3g}")
     assert diff <= 1e-5, diff
     for a, b in zip(one_m["epochs_history"], two_m["epochs_history"]):
@@ -218,7 +261,9 @@ def test_unknown_optimizer_and_empty_grid(tiny, text_files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         mlm_finetune.main(argv(tiny["bert"], tmp_path, text_files, "--optim", "lion"))
     assert "invalid choice: 'lion'" in capsys.readouterr().err
-    model_args, data_args, recipe, training_args = mlm_finetune.parse_args(argv(tiny["bert"], tmp_path, text_files))
+    model_args, data_args, recipe, training_args = mlm_finetune.parse_args(
+        argv(tiny["bert"], tmp_path, text_files)
+    )
     recipe.learning_rates = []
     with pytest.raises(SystemExit, match="--learning_rates is empty"):
         mlm_finetune.run(model_args, data_args, recipe, training_args)
@@ -239,11 +284,38 @@ def test_optim_flag_routing():
 @pytest.mark.slow
 def test_accelerate_launch_on_bundled_sample_with_embedded_minilm(tmp_path):
     """The explicit offline stand-ins end to end: `accelerate launch` + --offline_defaults (~30 s)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "mlm_finetune.py"),
-           "--offline_defaults", "--max_seq_length", "64", "--max_train_samples", "32", "--max_eval_samples", "16",
-           "--learning_rates", "5e-5", "--num_train_epochs", "1", "--output_dir", str(tmp_path), "--report_to", "none",
-           "--disable_tqdm", "true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "mlm_finetune.py"),
+        "--offline_defaults",
+        "--max_seq_length",
+        "64",
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "16",
+        "--learning_rates",
+        "5e-5",
+        "--num_train_epochs",
+        "1",
+        "--output_dir",
+        str(tmp_path),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
@@ -262,7 +334,15 @@ def test_offline_defaults_replace_only_what_is_not_given():
     model_args, data_args, *_ = mlm_finetune.parse_args(["--offline_defaults", "--output_dir", "x"])
     assert model_args.model_name_or_path == "minilm-offline" and data_args.offline_sample
     model_args, data_args, *_ = mlm_finetune.parse_args(
-        ["--offline_defaults", "--model_name_or_path", "roberta-base", "--dataset_name", "x/y", "--output_dir", "x"]
+        [
+            "--offline_defaults",
+            "--model_name_or_path",
+            "roberta-base",
+            "--dataset_name",
+            "x/y",
+            "--output_dir",
+            "x",
+        ]
     )
     assert model_args.model_name_or_path == "roberta-base" and not data_args.offline_sample
     model_args, data_args, *_ = mlm_finetune.parse_args(["--output_dir", "x"])

@@ -13,9 +13,11 @@ from torch import nn
 from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW
 
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
-CASES = [(kind, scope, path) for kind, scope, path in
-         itertools.product(["adatamw", "tam"], ["global", "tensor"], PATHS)
-         if (kind, path) != ("tam", "fused")]
+CASES = [
+    (kind, scope, path)
+    for kind, scope, path in itertools.product(["adatamw", "tam"], ["global", "tensor"], PATHS)
+    if (kind, path) != ("tam", "fused")
+]
 SHAPES = [(7, 4), (4,), (3, 4), (3,)]
 
 
@@ -82,8 +84,9 @@ def test_global_state_survives_groups_emptied_between_steps_and_added_later():
     s = opt.torque_state["torque_s"]
     assert not torch.equal(s, s_before)
     assert all(opt.state[p]["torque_s"] is s for p in params)
-    assert all(opt.state[p]["torque_undefined_steps"] is opt.torque_state["torque_undefined_steps"]
-               for p in params)
+    assert all(
+        opt.state[p]["torque_undefined_steps"] is opt.torque_state["torque_undefined_steps"] for p in params
+    )
 
 
 def _old_format(state_dict, scope):
@@ -155,9 +158,11 @@ def test_every_state_key_keeps_its_dtype_through_a_round_trip(name, dtype, scope
             got = loaded["state"][pid][key]
             assert got.dtype == value.dtype, (key, got.dtype, value.dtype)
             assert torch.equal(got, value), key
-    expected = {"adatamw": {"step", "exp_avg", "exp_avg_sq", "torque_s", "torque_undefined_steps"},
-                "tam": {"momentum_buffer", "torque_s", "torque_undefined_steps"},
-                "coupled_adamw": {"step", "exp_avg", "exp_avg_sq"}}
+    expected = {
+        "adatamw": {"step", "exp_avg", "exp_avg_sq", "torque_s", "torque_undefined_steps"},
+        "tam": {"momentum_buffer", "torque_s", "torque_undefined_steps"},
+        "coupled_adamw": {"step", "exp_avg", "exp_avg_sq"},
+    }
     assert keys == expected.get(name, expected["adatamw"])
 
 

@@ -144,8 +144,14 @@ def params_by_group(optimizer):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "optim_name,family",
-    [("adamw", "bert"), ("adatamw", "bert"), ("adatamw", "roberta"), ("adatam", "roberta"), ("tam", "bert"),
-     ("coupled_adamw", "deberta-v2")],
+    [
+        ("adamw", "bert"),
+        ("adatamw", "bert"),
+        ("adatamw", "roberta"),
+        ("adatam", "roberta"),
+        ("tam", "bert"),
+        ("coupled_adamw", "deberta-v2"),
+    ],
 )
 def test_each_optimizer_trains_and_logs_torque(optim_name, family, model_dir, tmp_path):
     trainer = TAMTrainer(
@@ -187,7 +193,8 @@ def test_tensor_scope_logs_min_and_max(model_dir, tmp_path):
     # the last log is the optimizer's state after step 10, not an older value
     final = unwrap_optimizer(trainer.optimizer).torque_stats()
     assert {k: logged[-1][k] for k in ("s_hat", "s_hat_min", "s_hat_max")} == pytest.approx(
-        {k: final[k] for k in ("s_hat", "s_hat_min", "s_hat_max")})
+        {k: final[k] for k in ("s_hat", "s_hat_min", "s_hat_max")}
+    )
 
 
 def test_adamw_builds_what_plain_trainer_builds(model_dir, tmp_path):
@@ -269,11 +276,15 @@ class Probe(TrainerCallback):
         self.steps, self.grads = {}, {}
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.grads[state.global_step] = {id(p): p.grad.clone() for p in model.parameters() if p.grad is not None}
+        self.grads[state.global_step] = {
+            id(p): p.grad.clone() for p in model.parameters() if p.grad is not None
+        }
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         raw = unwrap_optimizer(optimizer)
-        buffers = {id(p): s["momentum_buffer"].clone() for p, s in raw.state.items() if "momentum_buffer" in s}
+        buffers = {
+            id(p): s["momentum_buffer"].clone() for p, s in raw.state.items() if "momentum_buffer" in s
+        }
         self.steps[state.global_step] = (type(raw), [g["lr"] for g in raw.param_groups], buffers)
 
 
@@ -357,7 +368,9 @@ def test_warmup_callback_validates_arguments():
 def plain_trainer(path, out, callbacks=(), **overrides):
     return Trainer(
         model=load(path),
-        args=training_args(out, max_steps=12, save_steps=6, save_strategy="steps", logging_steps=3, **overrides),
+        args=training_args(
+            out, max_steps=12, save_steps=6, save_strategy="steps", logging_steps=3, **overrides
+        ),
         train_dataset=ToyClassification(),
         optimizer_cls_and_kwargs=(AdaTAMW, {"lr": 3e-3, "weight_decay": 0.01, "cosine_scope": "global"}),
         callbacks=list(callbacks),
@@ -431,20 +444,32 @@ def test_bitfit_empty_decay_group_keeps_the_torque(how, model_dir, tmp_path):
     args = training_args(tmp_path / how, max_steps=6, logging_steps=3, weight_decay=0.01, learning_rate=1e-3)
     kwargs = {"lr": 1e-3, "cosine_scope": "global"}
     if how == "TAMTrainer":
-        trainer = TAMTrainer(model=bitfit(load(path)), args=args, train_dataset=ToyClassification(),
-                             optim_name="adatamw", optim_kwargs={"cosine_scope": "global"})
+        trainer = TAMTrainer(
+            model=bitfit(load(path)),
+            args=args,
+            train_dataset=ToyClassification(),
+            optim_name="adatamw",
+            optim_kwargs={"cosine_scope": "global"},
+        )
     else:
-        trainer = Trainer(model=bitfit(load(path)), args=args, train_dataset=ToyClassification(),
-                          optimizer_cls_and_kwargs=(AdaTAMW, kwargs))
+        trainer = Trainer(
+            model=bitfit(load(path)),
+            args=args,
+            train_dataset=ToyClassification(),
+            optimizer_cls_and_kwargs=(AdaTAMW, kwargs),
+        )
     trainer.train()
     sizes = [len(g) for g in params_by_group(trainer.optimizer)]
     if how != "TAMTrainer":
         assert sizes[0] == 0 and sizes[1] > 0, sizes  # what the issue found: [0, 12]
     model = bitfit(load(path))
     alone = AdaTAMW([p for p in model.parameters() if p.requires_grad], weight_decay=0.0, **kwargs)
-    reference = Trainer(model=model, args=training_args(tmp_path / "alone", max_steps=6, logging_steps=3,
-                                                         learning_rate=1e-3),
-                        train_dataset=ToyClassification(), optimizers=(alone, None))
+    reference = Trainer(
+        model=model,
+        args=training_args(tmp_path / "alone", max_steps=6, logging_steps=3, learning_rate=1e-3),
+        train_dataset=ToyClassification(),
+        optimizers=(alone, None),
+    )
     reference.train()
     got = unwrap_optimizer(trainer.optimizer).torque_stats()
     want = alone.torque_stats()

@@ -32,8 +32,17 @@ from torch import Tensor
 
 from . import cpu_fused, foreach, loop
 
-__all__ = ["Implementation", "LOOP", "FOREACH", "FUSED", "Plan", "PlanCache", "check_group",
-           "check_fused_supported", "pick"]
+__all__ = [
+    "Implementation",
+    "LOOP",
+    "FOREACH",
+    "FUSED",
+    "Plan",
+    "PlanCache",
+    "check_group",
+    "check_fused_supported",
+    "pick",
+]
 
 
 @dataclass(frozen=True)
@@ -64,27 +73,39 @@ def check_fused_supported(params: Sequence[Tensor], optimizer_name: str) -> None
     bad = [p for p in params if not cpu_fused.fits(_local(p))]
     if bad:
         local = _local(bad[0])
-        what = ("a non-contiguous float32 CPU tensor" if local.dtype == torch.float32
-                and local.device.type == "cpu" else f"a {local.dtype} tensor on {local.device}")
+        what = (
+            "a non-contiguous float32 CPU tensor"
+            if local.dtype == torch.float32 and local.device.type == "cpu"
+            else f"a {local.dtype} tensor on {local.device}"
+        )
         raise RuntimeError(
             f"{optimizer_name}(fused=True) runs C++ kernels for contiguous float32 CPU tensors; "
             f"got {what} of shape {tuple(bad[0].shape)}. Leave fused unset (foreach is picked "
-            "there) or pass foreach=True")
+            "there) or pass foreach=True"
+        )
     if not cpu_fused.available():
         raise RuntimeError(
             f"{optimizer_name}(fused=True): the C++ CPU kernels are not available here "
             "(ADATAMW_NO_CPU_KERNELS is set, or no C++ compiler / ninja: see the warning above). "
-            "Leave fused unset to use foreach")
+            "Leave fused unset to use foreach"
+        )
 
 
-def check_group(params: Sequence[Tensor], *, foreach: Optional[bool], fused: Optional[bool],
-                has_fused: bool, optimizer_name: str) -> None:
+def check_group(
+    params: Sequence[Tensor],
+    *,
+    foreach: Optional[bool],
+    fused: Optional[bool],
+    has_fused: bool,
+    optimizer_name: str,
+) -> None:
     """Construction checks of one param group's flags. Builds the C++ kernels now (not inside
     the first, maybe compiled, step) when a step would use them: fused on float32 CPU tensors,
     foreach's sums on any floating CPU tensor; never for the loop (``foreach=False``)."""
     if fused and foreach:
-        raise ValueError("Invalid foreach/fused: `fused` and `foreach` cannot both be True; "
-                         "pick one implementation")
+        raise ValueError(
+            "Invalid foreach/fused: `fused` and `foreach` cannot both be True; pick one implementation"
+        )
     if fused:
         if not has_fused:
             raise ValueError(f"{optimizer_name} has no fused implementation; leave fused unset")
@@ -93,8 +114,14 @@ def check_group(params: Sequence[Tensor], *, foreach: Optional[bool], fused: Opt
         cpu_fused.available()
 
 
-def pick(params: Sequence[Tensor], *, foreach: Optional[bool], fused: Optional[bool],
-         coupled: Sequence[bool], sgd: bool = False) -> Plan:
+def pick(
+    params: Sequence[Tensor],
+    *,
+    foreach: Optional[bool],
+    fused: Optional[bool],
+    coupled: Sequence[bool],
+    sgd: bool = False,
+) -> Plan:
     """The implementation of each of ``params`` (the local tensors of one group), bucketed.
 
     ``coupled[i]``: tensor i is a coupled 2-D tensor (loop). ``sgd``: the update is TAM's, which
@@ -133,7 +160,6 @@ class PlanCache:
         if hit is not None and hit[0] == key:
             return hit[1]
         coupled = [bool(group.get("coupled")) and p.dim() == 2 for p in params]
-        plan = pick(params, foreach=group.get("foreach"), fused=group.get("fused"),
-                    coupled=coupled, sgd=sgd)
+        plan = pick(params, foreach=group.get("foreach"), fused=group.get("fused"), coupled=coupled, sgd=sgd)
         self._last[id(group)] = (key, plan)
         return plan

@@ -67,20 +67,31 @@ def _load() -> bool:
     name = extension_name()
     start = time.perf_counter()
     try:
-        from torch.utils.cpp_extension import _get_build_directory, load as load_extension
+        from torch.utils.cpp_extension import _get_build_directory
+        from torch.utils.cpp_extension import load as load_extension
 
         built = Path(_get_build_directory(name, verbose=False), f"{name}.so").exists()
         if not built:
-            logger.warning("adatamw: compiling the C++ CPU kernels %s (first use on this kind of "
-                           "CPU, 20-40 s; ADATAMW_NO_CPU_KERNELS=1 skips them)", name)
-        load_extension(name=name, sources=[str(_SOURCE)], is_python_module=False,
-                       extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-march=native"],
-                       extra_ldflags=["-fopenmp"], verbose=False)
+            logger.warning(
+                "adatamw: compiling the C++ CPU kernels %s (first use on this kind of "
+                "CPU, 20-40 s; ADATAMW_NO_CPU_KERNELS=1 skips them)",
+                name,
+            )
+        load_extension(
+            name=name,
+            sources=[str(_SOURCE)],
+            is_python_module=False,
+            extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-march=native"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
     except Exception as err:  # noqa: BLE001 - any build failure means: use foreach
-        warnings.warn(f"adatamw: the C++ CPU kernels could not be built ({err}); float32 CPU "
-                      "tensors use the foreach implementation instead (install a C++ compiler and "
-                      "ninja for the faster path, or set ADATAMW_NO_CPU_KERNELS=1 to silence this)",
-                      stacklevel=2)
+        warnings.warn(
+            f"adatamw: the C++ CPU kernels could not be built ({err}); float32 CPU "
+            "tensors use the foreach implementation instead (install a C++ compiler and "
+            "ninja for the faster path, or set ADATAMW_NO_CPU_KERNELS=1 to silence this)",
+            stacklevel=2,
+        )
         return False
     if not built:
         logger.warning("adatamw: C++ CPU kernels built in %.1f s", time.perf_counter() - start)
@@ -94,19 +105,27 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("adatamw::torque_sums")
     def _sums_fake(momenta, grads):
-        return momenta[0].new_empty((len(momenta), 3), dtype=torch.float64) if momenta else \
-            torch.empty((0, 3), dtype=torch.float64)
+        return (
+            momenta[0].new_empty((len(momenta), 3), dtype=torch.float64)
+            if momenta
+            else torch.empty((0, 3), dtype=torch.float64)
+        )
 
     @torch.library.register_fake("adatamw::adatamw_update")
-    def _update_fake(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, lr, weight_decay,
-                     beta1, beta2, eps, kind):
+    def _update_fake(
+        params, grads, exp_avgs, exp_avg_sqs, steps, coefs, lr, weight_decay, beta1, beta2, eps, kind
+    ):
         return None
 
 
 def fits(t: Tensor) -> bool:
     """A tensor the kernels take in place: float32, CPU, contiguous, dense."""
-    return (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
-            and t.layout == torch.strided)
+    return (
+        t.dtype == torch.float32
+        and t.device.type == "cpu"
+        and t.is_contiguous()
+        and t.layout == torch.strided
+    )
 
 
 def sums_fit(t: Tensor) -> bool:
@@ -123,16 +142,41 @@ def torque_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
 _KIND_CODES = {"tam": 0, "ema": 1, "adam": 2}
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1: float,
-                beta2: float, eps: float, decoupled_wd: float, kind: str,
-                v_transforms=None) -> None:
+def adam_update(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    coefs,
+    *,
+    lr,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decoupled_wd: float,
+    kind: str,
+    v_transforms=None,
+) -> None:
     """Eq. 7 (``kind="tam"``), Eq. 8 (``"ema"``) or Adam's bias-corrected EMA (``"adam"``, no
     ``coefs``) with decoupled decay, as :func:`adatamw.update.adam_step`, one pass per tensor."""
     if v_transforms and any(t is not None for t in v_transforms):
-        raise ValueError("the fused implementation has no per-tensor v transform (Coupled "
-                         "Adam's row mean): coupled tensors take the loop (adatamw.kernels.pick)")
+        raise ValueError(
+            "the fused implementation has no per-tensor v transform (Coupled "
+            "Adam's row mean): coupled tensors take the loop (adatamw.kernels.pick)"
+        )
     lr_tensor = lr if isinstance(lr, Tensor) else torch.tensor(float(lr), dtype=torch.float64)
-    torch.ops.adatamw.adatamw_update(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs),
-                                     list(steps), list(coefs or []), lr_tensor,
-                                     float(decoupled_wd), float(beta1), float(beta2), float(eps),
-                                     _KIND_CODES[kind])
+    torch.ops.adatamw.adatamw_update(
+        list(params),
+        list(grads),
+        list(exp_avgs),
+        list(exp_avg_sqs),
+        list(steps),
+        list(coefs or []),
+        lr_tensor,
+        float(decoupled_wd),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        _KIND_CODES[kind],
+    )

@@ -23,8 +23,12 @@ def torque_sums(momenta: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
     :mod:`adatamw.torque`): on CPU the C++ sums op of :mod:`.cpu_fused` (one call, one read of m
     and g, float64 accumulation), elsewhere, or where it does not build, :func:`multi_tensor_sums`.
     """
-    if (momenta and cpu_fused.sums_fit(momenta[0]) and grads[0].dtype == momenta[0].dtype
-            and cpu_fused.available()):
+    if (
+        momenta
+        and cpu_fused.sums_fit(momenta[0])
+        and grads[0].dtype == momenta[0].dtype
+        and cpu_fused.available()
+    ):
         return cpu_fused.torque_sums(momenta, grads)
     return multi_tensor_sums(momenta, grads)
 
@@ -79,18 +83,44 @@ def _shared_or_list(coefs):
     return first if all(c is first for c in coefs) else list(coefs)
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, coefs, *, lr, beta1, beta2, eps,
-                decoupled_wd, kind, v_transforms=None) -> None:
+def adam_update(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    steps,
+    coefs,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    decoupled_wd,
+    kind,
+    v_transforms=None,
+) -> None:
     """:func:`adatamw.update.adam_step` on the lists (no coupled tensors: see ``pick``)."""
     if v_transforms and any(t is not None for t in v_transforms):
-        raise ValueError("the foreach implementation has no per-tensor v transform (Coupled "
-                         "Adam's row mean): coupled tensors take the loop (adatamw.kernels.pick)")
-    update.adam_step(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(steps),
-                     _shared_or_list(coefs), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                     decoupled_wd=decoupled_wd, kind=kind)
+        raise ValueError(
+            "the foreach implementation has no per-tensor v transform (Coupled "
+            "Adam's row mean): coupled tensors take the loop (adatamw.kernels.pick)"
+        )
+    update.adam_step(
+        list(params),
+        list(grads),
+        list(exp_avgs),
+        list(exp_avg_sqs),
+        list(steps),
+        _shared_or_list(coefs),
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        decoupled_wd=decoupled_wd,
+        kind=kind,
+    )
 
 
 def sgd_update(params, grads, buffers, coefs, *, lr, beta) -> None:
     """:func:`adatamw.update.sgd_step` (TAM, Algorithm 1) on the lists."""
-    update.sgd_step(list(params), list(grads), list(buffers), _shared_or_list(coefs), lr=lr,
-                    beta=beta)
+    update.sgd_step(list(params), list(grads), list(buffers), _shared_or_list(coefs), lr=lr, beta=beta)
