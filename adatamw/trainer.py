@@ -61,19 +61,19 @@ class TAMTrainer(Trainer):
             raise ValueError(f"optim_kwargs must be a dict or None, got {type(optim_kwargs).__name__}")
         if optim_name == "adamw" and optim_kwargs:
             raise ValueError(
-                "optim_kwargs is not used with optim_name='adamw', which builds the plain Trainer's optimizer: "
-                "set its hyperparameters in TrainingArguments (learning_rate, adam_beta1/2, adam_epsilon, "
-                "weight_decay, optim, optim_args)"
+                "optim_kwargs is not used with optim_name='adamw', which builds the plain Trainer's "
+                "optimizer: set its hyperparameters in TrainingArguments (learning_rate, adam_beta1/2, "
+                "adam_epsilon, weight_decay, optim, optim_args)"
             )
         if coupled_embeddings and not registry.get(optim_name).coupled:
             raise ValueError(
-                f"coupled_embeddings=True needs an optimizer with a coupled second moment; optim_name={optim_name!r} "
-                "has none: use 'adatamw', 'adatam' or 'coupled_adamw'"
+                "coupled_embeddings=True needs an optimizer with a coupled second moment; "
+                f"optim_name={optim_name!r} has none: use 'adatamw', 'adatam' or 'coupled_adamw'"
             )
         if kwargs.get("optimizer_cls_and_kwargs") is not None:
             raise ValueError(
-                "TAMTrainer builds its optimizer from optim_name; drop optimizer_cls_and_kwargs, or pass it to a "
-                "plain transformers.Trainer instead"
+                "TAMTrainer builds its optimizer from optim_name; drop optimizer_cls_and_kwargs, or pass it "
+                "to a plain transformers.Trainer instead"
             )
         self.optim_name = optim_name
         self.optim_kwargs = dict(optim_kwargs or {})

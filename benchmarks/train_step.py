@@ -100,12 +100,14 @@ def bench_steps(args) -> None:
     ref_total, ref_opt = statistics.median(total["adamw"]), statistics.median(opt_only["adamw"])
     ref_foreach = statistics.median(total["adamw_foreach"])
     print(
-        f"{'optimizer':<18}{'step ms':>10}{'opt.step ms':>13}{'vs adamw':>10}{'vs foreach':>12}{'opt.step vs adamw':>19}"
+        f"{'optimizer':<18}{'step ms':>10}{'opt.step ms':>13}{'vs adamw':>10}{'vs foreach':>12}"
+        f"{'opt.step vs adamw':>19}"
     )
     for name in names:
         t, o = statistics.median(total[name]), statistics.median(opt_only[name])
         print(
-            f"{name:<18}{1e3 * t:>10.1f}{1e3 * o:>13.1f}{t / ref_total:>10.3f}{t / ref_foreach:>12.3f}{o / ref_opt:>19.3f}"
+            f"{name:<18}{1e3 * t:>10.1f}{1e3 * o:>13.1f}{t / ref_total:>10.3f}{t / ref_foreach:>12.3f}"
+            f"{o / ref_opt:>19.3f}"
         )
 
 
@@ -198,9 +200,9 @@ def main() -> None:
     import transformers
 
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-        f"cpus {os.cpu_count()}, machine {platform.machine()} {platform.processor() or ''} "
-        f"({platform.platform()})"
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"machine {platform.machine()} {platform.processor() or ''} ({platform.platform()})"
     )
     bench_steps(args)
     if args.trainer_steps > 0:

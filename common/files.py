@@ -1,5 +1,6 @@
 """Atomic file output for the recipes and the evaluation (not part of the `adatamw` library):
-a reader (or a crash) never leaves half a file, and a finished result is replaced only by a complete new one."""
+a reader (or a crash) never leaves half a file, and a finished result is replaced only by a
+complete new one."""
 
 from __future__ import annotations
 

@@ -51,15 +51,18 @@ def _refusal(lock_path: Path, what: str) -> str:
     else:
         holder = f"PID {pid} on {host} (since {owner.get('since', '?')}: {owner.get('command', '?')})"
     return (
-        f"{what} is in use by {holder}; lock {lock_path}. Two processes must not train the same run: wait for it "
-        f"to finish, or stop it{f' (kill {pid})' if pid else ''} and re-run (a stopped run resumes from its last "
-        "checkpoint)."
+        f"{what} is in use by {holder}; lock {lock_path}. Two processes must not train the same run: "
+        f"wait for it to finish, or stop it{f' (kill {pid})' if pid else ''} and re-run (a stopped run "
+        "resumes from its last checkpoint)."
     )
 
 
 @contextlib.contextmanager
 def hold(lock_path: str | os.PathLike, what: str):
-    """Hold the lock at ``lock_path`` for the ``with`` block; SystemExit naming the holder when it is taken."""
+    """Hold the lock at ``lock_path`` for the ``with`` block.
+
+    SystemExit naming the holder when it is taken.
+    """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), timeout=0)

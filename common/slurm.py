@@ -208,7 +208,8 @@ def render(
         *(f"  {shlex.quote(shlex.join(command))}" for command in job.commands),
         ")",
         f"PER_TASK={packing.per_task}",
-        'TASK="${SLURM_ARRAY_TASK_ID:?submit with sbatch, or set SLURM_ARRAY_TASK_ID=i to run array task i here}"',
+        'TASK="${SLURM_ARRAY_TASK_ID:?submit with sbatch, '
+        'or set SLURM_ARRAY_TASK_ID=i to run array task i here}"',
         "FIRST=$((TASK * PER_TASK))",
         "LAST=$((FIRST + PER_TASK < ${#COMMANDS[@]} ? FIRST + PER_TASK : ${#COMMANDS[@]}))",
         "STATUS=0",

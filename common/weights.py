@@ -69,8 +69,8 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     expected = " or ".join(single for single, _ in WEIGHT_FILES)
     indexes = " / ".join(index for _, index in WEIGHT_FILES)
     raise WeightFilesError(
-        f"No model weights in {folder}: expected {expected} or a sharded index ({indexes}).{found} The checkpoint "
-        "looks incomplete; point at a folder written by save_pretrained / Trainer.save_model."
+        f"No model weights in {folder}: expected {expected} or a sharded index ({indexes}).{found} "
+        "The checkpoint looks incomplete; point at a folder written by save_pretrained / Trainer.save_model."
     )
 
 

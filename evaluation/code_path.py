@@ -59,8 +59,8 @@ def split_code_path_checks(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         )
     notes = (
         [
-            f"{checks['task'].nunique()} code-path check task(s) left out of the win rates and category figures "
-            f"(listed in their own section)."
+            f"{checks['task'].nunique()} code-path check task(s) left out of the win rates and "
+            "category figures (listed in their own section)."
         ]
         if len(checks)
         else []

@@ -92,8 +92,9 @@ def _refuse_two_cqadupstack(rows: list[dict]) -> None:
     mixed = sorted(name for name, names in tasks.items() if {aggregate, tex} <= names)
     if mixed:
         raise ValueError(
-            f"{', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} results for both {aggregate} (MTEB(eng, v1)) and "
-            f"{tex} (--paper_tasks): two suites in one output, which would count CQADupstack twice. "
+            f"{', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} results for both {aggregate} "
+            f"(MTEB(eng, v1)) and {tex} (--paper_tasks): two suites in one output, which would count "
+            "CQADupstack twice. "
             f"Evaluate each suite into its own --output folder."
         )
 
@@ -128,7 +129,8 @@ def collect_scores(results_dir: str | Path) -> pd.DataFrame:
     index = read_model_index(results_dir)
     if not index:
         raise FileNotFoundError(
-            f"No models.json in {results_dir}: not a run_mteb output folder (run python -m evaluation.run_mteb --output {results_dir} first)."
+            f"No models.json in {results_dir}: not a run_mteb output folder "
+            f"(run python -m evaluation.run_mteb --output {results_dir} first)."
         )
     _refuse_two_benchmarks(index)
     rows = []
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(
-        f"Wrote {len(table)} rows ({table['model'].nunique()} model(s), {table['task'].nunique()} task(s)) to {args.out}"
+        f"Wrote {len(table)} rows ({table['model'].nunique()} model(s), "
+        f"{table['task'].nunique()} task(s)) to {args.out}"
     )
     return 0
 

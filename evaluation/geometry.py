@@ -312,7 +312,9 @@ def _read_corpus(path: str | os.PathLike) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.geometry",
-        description="Isotropy metrics (iso, ||mu||, r, ||mu||/r, rho, kappa) of checkpoints' input embeddings.",
+        description=(
+            "Isotropy metrics (iso, ||mu||, r, ||mu||/r, rho, kappa) of checkpoints' input embeddings."
+        ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(

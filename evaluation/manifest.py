@@ -56,7 +56,8 @@ def load_manifest(path: str | Path) -> list[ModelSpec]:
     entries = data.get("selected") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ManifestError(
-            f'Manifest {path} needs a non-empty "selected" list of {{model, optimizer, epochs, lr, checkpoint}} entries.'
+            f'Manifest {path} needs a non-empty "selected" list of '
+            "{model, optimizer, epochs, lr, checkpoint} entries."
         )
 
     specs = [_entry_to_spec(i, entry, path) for i, entry in enumerate(entries)]
@@ -112,7 +113,8 @@ def _entry_to_spec(index: int, entry: object, manifest: Path) -> ModelSpec:
     missing = [k for k in REQUIRED_KEYS if entry.get(k) in (None, "")]
     if missing:
         raise ManifestError(
-            f"Manifest {manifest}: selected[{index}] lacks {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)})."
+            f"Manifest {manifest}: selected[{index}] lacks {', '.join(missing)} "
+            f"(required: {', '.join(REQUIRED_KEYS)})."
         )
     unknown = set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
@@ -145,6 +147,7 @@ def _check_unique(specs: list[ModelSpec], manifest: Path) -> None:
         if spec.mteb_name in seen:
             raise ManifestError(
                 f"Manifest {manifest}: two entries map to the name {spec.name!r} "
-                f"({seen[spec.mteb_name].checkpoint} and {spec.checkpoint}); keep one selected checkpoint per (model, optimizer, epochs)."
+                f"({seen[spec.mteb_name].checkpoint} and {spec.checkpoint}); "
+                "keep one selected checkpoint per (model, optimizer, epochs)."
             )
         seen[spec.mteb_name] = spec

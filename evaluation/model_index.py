@@ -54,7 +54,10 @@ def update_model_index(
 
 
 def _merge_entry(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` over ``old``; for the same revision, keep old values ``new`` leaves unset and union the tasks."""
+    """``new`` over ``old``.
+
+    For the same revision, keep the old values that ``new`` leaves unset and union the tasks.
+    """
     if old.get("revision") != new.get("revision"):
         return new
     merged = {**old, **{k: v for k, v in new.items() if v is not None}}

@@ -79,7 +79,8 @@ def sanitise_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
     if not cleaned:
         raise ValueError(
-            f"Model name {name!r} has no usable characters; pass a name made of letters, digits, '.', '_' or '-'."
+            f"Model name {name!r} has no usable characters; "
+            "pass a name made of letters, digits, '.', '_' or '-'."
         )
     return cleaned
 
@@ -101,7 +102,8 @@ def transformer_dir(checkpoint: Path) -> Path:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         raise CheckpointError(
-            f"Checkpoint folder not found: {checkpoint}. Check the path (manifest paths are relative to the manifest's folder)."
+            f"Checkpoint folder not found: {checkpoint}. "
+            "Check the path (manifest paths are relative to the manifest's folder)."
         )
     modules = checkpoint / "modules.json"
     if modules.is_file():
@@ -111,7 +113,8 @@ def transformer_dir(checkpoint: Path) -> Path:
                 break
     if not (checkpoint / "config.json").is_file():
         raise CheckpointError(
-            f"No config.json in {checkpoint}: not a transformers checkpoint. Point at the folder written by save_pretrained / Trainer.save_model."
+            f"No config.json in {checkpoint}: not a transformers checkpoint. "
+            "Point at the folder written by save_pretrained / Trainer.save_model."
         )
     return checkpoint
 

@@ -337,7 +337,8 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    # mock / tiny tasks only exercise code: listed on their own, outside every comparison (evaluation.code_path)
+    # mock / tiny tasks only exercise code: listed on their own, outside every comparison
+    # (evaluation.code_path)
     pairs, code_path_checks, code_path_notes = split_code_path_checks(paired_scores(checked.scores))
     compared = checked.scores[checked.scores["task"].isin(set(pairs["task"]))]
     notes = checked.notes + code_path_notes

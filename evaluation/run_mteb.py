@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmark",
         default=DEFAULT_BENCHMARK,
         metavar="NAME",
-        help=f"any benchmark mteb.get_benchmark knows, e.g. 'MTEB(eng, v2)' (default: the paper's {DEFAULT_BENCHMARK!r})",
+        help=(
+            "any benchmark mteb.get_benchmark knows, e.g. 'MTEB(eng, v2)' "
+            f"(default: the paper's {DEFAULT_BENCHMARK!r})"
+        ),
     )
     tasks.add_argument(
         "--paper_tasks",
@@ -145,12 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=DEFAULT_PRECISION,
         choices=PRECISIONS,
-        help="weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% 'similar' threshold, docs/evaluation.md)",
+        help=(
+            "weights and activations dtype (default fp32: bf16/fp16 move scores by about the 0.2 %% "
+            "'similar' threshold, docs/evaluation.md)"
+        ),
     )
     run.add_argument(
         "--max_seq_length",
         type=int,
-        help="truncate inputs to this many tokens (default: the checkpoint's; a sentence-transformers folder's own)",
+        help=(
+            "truncate inputs to this many tokens "
+            "(default: the checkpoint's; a sentence-transformers folder's own)"
+        ),
     )
     cost = parser.add_argument_group("cost before the run (--estimate: nothing is loaded or evaluated)")
     cost.add_argument(
@@ -197,7 +206,8 @@ def specs_from_args(
         parser.error("no models: pass --model CKPT --name NAME, or --manifest FILE")
     if not args.name:
         parser.error(
-            "--model needs --name (the result identity of this checkpoint), e.g. --name bert-base__adatamw__ep3"
+            "--model needs --name (the result identity of this checkpoint), "
+            "e.g. --name bert-base__adatamw__ep3"
         )
     check_checkpoint(args.model)  # clear error now rather than after task setup
     spec = ModelSpec(
@@ -222,14 +232,20 @@ def pending_tasks(cache, mteb_name: str, revision: str, tasks: Sequence) -> list
 
 
 def _parts(task) -> list:
-    """The task objects whose data is loaded: the subtasks of an aggregate (CQADupstackRetrieval), else the task."""
+    """The task objects whose data is loaded.
+
+    The subtasks of an aggregate (CQADupstackRetrieval), else the task itself.
+    """
     from mteb.abstasks.aggregated_task import AbsTaskAggregate
 
     return list(task.metadata.tasks) if isinstance(task, AbsTaskAggregate) else [task]
 
 
 def _load(parts: list) -> str | None:
-    """Load the data of ``parts`` (guarded: evaluation.task_data); the error text if one fails (all unloaded then)."""
+    """Load the data of ``parts`` (guarded: evaluation.task_data).
+
+    Returns the error text if one fails (all unloaded then), else None.
+    """
     try:
         for part in parts:
             load_task_data(part)
@@ -274,9 +290,9 @@ def check_one_suite(output: Path, suite: str) -> None:
         )
         raise ValueError(
             f"{output} already holds results of another task suite: {shown}; this run is suite {suite!r} "
-            f"({suite_benchmark(suite)}). Mixing suites in one output would mix benchmarks, count CQADupstack twice "
-            f"or mix mock and real tasks. Use another --output for this suite, or the same task flags "
-            f"(--benchmark / --paper_tasks / --offline_suite) as before."
+            f"({suite_benchmark(suite)}). Mixing suites in one output would mix benchmarks, count "
+            "CQADupstack twice or mix mock and real tasks. Use another --output for this suite, or the "
+            "same task flags (--benchmark / --paper_tasks / --offline_suite) as before."
         )
 
 
@@ -345,7 +361,8 @@ def evaluate_model(spec: ModelSpec, tasks: Sequence, output: Path, args: argpars
         run.throughput[name] = (meter.texts, meter.seconds)
         if meter.texts:
             print(
-                f"  {name}: encoded {meter.texts} texts in {meter.seconds:.2f} s = {meter.per_second:.1f} sentences/s",
+                f"  {name}: encoded {meter.texts} texts in {meter.seconds:.2f} s "
+                f"= {meter.per_second:.1f} sentences/s",
                 flush=True,
             )
     run.seconds = time.monotonic() - start
@@ -410,7 +427,8 @@ def estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             groups[checkpoint_token_setting(spec, args, measured)] += 1
     if not groups:
         parser.error(
-            "--estimate needs the plan's checkpoints: --manifest FILE, --model CKPT --name NAME, or --checkpoints N"
+            "--estimate needs the plan's checkpoints: --manifest FILE, --model CKPT --name NAME, "
+            "or --checkpoints N"
         )
     label = suite_benchmark(run_suite(args)) + (
         " with the paper's CQADupstackTexRetrieval" if args.paper_tasks else ""

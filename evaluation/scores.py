@@ -416,8 +416,9 @@ def _refuse_two_cqadupstack(df: pd.DataFrame) -> None:
     if mixed:
         raise ScoreTableError(
             f"score table: {', '.join(mixed)} ha{'s' if len(mixed) == 1 else 've'} both CQADupstackRetrieval "
-            f"(MTEB(eng, v1)) and CQADupstackTexRetrieval (the paper's tables): two suites mixed, CQADupstack "
-            f"would count twice. Keep the rows of one suite (evaluate each suite into its own folder)."
+            "(MTEB(eng, v1)) and CQADupstackTexRetrieval (the paper's tables): two suites mixed, "
+            "CQADupstack would count twice. Keep the rows of one suite "
+            "(evaluate each suite into its own folder)."
         )
 
 

@@ -131,10 +131,10 @@ def check_revision(task) -> None:
         config = sorted(wrong)[0].split("/")[-1]
         raise TaskDataError(
             f"{task.metadata.name}: the data loaded for {repo_id} is revision {loaded} (cache folders "
-            f"{', '.join(sorted(wrong))}), but the task asks for revision {wanted}. The offline datasets cache "
-            f"serves the newest cached commit of a config, whatever revision is requested. Fix: cache revision "
-            f"{wanted} ({fill_cache_command(repo_id, config, wanted)}) and remove the other commit's folder "
-            f"under {cache_root(repo_id)}."
+            f"{', '.join(sorted(wrong))}), but the task asks for revision {wanted}. The offline datasets "
+            "cache serves the newest cached commit of a config, whatever revision is requested. Fix: cache "
+            f"revision {wanted} ({fill_cache_command(repo_id, config, wanted)}) and remove the other "
+            f"commit's folder under {cache_root(repo_id)}."
         )
 
 
@@ -163,7 +163,8 @@ def check_reranking_candidates(task) -> None:
             else "the dataset has no top_ranked config"
         )
         raise TaskDataError(
-            f"{task.metadata.name} (Reranking): no top_ranked candidates were loaded for {', '.join(missing)}; "
+            f"{task.metadata.name} (Reranking): no top_ranked candidates were loaded for "
+            f"{', '.join(missing)}; "
             f"{where}, so the task would be scored as full-corpus retrieval (different, lower scores). "
             f"Fix: cache the candidates on a machine with network "
             f"({fill_cache_command(repo_id, 'top_ranked', revision)}) and copy the cache over."

@@ -130,7 +130,8 @@ def offline_suite_tasks() -> list[AbsTask]:
         cls = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
         if cls is None:
             raise ImportError(
-                f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) differs from the one this suite was written for (2.x)."
+                f"mteb's mock task {name} was not found; the installed mteb ({mteb.__version__}) "
+                "differs from the one this suite was written for (2.x)."
             )
         mocks.append(cls())
     return mocks + [cls() for cls in (*LOCAL_TASK_CLASSES, *HUMAN_JUDGED_TASK_CLASSES)]
@@ -153,7 +154,8 @@ def suite_name(
     if offline_suite:
         if benchmark_name(benchmark) != DEFAULT_BENCHMARK:
             raise UnknownBenchmarkError(
-                f"--offline_suite runs its own tasks instead of a benchmark; drop --benchmark {benchmark!r} or --offline_suite."
+                "--offline_suite runs its own tasks instead of a benchmark; "
+                f"drop --benchmark {benchmark!r} or --offline_suite."
             )
         return "offline"
     if is_paper_benchmark(benchmark):

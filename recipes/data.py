@@ -65,8 +65,8 @@ def _check_text(flag: str, path: str) -> None:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as err:
                 raise SystemExit(
-                    f"{flag} {path}: not valid UTF-8 (byte {chunk[err.start]:#04x} at offset {offset + err.start}); "
-                    "re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+                    f"{flag} {path}: not valid UTF-8 (byte {chunk[err.start]:#04x} "
+                    f"at offset {offset + err.start}); re-encode it, e.g. `iconv -f latin1 -t utf-8`"
                 ) from None
             blank = blank and not text.strip()
             offset += len(chunk)
@@ -219,7 +219,8 @@ def tokenize_and_group(
         if len(grouped[split]) == 0:
             raise SystemExit(
                 f"{source}: the {split} split gives no block of {block_size} tokens "
-                f"({sum(map(len, tokenized[split]['input_ids']))} tokens in all): provide more text or lower --max_seq_length"
+                f"({sum(map(len, tokenized[split]['input_ids']))} tokens in all): "
+                "provide more text or lower --max_seq_length"
             )
     return DatasetDict(
         {split: ds.add_column(INDEX_COLUMN, list(range(len(ds)))) for split, ds in grouped.items()}

@@ -170,7 +170,8 @@ def run_step(cmd: list[str]) -> None:
     rc = subprocess.call(cmd, cwd=REPO, env=_env())
     if rc != 0:
         raise SystemExit(
-            f"demo: step failed (exit {rc}): {shlex.join(shown)}\nRe-run the demo to resume; finished work is kept."
+            f"demo: step failed (exit {rc}): {shlex.join(shown)}\n"
+            "Re-run the demo to resume; finished work is kept."
         )
 
 
@@ -497,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Sweep:    {manifest_path}   MTEB results: {mteb_dir}")
     print("Time:     " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     print(
-        "Toy numbers: a smoke test of the pipeline on the offline default, not the paper's results (README.md)."
+        "Toy numbers: a smoke test of the pipeline on the offline default, "
+        "not the paper's results (README.md)."
     )
     return 0
 

@@ -168,29 +168,30 @@ def _check_head(model: nn.Module) -> None:
         and getattr(config, "legacy", True) is False
     ):
         raise Fsdp2Unsupported(
-            f"{type(model).__name__} with config.legacy=False cannot run under FSDP2: its head multiplies by "
-            "deberta.embeddings.word_embeddings.weight outside the embedding's forward, where fully_shard holds that "
-            'weight sharded ("mixed torch.Tensor and DTensor"). Load it with legacy=True (the default of the '
-            "published configs), or launch with recipes/accelerate/ddp.yaml."
+            f"{type(model).__name__} with config.legacy=False cannot run under FSDP2: its head multiplies "
+            "by deberta.embeddings.word_embeddings.weight outside the embedding's forward, where fully_shard "
+            'holds that weight sharded ("mixed torch.Tensor and DTensor"). Load it with legacy=True (the '
+            "default of the published configs), or launch with recipes/accelerate/ddp.yaml."
         )
 
 
 def _check_wrapping(model: nn.Module, policy: str | None, names: Iterable[str]) -> None:
     if policy is not None and policy.upper() == _SIZE_BASED:
         raise Fsdp2Unsupported(
-            "fsdp_auto_wrap_policy SIZE_BASED_WRAP cannot run this model under FSDP2: it wraps every module larger "
-            "than fsdp_min_num_params, the modules that hold one included, so the tied word embedding lands in two "
-            "groups (the embedding's or the base model's, and the decoder's or accelerate's tail group), which "
-            "fully_shard refuses. Use fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP (recipes/accelerate/fsdp.yaml), "
-            "or recipes/accelerate/ddp.yaml."
+            "fsdp_auto_wrap_policy SIZE_BASED_WRAP cannot run this model under FSDP2: it wraps every module "
+            "larger than fsdp_min_num_params, the modules that hold one included, so the tied word embedding "
+            "lands in two groups (the embedding's or the base model's, and the decoder's or accelerate's "
+            "tail group), which fully_shard refuses. Use fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP "
+            "(recipes/accelerate/fsdp.yaml), or recipes/accelerate/ddp.yaml."
         )
     bad = sorted(set(names) & embedding_holders(model))
     if bad:
         layers = ", ".join(encoder_layer_classes(model)) or "the encoder layer class"
         raise Fsdp2Unsupported(
-            f"fsdp_transformer_layer_cls_to_wrap names {', '.join(bad)}, which is or holds an embedding of the "
-            "model: accelerate's FSDP2 preparation puts the embeddings in its tail group as well, and fully_shard "
-            f"refuses a parameter in two groups. Name the encoder layers only ({layers}), or drop the setting."
+            f"fsdp_transformer_layer_cls_to_wrap names {', '.join(bad)}, which is or holds an embedding "
+            "of the model: accelerate's FSDP2 preparation puts the embeddings in its tail group as well, "
+            "and fully_shard refuses a parameter in two groups. "
+            f"Name the encoder layers only ({layers}), or drop the setting."
         )
 
 

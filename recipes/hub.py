@@ -141,11 +141,13 @@ def missing_model(name: str, cache_dir: str | None) -> SystemExit:
     """The stop message for a hub model that cannot be reached nor found in the cache."""
     cache_flag = f" --cache-dir {cache_dir}" if cache_dir else ""
     return SystemExit(
-        f"--model_name_or_path {name}: the Hugging Face Hub is unreachable and the model is not in the local cache "
-        f"({_cache_location(cache_dir, 'model')}). Nothing was trained. On a machine with network, fill the cache with\n"
+        f"--model_name_or_path {name}: the Hugging Face Hub is unreachable and the model is not in the "
+        f"local cache ({_cache_location(cache_dir, 'model')}). Nothing was trained. On a machine with "
+        "network, fill the cache with\n"
         f"    hf download {name}{cache_flag}\n"
         "(huggingface_hub's CLI; `python -m recipes.prefetch` fills the cache for the whole plan) "
-        "and copy that cache here (or point HF_HOME / HF_HUB_CACHE at a shared one); or pass a local model folder; "
+        "and copy that cache here (or point HF_HOME / HF_HUB_CACHE at a shared one); "
+        "or pass a local model folder; "
         f"or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
     )
 
@@ -156,10 +158,12 @@ def missing_dataset(name: str, config: str | None, cache_dir: str | None) -> Sys
     if cache_dir:
         args += f", cache_dir={cache_dir!r}"
     return SystemExit(
-        f"--dataset_name {name} --dataset_config_name {config}: the Hugging Face Hub is unreachable and the data set "
-        f"is not in the local cache ({_cache_location(cache_dir, 'data')}). Nothing was trained. On a machine with "
-        f'network, fill the cache with\n    python -c "from datasets import load_dataset; load_dataset({args})"\n'
-        "(or `python -m recipes.prefetch` for the whole plan) and copy that cache here (or point HF_HOME / HF_DATASETS_CACHE at a shared one); or pass --train_file / "
+        f"--dataset_name {name} --dataset_config_name {config}: the Hugging Face Hub is unreachable and "
+        f"the data set is not in the local cache ({_cache_location(cache_dir, 'data')}). Nothing was "
+        "trained. On a machine with network, fill the cache with\n"
+        f'    python -c "from datasets import load_dataset; load_dataset({args})"\n'
+        "(or `python -m recipes.prefetch` for the whole plan) and copy that cache here "
+        "(or point HF_HOME / HF_DATASETS_CACHE at a shared one); or pass --train_file / "
         f"--validation_file; or ask for the offline stand-in explicitly: {OFFLINE_FLAGS}."
     )
 

@@ -226,16 +226,17 @@ def reusable(
     if recorded is None:
         if finished:
             raise SystemExit(
-                f"{where} holds a finished run without a recorded identity (written by an older version of the "
-                "recipe), so it cannot be checked against these settings. Pass --overwrite_runs to retrain it, "
-                "or use another output folder."
+                f"{where} holds a finished run without a recorded identity (written by an older version "
+                "of the recipe), so it cannot be checked against these settings. Pass --overwrite_runs to "
+                "retrain it, or use another output folder."
             )
         return False
     diff = differences(recorded, expected, ignore)
     if diff:
         details = "; ".join(f"{key}: {old!r} there vs {new!r} now" for key, old, new in diff)
         raise SystemExit(
-            f"{where} holds a run with other settings ({details}). Pass --overwrite_runs to delete and retrain it, "
+            f"{where} holds a run with other settings ({details}). "
+            "Pass --overwrite_runs to delete and retrain it, "
             "or use another output folder (--output_dir / --output_root)."
         )
     return finished

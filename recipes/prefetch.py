@@ -93,7 +93,9 @@ def cached_splits(repo_id: str, config: str, revision: str | None) -> set[str]:
 
 @dataclass(frozen=True)
 class ConfigNeed:
-    """One config of a hub data set a loader reads: ``splits`` all needed; ``any_split``: one of them is enough.
+    """One config of a hub data set a loader reads.
+
+    ``splits`` are all needed; with ``any_split``, one of them is enough.
 
     ``alternatives`` are config names the loader takes instead when this one does not exist.
     """
@@ -419,7 +421,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="no network: list what is present and missing, with the command for each; exit 1 if any is missing",
+        help=(
+            "no network: list what is present and missing, with the command for each; "
+            "exit 1 if any is missing"
+        ),
     )
     p.add_argument(
         "--only", nargs="+", choices=KINDS, default=list(KINDS), help="the kinds of items (default: all)"

@@ -154,7 +154,10 @@ def parsed_cell(cell: Cell, extra: list[str]):
 
 
 def expected_identity(cell: Cell, extra: list[str], world_size: int | None) -> dict:
-    """The identity the recipe will give ``cell`` (``recipes.mlm_finetune.identity_of``), without tokenizing."""
+    """The identity the recipe will give ``cell``, without tokenizing.
+
+    As ``recipes.mlm_finetune.identity_of`` computes it.
+    """
     from recipes import mlm_finetune
 
     *args, provenance = parsed_cell(cell, extra)
@@ -206,10 +209,8 @@ def collect_manifest(output_root: Path) -> dict:
         for path in sorted(output_root.glob(f"**/{results.SELECTION_FILE}")):
             selection = results.read_json(path)
             if not selection or any(k not in selection for k in MANIFEST_KEYS if k != "checkpoint"):
-                print(
-                    f"manifest: {path} left out: {'unreadable' if not selection else 'no provenance recorded'}",
-                    file=sys.stderr,
-                )
+                why = "unreadable" if not selection else "no provenance recorded"
+                print(f"manifest: {path} left out: {why}", file=sys.stderr)
                 continue
             checkpoint = (path.parent / selection["checkpoint"]).relative_to(output_root)
             entries.append(
@@ -240,9 +241,8 @@ def print_cells(cells: list[Cell], extra, launcher, launch_args) -> None:
         f"{', '.join(f'{lr:g}' for lr in cells[0].learning_rates)}:"
     )
     for cell in cells:
-        print(
-            f"[{'done' if status[cell] else 'todo'}] {shlex.join(command(cell, extra, launcher, launch_args))}"
-        )
+        state = "done" if status[cell] else "todo"
+        print(f"[{state}] {shlex.join(command(cell, extra, launcher, launch_args))}")
 
 
 def launch_world_size(launcher: str, launch_args: str, in_process: bool) -> int | None:
@@ -279,8 +279,8 @@ def slurm_job(
         ],
         python_path=REPO,
         about=(
-            f"Written by recipes/sweep.py: {len(cells)} cells (model, optimizer, epochs), each over its lr grid, "
-            f"into {output_root}; every array task then rebuilds {output_root / MANIFEST}.",
+            f"Written by recipes/sweep.py: {len(cells)} cells (model, optimizer, epochs), each over its "
+            f"lr grid, into {output_root}; every array task then rebuilds {output_root / MANIFEST}.",
         ),
     )
 

@@ -260,7 +260,10 @@ def article(title: str, markup: str) -> str:
 
 
 def split(dump: Path, valid_every: int) -> tuple[str, str, list[str], list[str]]:
-    """Train text, validation text and their article titles: every ``valid_every``-th article to validation."""
+    """Train text, validation text and their article titles.
+
+    Every ``valid_every``-th article goes to validation, the others to train.
+    """
     train, valid, train_titles, valid_titles = [], [], [], []
     texts = [(title, article(title, markup)) for title, markup in pages(dump)]
     texts = [(title, text) for title, text in texts if text.count("\n") > 4]  # more than a title

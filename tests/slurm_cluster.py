@@ -181,7 +181,10 @@ class Cluster:
 
     @contextlib.contextmanager
     def as_default(self):
-        """Within: this process's Slurm commands (``scontrol`` run by the code under test) talk to this cluster."""
+        """Within: this process's Slurm commands talk to this cluster.
+
+        That is the ``scontrol`` run by the code under test.
+        """
         previous = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(self.conf)
         try:

@@ -40,7 +40,9 @@ def _run_demo(out: Path) -> tuple[str, float]:
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         pytest.fail(
-            f"demo exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+            f"demo exited {proc.returncode}\n"
+            f"--- stdout (tail)\n{proc.stdout[-6000:]}\n"
+            f"--- stderr (tail)\n{proc.stderr[-6000:]}"
         )
     return proc.stdout, seconds
 

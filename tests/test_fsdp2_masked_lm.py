@@ -12,7 +12,8 @@ the original model, the head's decoder bias included.
 
 Negative control: without the recipe's preparation accelerate's preparation fails (named
 errors below). End to end (slow): the recipe itself on 2 ranks with fsdp.yaml's environment and
-accelerate made to select FSDP on CPU trains, checkpoints and selects as under DDP. Run ``pytest -s tests/test_fsdp2_masked_lm.py`` to see the differences.
+accelerate made to select FSDP on CPU trains, checkpoints and selects as under DDP. Run
+``pytest -s tests/test_fsdp2_masked_lm.py`` to see the differences.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ CASES = [
         config={"legacy": False},
     ),
 ]
+_BIAS_SHARED = (
+    "'cls.predictions.decoder.bias' is shared with a parameter already managed by another FSDP group"
+)
 #: What accelerate's preparation stops with on the unprepared models (torch 2.13, accelerate 1.16):
 #: BERT and RoBERTa at the second claim on the word embedding, the DeBERTas at the bias alias.
 UNPREPARED_ERRORS = {
     "bert": "Invariant encountered: value was None",
     "roberta": "Invariant encountered: value was None",
-    "deberta": "'cls.predictions.decoder.bias' is shared with a parameter already managed by another FSDP group",
-    "deberta-v2": "'cls.predictions.decoder.bias' is shared with a parameter already managed by another FSDP group",
+    "deberta": _BIAS_SHARED,
+    "deberta-v2": _BIAS_SHARED,
 }
 
 
@@ -168,7 +172,8 @@ def test_unprepared_model_fails_in_accelerates_preparation(runs, family):
         # the word embedding and the decoder, which shares its weight, each wrapped (both > 1e5)
         (
             "fsdp2-unprepared-bert-size-based",
-            "'cls.predictions.decoder.weight' is shared with a parameter already managed by another FSDP group",
+            "'cls.predictions.decoder.weight' is shared with a parameter already managed by another "
+            "FSDP group",
         ),
         ("fsdp2-unprepared-deberta-v2-not-legacy", "got mixed torch.Tensor and DTensor"),
     ],

@@ -3,7 +3,8 @@
 Per case: 3 steps, save (``get_state_dict`` + ``dcp.save``, full state dicts ``torch.save`` d
 by rank 0, or accelerate's own ``save_fsdp_model`` / ``save_fsdp_optimizer``, sharded and full,
 as the Trainer's FSDP checkpoints), then in fresh processes load (``dcp.load`` / full state
-dict + ``set_*_state_dict`` / accelerate's ``load_fsdp_*``) and 3 more steps. Measure: max over tensors of max|got - want| / max|want|.
+dict + ``set_*_state_dict`` / accelerate's ``load_fsdp_*``) and 3 more steps. Measure: max over
+tensors of max|got - want| / max|want|.
 
 - FSDP2 (a tiny BERT with a coupled embedding group, wrapped with default meshes by
   accelerate's own ``fsdp2_prepare_model`` or by ``fully_shard(layer)`` without ``mesh=``):

@@ -319,7 +319,10 @@ def test_reranking_without_top_ranked_is_refused(tmp_path, checkpoints, datasets
     )
     with pytest.raises(
         TaskDataError,
-        match=r"AskUbuntuDupQuestions \(Reranking\): no top_ranked.*full-corpus retrieval.*Fix: .*load_dataset\('mteb/AskUbuntuDupQuestions', 'top_ranked'",
+        match=(
+            r"AskUbuntuDupQuestions \(Reranking\): no top_ranked.*full-corpus retrieval.*Fix: "
+            r".*load_dataset\('mteb/AskUbuntuDupQuestions', 'top_ranked'"
+        ),
     ):
         load_task_data(_task("AskUbuntuDupQuestions"))
     out = tmp_path / "out"
@@ -565,8 +568,8 @@ def test_report_refuses_arms_with_different_data_or_base_weights(
     err = capsys.readouterr().err
     assert f"data fingerprint differs between the arms: AdamW {'cd' * 32} vs AdaTAMW {'ee' * 32}" in err
     assert (
-        "training data differs between the arms: AdamW Salesforce/wikitext/wikitext-103-raw-v1 vs AdaTAMW offline-sample"
-        in err
+        "training data differs between the arms: "
+        "AdamW Salesforce/wikitext/wikitext-103-raw-v1 vs AdaTAMW offline-sample" in err
     )
 
 

@@ -44,8 +44,8 @@ PAGE = """{{Short description|Test page}}
 | image = {{nested|template}}
 }}
 [[File:Thing.png|thumb|A [[caption]] with a link]]
-'''Thing''' is a [[concept|notion]] studied in [[philosophy]].<ref name="a">{{cite book|title=Ref}}</ref> It was
-named by [http://example.org Someone] in 1900 &ndash; see <!-- hidden --> below.
+'''Thing''' is a [[concept|notion]] studied in [[philosophy]].<ref name="a">{{cite book|title=Ref}}</ref>
+It was named by [http://example.org Someone] in 1900 &ndash; see <!-- hidden --> below.
 
 == History ==
 {| class="wikitable"

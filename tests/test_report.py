@@ -500,8 +500,8 @@ def test_papers_cells_are_beside_only_the_papers_benchmark(tmp_path):
     md = (tmp_path / "v2" / "report.md").read_text()
     assert not (tmp_path / "v2" / "paper_comparison.csv").exists() and "Beside the paper" not in md
     assert (
-        "The paper's cells are not shown beside these: they are MTEB(eng, v1) scores and these are MTEB(eng, v2)"
-        in md
+        "The paper's cells are not shown beside these: "
+        "they are MTEB(eng, v1) scores and these are MTEB(eng, v2)" in md
     )
     assert md.startswith("# AdaTAMW vs AdamW on MTEB(eng, v2): comparison report")
     assert (

@@ -61,7 +61,10 @@ TIMEOUT = 900
 def readme_blocks(
     page: Path = REPO / "README.md", heading: str = "## Reproducing the paper"
 ) -> list[list[list[str]]]:
-    """The commands (argv lists) of each bash block under ``heading``, continuation lines joined, comments dropped."""
+    """The commands (argv lists) of each bash block under ``heading``.
+
+    Continuation lines joined, comments dropped.
+    """
     text = page.read_text(encoding="utf-8")
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))

@@ -141,7 +141,8 @@ def test_any_benchmark_by_name():
     sts22 = select_tasks(["STS22.v2"], benchmark="MTEB(eng, v2)")[0]
     assert sts22.hf_subsets == ["en"]  # the benchmark's subset filter, not all of STS22.v2's languages
     assert len(select_tasks(benchmark="MTEB(Law, v1)")) > 0  # a domain benchmark
-    # The suite: v1's names unchanged (they are in every existing result's settings hash), else the benchmark's name.
+    # The suite: v1's names unchanged (they are in every existing result's settings hash), else the
+    # benchmark's name.
     assert [suite_name(), suite_name(True), suite_name(offline_suite=True)] == [
         "mteb_eng_v1",
         "paper",

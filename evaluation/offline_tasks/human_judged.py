@@ -143,9 +143,12 @@ class SimLex999(_WordPairSTS):
         name="SimLex999",
         task_type="STS",
         main_score="cosine_spearman",
-        description="SimLex-999: 999 English word pairs (nouns, verbs, adjectives) with the mean rating of about 50 "
-        "annotators each for similarity (0-10), relatedness explicitly not rewarded. Each word is embedded "
-        "alone; cosine vs rating, Spearman. File: gensim/test/test_data/simlex999.txt (PyPI gensim).",
+        description=(
+            "SimLex-999: 999 English word pairs (nouns, verbs, adjectives) with the mean rating of about 50 "
+            "annotators each for similarity (0-10), relatedness explicitly not rewarded. Each word is "
+            "embedded alone; cosine vs rating, Spearman. "
+            "File: gensim/test/test_data/simlex999.txt (PyPI gensim)."
+        ),
         reference="https://fh295.github.io/simlex.html",
         annotations="human-annotated",
         date=("2014-01-01", "2015-12-31"),
@@ -172,15 +175,18 @@ class WordSim353(_WordPairSTS):
         name="WordSim353",
         task_type="STS",
         main_score="cosine_spearman",
-        description="WordSimilarity-353: 353 English word pairs with the mean rating of 13-16 annotators each for "
-        "similarity / relatedness (0-10). Each word is embedded alone; cosine vs rating, Spearman. "
-        "File: gensim/test/test_data/wordsim353.tsv (PyPI gensim).",
+        description=(
+            "WordSimilarity-353: 353 English word pairs with the mean rating of 13-16 annotators each for "
+            "similarity / relatedness (0-10). Each word is embedded alone; cosine vs rating, Spearman. "
+            "File: gensim/test/test_data/wordsim353.tsv (PyPI gensim)."
+        ),
         reference="https://gabrilovich.com/resources/data/wordsim353/wordsim353.html",
         annotations="human-annotated",
         date=("2001-01-01", "2002-01-31"),
         domains=["Written"],
         bibtex="""@article{finkelstein2002placing,
-  author = {Finkelstein, Lev and Gabrilovich, Evgeniy and Matias, Yossi and Rivlin, Ehud and Solan, Zach and Wolfman, Gadi and Ruppin, Eytan},
+  author = {Finkelstein, Lev and Gabrilovich, Evgeniy and Matias, Yossi and Rivlin, Ehud and
+    Solan, Zach and Wolfman, Gadi and Ruppin, Eytan},
   journal = {ACM Transactions on Information Systems},
   number = {1},
   pages = {116--131},
@@ -200,10 +206,12 @@ class PangLeePolarityClassification(AbsTaskClassification):
         name="PangLeePolarityClassification",
         task_type="Classification",
         main_score="accuracy",
-        description="200 English movie-review snippets (Rotten Tomatoes) from Pang and Lee's sentence polarity data "
-        "set v1.0, 100 negative and 100 positive. MTEB classification protocol (logistic regression on the "
-        "embeddings) with 10-fold cross-validation, since there is no train/test split: mean accuracy over "
-        "the folds. File: gensim/test/test_data/pang_lee_polarity.cor (PyPI gensim).",
+        description=(
+            "200 English movie-review snippets (Rotten Tomatoes) from Pang and Lee's sentence polarity data "
+            "set v1.0, 100 negative and 100 positive. MTEB classification protocol (logistic regression on "
+            "the embeddings) with 10-fold cross-validation, since there is no train/test split: mean "
+            "accuracy over the folds. File: gensim/test/test_data/pang_lee_polarity.cor (PyPI gensim)."
+        ),
         reference="https://www.cs.cornell.edu/people/pabo/movie-review-data/",
         annotations="derived",
         date=("2002-01-01", "2005-06-30"),
@@ -212,7 +220,8 @@ class PangLeePolarityClassification(AbsTaskClassification):
   author = {Pang, Bo and Lee, Lillian},
   booktitle = {Proceedings of the 43rd Annual Meeting of the Association for Computational Linguistics},
   pages = {115--124},
-  title = {Seeing Stars: Exploiting Class Relationships for Sentiment Categorization with Respect to Rating Scales},
+  title = {Seeing Stars: Exploiting Class Relationships for Sentiment Categorization with Respect to
+    Rating Scales},
   year = {2005},
 }""",
     )
