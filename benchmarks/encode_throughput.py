@@ -18,7 +18,7 @@ sweep's 6 models x 2 optimizers x 3 epoch settings) at the measured rate:
 hours = grid x (characters / characters per token) / (tokens per second) / 3600. Characters per
 token are measured with the checkpoint's tokenizer on three texts, each printed: the Wikipedia
 sample (used for the estimate), the real MTEB task classes' data of the offline fixture
-(``tests/mteb_fixture.py``: real tasks' columns, template sentences) and the Pang-Lee movie-review
+(``tests/support/mteb_fixture.py``: real tasks' columns, template sentences) and the Pang-Lee movie-review
 sentences of the offline suite (real task text); the estimate's range over the three is printed
 too. An estimate: truncation at max_seq_length and per-task overheads (k-means, retrieval
 search) are ignored.
@@ -65,8 +65,8 @@ def _strings(value) -> list[str]:
 
 
 def fixture_texts() -> list[str]:
-    """Every text of the real-task fixture (``tests/mteb_fixture.py``), as its cache holds them."""
-    from tests.mteb_fixture import BUILDERS
+    """Every text of the real-task fixture (``tests/support/mteb_fixture.py``), as its cache holds them."""
+    from tests.support.mteb_fixture import BUILDERS
 
     return [text for build in BUILDERS.values() for splits in build().values() for columns in splits.values()
             for column, values in columns.items() if column in FIXTURE_TEXT_COLUMNS for text in _strings(values)]
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         timed_tokens = sum(len(ids) for ids in reference.tokenizer(texts, truncation=True, max_length=settings.max_seq_length)["input_ids"])
         tokens_per_s = timed_tokens / statistics.median(timings["project"])
         ratios = {"Wikipedia sample (recipes/sample_data)": chars_per_token(reference.tokenizer, wikipedia_paragraphs()),
-                  "real-task fixture (tests/mteb_fixture.py)": chars_per_token(reference.tokenizer, fixture_texts()),
+                  "real-task fixture (tests/support/mteb_fixture.py)": chars_per_token(reference.tokenizer, fixture_texts()),
                   "Pang-Lee polarity sentences": chars_per_token(reference.tokenizer, polarity_texts())}
         n_texts, n_chars = suite_size(select_tasks(paper_tasks=True))
         for source, ratio in ratios.items():

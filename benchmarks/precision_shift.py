@@ -2,7 +2,7 @@
 
 Runs ``evaluation.run_mteb`` on one checkpoint (default: the embedded all-MiniLM-L6-v2, a
 trained sentence encoder) at fp32, bf16 and fp16 on the offline suite and on the real MTEB
-task classes of the synthetic offline datasets cache (``tests/mteb_fixture.py``), and prints,
+task classes of the synthetic offline datasets cache (``tests/support/mteb_fixture.py``), and prints,
 per task, the score at each precision and the relative change
 ``|s_p - s_fp32| / max(|s_p|, |s_fp32|)``, the quantity the "similar" test of Figure 4 compares
 with 0.002. A precision that cannot run here (fp16 on some CPUs) is reported as such.
@@ -60,8 +60,8 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     import datasets.config
 
-    from tests.mteb_fixture import STANDARD_TASKS, write_offline_cache
-    from tests.tiny_models import minilm_tokenizer_path
+    from tests.support.mteb_fixture import STANDARD_TASKS, write_offline_cache
+    from tests.support.tiny_models import minilm_tokenizer_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=minilm_tokenizer_path())

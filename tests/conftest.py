@@ -1,9 +1,8 @@
 """Shared test set-up: the one offline environment (no Hugging Face Hub: every test and every
-subprocess it starts inherits it), the tests folder importable (reference_tam, tiny_models),
-and one tiny-model factory as a fixture."""
+subprocess it starts inherits it) and one tiny-model factory as a fixture. The helpers live in
+:mod:`tests.support` (``tests`` is a package, so pytest puts the repository root on sys.path)."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,18 @@ OFFLINE_ENV = {
 }
 for _name, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(family="bert", seed=0) -> Path``: a tiny random masked-LM folder
-    (``tests/tiny_models.py``: bert / roberta / deberta-v2, 2 layers, hidden 32, MiniLM's
+    (``tests/support/tiny_models.py``: bert / roberta / deberta-v2, 2 layers, hidden 32, MiniLM's
     tokenizer), saved once per session and shared by every test that asks for the same one."""
     made: dict[tuple[str, int], Path] = {}
 
     def make(family: str = "bert", seed: int = 0) -> Path:
         if (family, seed) not in made:
-            from tiny_models import save_tiny_model  # transformers only for tests that use it
+            from tests.support.tiny_models import save_tiny_model  # transformers only for tests that use it
 
             folder = tmp_path_factory.mktemp(f"tiny-{family}-{seed}")
             made[family, seed] = save_tiny_model(family, folder, seed=seed)

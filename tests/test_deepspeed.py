@@ -2,7 +2,7 @@
 exact is refused.
 
 One spawned 2-process run covers every case (process start-up and DeepSpeed's import dominate
-the time). Each exact case trains 5 steps of tests/dist_worker.py's model (two param groups,
+the time). Each exact case trains 5 steps of tests/support/dist_worker.py's model (two param groups,
 partitions that cut the embedding, padding in the second group) on different batches per
 rank; the parameters must match plain data parallel (one process, the mean of both ranks'
 losses) within 1e-6 relative, and ``s`` must be the same on both ranks. Negative control:
@@ -26,7 +26,7 @@ from torch.multiprocessing.spawn import ProcessException
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
 
-import ds_worker as W  # noqa: E402
+from tests.support import ds_worker as W  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -219,12 +219,12 @@ DS_ZERO2 = REPO / "recipes" / "accelerate" / "ds_zero2.json"
 @pytest.mark.slow
 def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
     """The project's ZeRO-2 config, and the same at stage 3, through
-    ``TrainingArguments(deepspeed=...)`` on 2 CPU ranks (tests/ds_trainer_script.py): AdaTAMW made
+    ``TrainingArguments(deepspeed=...)`` on 2 CPU ranks (tests/support/ds_trainer_script.py): AdaTAMW made
     exact by ``zero_aware_callback``, a checkpoint at step 4, ``resume_from_checkpoint`` equals
     the uninterrupted run, and ``s`` equals plain data parallel's (the parameters of this BERT
     differ from DDP's by float noise with torch's AdamW too: its attention key biases get a zero
     gradient up to rounding, which Adam normalizes)."""
-    from tiny_models import save_tiny_model
+    from tests.support.tiny_models import save_tiny_model
 
     model = save_tiny_model("bert", tmp_path / "model")
     zero3 = json.loads(DS_ZERO2.read_text())
@@ -247,7 +247,7 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
                 "2",
                 "--master_port",
                 str(_free_port()),
-                str(REPO / "tests" / "ds_trainer_script.py"),
+                str(REPO / "tests" / "support" / "ds_trainer_script.py"),
                 str(model),
                 str(out),
                 str(DS_ZERO2),

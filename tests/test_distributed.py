@@ -9,11 +9,11 @@ Run ``pytest -s -m distributed tests/test_distributed.py`` to see the measured d
 
 from __future__ import annotations
 
-import dist_worker as W
 import pytest
 import torch
 
 import adatamw
+from tests.support import dist_worker as W
 
 pytestmark = pytest.mark.distributed
 

@@ -121,9 +121,9 @@ def test_only_the_benchmarks_subsets_are_counted():
 
 
 def test_estimate_of_a_manifest_measures_each_tokenizer(tmp_path, capsys, no_data):
-    from tiny_models import save_tiny_model
-
     import json
+
+    from tests.support.tiny_models import save_tiny_model
 
     ckpts = [save_tiny_model("bert", tmp_path / name, seed=i) for i, name in enumerate("ab")]
     manifest = tmp_path / "manifest.json"

@@ -9,7 +9,7 @@ asserting the outcome.
 * bad input fails in one line naming the file or argument, before any model is loaded;
 * offline with an empty cache, the default model or data set stops before training, naming it.
 
-Tiny random BERTs (``tests/tiny_models.py``); the tests that start processes are marked slow. The
+Tiny random BERTs (``tests/support/tiny_models.py``); the tests that start processes are marked slow. The
 kill points are drawn at random and printed; ``FAULT_KILL_STEP=N`` / ``FAULT_KILL_CHECKPOINT=N`` fix them.
 """
 
@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from common import locks
 from recipes import mlm_finetune, results, sweep
-from tests.tiny_models import save_tiny_model
+from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 OFFLINE = {

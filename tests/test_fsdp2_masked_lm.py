@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dist_worker as D
-import fsdp2_mlm_worker as W
 import pytest
 import torch
+
+from tests.support import dist_worker as D
+from tests.support import fsdp2_mlm_worker as W
 
 pytestmark = pytest.mark.distributed
 

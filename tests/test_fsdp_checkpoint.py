@@ -16,16 +16,17 @@ tensors of max|got - want| / max|want|.
 - FSDP1 ``use_orig_params`` + ``shard_aware`` and DDP: resumed vs one process within 1e-6.
 
 Negative control: the same resume with the model state only (a fresh optimizer) is far off.
-All cases run in two 2-process spawns (one per phase); the worker is tests/fsdp_worker.py.
+All cases run in two 2-process spawns (one per phase); the worker is tests/support/fsdp_worker.py.
 Run ``pytest -s tests/test_fsdp_checkpoint.py`` to see the measured differences.
 """
 
 from __future__ import annotations
 
-import dist_worker as D
-import fsdp_worker as W
 import pytest
 import torch
+
+from tests.support import dist_worker as D
+from tests.support import fsdp_worker as W
 
 pytestmark = pytest.mark.distributed
 

@@ -10,7 +10,6 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import ALL_FAMILIES, minilm_tokenizer_path, tiny_config
 from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
 
 from recipes import mlm_finetune
@@ -22,6 +21,7 @@ from recipes.fsdp_prep import (
     shared_registrations,
 )
 from recipes.launch_checks import fsdp_requested, warn_if_fsdp_downgraded
+from tests.support.tiny_models import ALL_FAMILIES, minilm_tokenizer_path, tiny_config
 
 
 def _args(tmp_path, **kwargs) -> TrainingArguments:

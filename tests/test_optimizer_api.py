@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_tam import ReferenceOptimizer
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW
+from tests.support.reference_tam import ReferenceOptimizer
 
 SHAPES = [(7, 5), (5,), (3, 5)]  # the first is the "embedding" (a coupled group when asked)
 

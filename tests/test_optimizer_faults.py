@@ -9,10 +9,10 @@ import warnings
 
 import pytest
 import torch
-from reference_tam import ReferenceOptimizer
 from torch import nn
 
 from adatamw import TAM, AdaTAMW, update
+from tests.support.reference_tam import ReferenceOptimizer
 
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
 CASES = [

@@ -10,11 +10,11 @@ import math
 
 import pytest
 import torch
-from reference_tam import ReferenceOptimizer
 from torch import nn
 
 from adatamw import TAM, AdaTAM, AdaTAMW, CoupledAdamW, embedding_param_groups, transfer_lr, update
 from adatamw.kernels import cpu_fused
+from tests.support.reference_tam import ReferenceOptimizer
 
 SHAPES = [(11, 6), (6,), (4, 6), (4,), (1, 4), (1,)]  # the first is the "embedding"
 

@@ -1,6 +1,6 @@
 """recipes.prefetch: what the cache must hold for a plan, checked with no network.
 
-References: mteb's own loader run on the real-task fixture cache (tests/mteb_fixture.py; what it
+References: mteb's own loader run on the real-task fixture cache (tests/support/mteb_fixture.py; what it
 asks ``load_dataset`` for is recorded and compared with the configs and splits the check
 requires), ``datasets.load_dataset`` and ``recipes.hub.resolve_model`` offline (what "present"
 must mean), and the installed ``hf download --help`` (every option a printed command uses).
@@ -21,7 +21,8 @@ import pytest
 
 pytest.importorskip("mteb")
 
-from mteb_fixture import (
+from recipes import hub, prefetch  # noqa: E402
+from tests.support.mteb_fixture import (
     BUILDERS,
     REAL_TASKS,
     V2_ONLY_TASKS,
@@ -30,8 +31,6 @@ from mteb_fixture import (
     write_config,
     write_offline_cache,
 )  # noqa: E402
-
-from recipes import hub, prefetch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # the fixture's v1 tasks, all in the paper selection (CQADupstackTexRetrieval included)

@@ -15,7 +15,7 @@ from transformers import AutoModelForMaskedLM, TrainerCallback
 
 from recipes import mlm_finetune
 from recipes.results import read_json
-from tests.tiny_models import save_tiny_model
+from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoTokenizer, EvalPrediction
 
 from recipes import data, hub, masking
 from recipes.results import select_best
-from tests.tiny_models import minilm_tokenizer_path, save_tiny_model
+from tests.support.tiny_models import minilm_tokenizer_path, save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ with only these changes (:func:`tiny`): ``python`` is this interpreter; the swee
 offline stand-ins and a tiny size appended (``minilm-offline``, the bundled text, 1 epoch, 1 lr,
 16 blocks of 32 tokens); ``--paper_tasks`` becomes three offline tasks; the GPU directive is
 dropped (the test cluster has none). The SLURM block runs on a one-node Slurm cluster
-(tests/slurm_cluster.py) with a MaxArraySize below the MTEB array's size, and its manifest and
+(tests/support/slurm_cluster.py) with a MaxArraySize below the MTEB array's size, and its manifest and
 collected scores must equal, bit for bit, those of the same plan run in-process. Both run on one
 CPU thread: ``accelerate launch`` gives a CPU process ``OMP_NUM_THREADS=1`` when it is unset, and
 float sums on 2 threads differ from those on 1 in the last bits (perplexity 5461.44317 vs
@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm_cluster import Cluster, require, script_commands
 
 from recipes import sweep
+from tests.support.slurm_cluster import Cluster, require, script_commands
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ["WordSim353", "PangLeePolarityClassification"]  # the offline suite's human-judged tasks

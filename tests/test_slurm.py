@@ -1,5 +1,5 @@
 """common/slurm.py: the one renderer of the SLURM arrays, checked by running its scripts with bash
-and on a real one-node Slurm cluster (tests/slurm_cluster.py; skipped without Slurm unless
+and on a real one-node Slurm cluster (tests/support/slurm_cluster.py; skipped without Slurm unless
 ADATAMW_REQUIRE_SLURM=1).
 
 The cluster tests submit a packed array and check that every command ran exactly once, and submit
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm_cluster import OneAtATime, require, script_commands
 
 from common import slurm
+from tests.support.slurm_cluster import OneAtATime, require, script_commands
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_EXCERPT = """Configuration data as of 2026-12-07T00:37:40

@@ -12,8 +12,8 @@ import pytest
 
 from recipes import mlm_finetune, sweep
 from recipes.hub import SAMPLE_FILES
-from tests.slurm_cluster import script_commands
-from tests.tiny_models import save_tiny_model
+from tests.support.slurm_cluster import script_commands
+from tests.support.tiny_models import save_tiny_model
 
 
 @pytest.fixture(scope="module")

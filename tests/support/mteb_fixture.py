@@ -32,7 +32,7 @@ MTEB(eng, v2): six categories, no Clustering (v2 has only fast ``.v2`` clusterin
 The texts are template sentences on a few topics, so a real encoder gets non-trivial
 scores; sizes are a few dozen texts per task, so the whole suite runs in seconds.
 
-    from mteb_fixture import write_offline_cache, REAL_TASKS
+    from tests.support.mteb_fixture import write_offline_cache, REAL_TASKS
     write_offline_cache(tmp_path / "hf_datasets")   # then point HF_DATASETS_CACHE at it
 """
 

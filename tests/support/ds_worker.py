@@ -2,7 +2,7 @@
 
 Each rank trains on its own batches (DeepSpeed averages the gradients over the data-parallel
 group), so the reference is one process on the mean of both ranks' losses: plain data
-parallel. The model and param groups are those of tests/dist_worker.py: an embedding group
+parallel. The model and param groups are those of tests/support/dist_worker.py: an embedding group
 (78 elements, cut in the middle by the two partitions) and a group of the rest (53 elements,
 padded to 54), weight decay 0.01 / 0.1.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 
-import dist_worker as D
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from tests.support import dist_worker as D
 
 STEPS = 5
 WORLD = 2
