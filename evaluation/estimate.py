@@ -242,8 +242,9 @@ def token_setting(chars_per_token: float | None = None, max_seq_length: int | No
 
 
 def estimate_plan(tasks: Sequence, *, benchmark: str, groups: Mapping[TokenSetting, int],
-                  tokens_per_second: float | None = None) -> PlanEstimate:
-    """The cost of evaluating the checkpoints of ``groups`` on ``tasks`` (nothing is loaded).
+                  tokens_per_second: float | None = None, speed_source: str = "stated") -> PlanEstimate:
+    """The cost of evaluating the checkpoints of ``groups`` on ``tasks`` (nothing is loaded);
+    ``speed_source`` says where a given ``tokens_per_second`` comes from (e.g. a measurement).
 
     Raises:
         ValueError: no checkpoint, or a non-positive speed.
@@ -257,7 +258,7 @@ def estimate_plan(tasks: Sequence, *, benchmark: str, groups: Mapping[TokenSetti
         sizes=[task_size(t) for t in tasks],
         groups=dict(groups),
         tokens_per_second=tokens_per_second or ASSUMED_TOKENS_PER_SECOND,
-        speed_source="stated" if tokens_per_second else
+        speed_source=speed_source if tokens_per_second else
         "ASSUMED for a base-size encoder, fp32, one data-centre GPU: state yours with --tokens_per_second",
     )
 

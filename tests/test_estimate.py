@@ -146,3 +146,40 @@ def test_estimate_refusals(capsys):
     assert "--paper_tasks swaps" in capsys.readouterr().err
     assert run_mteb.main(["--checkpoints", "2", "--estimate", "--benchmark", "MTEB(eng v2)"]) == 2
     assert "Did you mean: MTEB(eng, v2)" in capsys.readouterr().err
+
+
+def _plan_lines(out: str) -> list[str]:
+    """The figures of an estimate's output: its task rows and its per-checkpoint and plan totals."""
+    return [line for line in out.splitlines()
+            if line.startswith(("Per checkpoint:", "Plan:")) or (len(c := line.split()) >= 5 and all(x.isdigit() for x in c[2:]))]
+
+
+def test_encode_throughput_costs_the_plan_with_run_mteb_estimate(capsys, no_data):
+    """The benchmark measures a speed and hands it to evaluation.estimate: the run_mteb --estimate
+    command it prints gives the same figures, and the plan is costed at the measured tokens/s."""
+    import shlex
+
+    from benchmarks import encode_throughput
+
+    assert encode_throughput.main(["--n", "8", "--batch_size", "8", "--repeats", "1", "--device", "cpu",
+                                   "--estimate", "--grid", "3"]) == 0
+    out = capsys.readouterr().out
+    measured = int(re.search(r"evaluation encoder: (\d+) tokens/s", out).group(1))
+    command = shlex.split(re.search(r"python -m evaluation\.run_mteb (.+)$", out, re.M).group(1))
+    assert command[command.index("--tokens_per_second") + 1] == str(measured) and measured > 0
+    assert command[command.index("--max_seq_length") + 1] == "256"  # the embedded MiniLM's own
+    chars_per_token = float(re.search(r"characters per token, Wikipedia sample, validation part[^:]*: ([\d.]+)", out).group(1))
+    assert command[command.index("--chars_per_token") + 1] == f"{chars_per_token:.2f}"
+    assert f"{measured:,} tokens/s (measured" in out
+
+    rows, reference = _estimate(capsys, *[a for a in command if a != "--estimate"])
+    assert len(rows) == 56 and _plan_lines(out) == _plan_lines(reference)
+    tokens = sum(int(cells[3]) for cells in rows.values())  # 3 checkpoints at the measured speed
+    assert _hours(out) == pytest.approx(3 * tokens / measured / 3600, rel=1e-3)
+
+
+def test_encode_throughput_has_no_sizing_of_its_own():
+    """One sizing of the plan: the benchmark's module calls evaluation.estimate and reads no task statistics."""
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / "encode_throughput.py").read_text(encoding="utf-8")
+    assert "estimate_plan" in source
+    assert "descriptive_stats" not in source and "/ 3600" not in source
