@@ -41,7 +41,8 @@ from mteb.abstasks.clustering import AbsTaskClustering
 # Characters per token of the bert-base-uncased WordPiece vocabulary (all-MiniLM-L6-v2's) on
 # real English prose, the bundled Wikipedia sample recipes/sample_data/wiki.train.raw:
 # 2,230,439 characters / 462,584 tokens = 4.82 (special tokens not counted). With a
-# checkpoint, estimate_plan measures its own tokenizer on wiki.valid.raw instead.
+# checkpoint, run_mteb --estimate measures its own tokenizer on wiki.valid.raw instead
+# (measure_chars_per_token; 4.87 for this vocabulary).
 DEFAULT_CHARS_PER_TOKEN = 4.82
 SAMPLE_TEXT = Path(__file__).resolve().parents[1] / "recipes" / "sample_data" / "wiki.valid.raw"
 SPECIAL_TOKENS = 2  # [CLS] ... [SEP] (<s> ... </s>) around every text
