@@ -45,8 +45,21 @@ from mteb._create_dataloaders import create_dataloader  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from evaluation.estimate import PlanEstimate, estimate_plan, format_estimate, measure_chars_per_token, token_setting  # noqa: E402
-from evaluation.models import EvalSettings, ModelSpec, build_mteb_model, eval_settings, pick_device_and_dtype, transformer_dir  # noqa: E402
+from evaluation.estimate import (  # noqa: E402
+    PlanEstimate,
+    estimate_plan,
+    format_estimate,
+    measure_chars_per_token,
+    token_setting,
+)
+from evaluation.models import (  # noqa: E402
+    EvalSettings,
+    ModelSpec,
+    build_mteb_model,
+    eval_settings,
+    pick_device_and_dtype,
+    transformer_dir,
+)
 from evaluation.offline_tasks.human_judged import read_polarity  # noqa: E402
 from evaluation.scores import PAPER_BENCHMARK  # noqa: E402
 from evaluation.tasks import select_tasks  # noqa: E402
@@ -57,7 +70,7 @@ ESTIMATE_TEXT = "Wikipedia sample, validation part (what run_mteb --estimate mea
 
 
 def wikipedia_paragraphs(n: int | None = None) -> list[str]:
-    """The first ``n`` (all: None) paragraphs of the bundled Wikipedia sample (headings and blank lines skipped)."""
+    """The first ``n`` (all: None) paragraphs of the bundled Wikipedia sample (no headings or blanks)."""
     lines = [line.strip() for line in SAMPLE_FILES["train"].read_text(encoding="utf-8").splitlines()]
     paragraphs = [line for line in lines if line and not line.startswith("=")]
     if n is not None and len(paragraphs) < n:
@@ -185,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = eval_settings(args.checkpoint, precision=args.precision, suite="benchmark")
     max_seq_length = settings.max_seq_length
     speed = measure(args, device, dtype, settings)
-    print(f"checkpoint {args.checkpoint} on {device} ({args.precision}), {args.n} sentences, batch {args.batch_size}, "
-          f"max_seq_length {max_seq_length}, median of {args.repeats}")
+    print(f"checkpoint {args.checkpoint} on {device} ({args.precision}), {args.n} sentences, "
+          f"batch {args.batch_size}, max_seq_length {max_seq_length}, median of {args.repeats}")
     print(f"  evaluation encoder (mteb wrapper):      {speed.project_sentences_per_s:.1f} sentences/s")
     print(f"  sentence-transformers encode:           {speed.reference_sentences_per_s:.1f} sentences/s")
-    print(f"  ratio evaluation / sentence-transformers: {speed.project_sentences_per_s / speed.reference_sentences_per_s:.3f}")
+    ratio = speed.project_sentences_per_s / speed.reference_sentences_per_s
+    print(f"  ratio evaluation / sentence-transformers: {ratio:.3f}")
     tokens_per_second = round(speed.tokens_per_second)
     print(f"  evaluation encoder: {tokens_per_second} tokens/s")
     if not args.estimate:
@@ -199,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     for text, ratio in ratios.items():
         print(f"characters per token, {text}: {ratio:.2f}")
     plan = plan_cost(args.grid, tokens_per_second, ratios[ESTIMATE_TEXT], max_seq_length, device)
-    print("The plan's cost at this speed (evaluation.estimate), the figures of:\n  python -m evaluation.run_mteb "
-          + shlex.join(estimate_command(args.grid, tokens_per_second, ratios[ESTIMATE_TEXT], max_seq_length)))
+    print("The plan's cost at this speed (evaluation.estimate), the figures of:")
+    command = estimate_command(args.grid, tokens_per_second, ratios[ESTIMATE_TEXT], max_seq_length)
+    print("  python -m evaluation.run_mteb " + shlex.join(command))
     print(format_estimate(plan))
     for text, ratio in list(ratios.items())[1:]:
         hours = plan_cost(args.grid, tokens_per_second, ratio, max_seq_length, device, text).gpu_hours

@@ -260,7 +260,8 @@ def estimate_plan(tasks: Sequence, *, benchmark: str, groups: Mapping[TokenSetti
         groups=dict(groups),
         tokens_per_second=tokens_per_second or ASSUMED_TOKENS_PER_SECOND,
         speed_source=speed_source if tokens_per_second else
-        "ASSUMED for a base-size encoder, fp32, one data-centre GPU: state yours with --tokens_per_second",
+        "ASSUMED for a base-size encoder, fp32, one data-centre GPU: "
+        "state yours with --tokens_per_second",
     )
 
 
@@ -309,7 +310,8 @@ def format_estimate(plan: PlanEstimate) -> str:
     lines += [
         f"Encode speed: {plan.tokens_per_second:,.0f} tokens/s ({plan.speed_source})",
         f"Plan: {_si(plan.tokens)} tokens / {plan.tokens_per_second:,.0f} tokens/s / 3600 = "
-        f"{_hours(plan.gpu_hours)} GPU-hours (encoding only: k-means, retrieval search and data loading come on top)",
+        f"{_hours(plan.gpu_hours)} GPU-hours "
+        "(encoding only: k-means, retrieval search and data loading come on top)",
     ]
     return "\n".join(lines)
 

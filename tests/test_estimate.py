@@ -121,9 +121,9 @@ def test_only_the_benchmarks_subsets_are_counted():
 
 
 def test_estimate_of_a_manifest_measures_each_tokenizer(tmp_path, capsys, no_data):
-    from tiny_models import save_tiny_model
-
     import json
+
+    from tiny_models import save_tiny_model
 
     ckpts = [save_tiny_model("bert", tmp_path / name, seed=i) for i, name in enumerate("ab")]
     manifest = tmp_path / "manifest.json"
@@ -179,7 +179,7 @@ def test_encode_throughput_costs_the_plan_with_run_mteb_estimate(capsys, no_data
 
 
 def test_encode_throughput_has_no_sizing_of_its_own():
-    """One sizing of the plan: the benchmark's module calls evaluation.estimate and reads no task statistics."""
+    """One sizing of the plan: the benchmark calls evaluation.estimate and reads no task statistics."""
     source = (Path(__file__).resolve().parents[1] / "benchmarks" / "encode_throughput.py").read_text(encoding="utf-8")
     assert "estimate_plan" in source
     assert "descriptive_stats" not in source and "/ 3600" not in source
