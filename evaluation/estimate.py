@@ -41,7 +41,8 @@ from mteb.abstasks.clustering import AbsTaskClustering
 # Characters per token of the bert-base-uncased WordPiece vocabulary (all-MiniLM-L6-v2's) on
 # real English prose, the bundled Wikipedia sample recipes/sample_data/wiki.train.raw:
 # 2,230,439 characters / 462,584 tokens = 4.82 (special tokens not counted). With a
-# checkpoint, estimate_plan measures its own tokenizer on wiki.valid.raw instead.
+# checkpoint, run_mteb --estimate measures its own tokenizer on wiki.valid.raw instead
+# (measure_chars_per_token; 4.87 for this vocabulary).
 DEFAULT_CHARS_PER_TOKEN = 4.82
 SAMPLE_TEXT = Path(__file__).resolve().parents[1] / "recipes" / "sample_data" / "wiki.valid.raw"
 SPECIAL_TOKENS = 2  # [CLS] ... [SEP] (<s> ... </s>) around every text
@@ -89,7 +90,9 @@ class TaskSize:
         return sum(b.tokens(chars_per_token, max_seq_length) for b in self.blocks)
 
 
-def _text_block(name: str, stats: Mapping[str, Any] | None, scale: float = 1.0, cap: int | None = None) -> TextBlock | None:
+def _text_block(
+    name: str, stats: Mapping[str, Any] | None, scale: float = 1.0, cap: int | None = None
+) -> TextBlock | None:
     """A block from mteb's ``TextStatistics`` (total / average length), optionally subsampled."""
     if not isinstance(stats, Mapping):
         return None
@@ -103,8 +106,11 @@ def _text_block(name: str, stats: Mapping[str, Any] | None, scale: float = 1.0, 
 
 def _encoded_keys(task, split_stats: Mapping[str, Any]) -> list[str]:
     """The ``*_statistics`` text blocks of a split that mteb encodes for this task type."""
-    keys = [k for k, v in split_stats.items()
-            if k.endswith("_statistics") and isinstance(v, Mapping) and "total_text_length" in v]
+    keys = [
+        k
+        for k, v in split_stats.items()
+        if k.endswith("_statistics") and isinstance(v, Mapping) and "total_text_length" in v
+    ]
     if task.metadata.type == "Summarization":  # the summaries are encoded, not the source text
         keys = [k for k in keys if k != "text_statistics"]
     return keys
@@ -134,7 +140,11 @@ def _clustering_limit(task) -> tuple[float, int | None]:
 def _training_block(task, stats: Mapping[str, Any], subset: str) -> TextBlock | None:
     """The undersampled training texts of a classification task (None: cross-validation)."""
     train_split = getattr(task, "train_split", None)
-    if not isinstance(task, AbsTaskClassification) or train_split in task.eval_splits or train_split not in stats:
+    if (
+        not isinstance(task, AbsTaskClassification)
+        or train_split in task.eval_splits
+        or train_split not in stats
+    ):
         return None
     train = stats[train_split]
     if subset:
@@ -155,7 +165,9 @@ def task_size(task) -> TaskSize:
             sub = task_size(part)
             if sub.missing:
                 size.missing = f"{part.metadata.name}: {sub.missing}"
-            size.blocks += [TextBlock(f"{part.metadata.name}/{b.name}", b.texts, b.characters) for b in sub.blocks]
+            size.blocks += [
+                TextBlock(f"{part.metadata.name}/{b.name}", b.texts, b.characters) for b in sub.blocks
+            ]
         return size
     stats = task.metadata.descriptive_stats or {}
     fraction, cap = _clustering_limit(task)
@@ -166,7 +178,9 @@ def task_size(task) -> TaskSize:
         for subset, sub_stats in _subset_stats(task, stats[split]):
             where = f"{split}{'/' + subset if subset else ''}"
             for key in _encoded_keys(task, sub_stats):
-                block = _text_block(f"{where}/{key.removesuffix('_statistics')}", sub_stats[key], fraction, cap)
+                block = _text_block(
+                    f"{where}/{key.removesuffix('_statistics')}", sub_stats[key], fraction, cap
+                )
                 if block is not None:
                     size.blocks.append(block)
             train = _training_block(task, stats, subset)
@@ -183,8 +197,11 @@ def measure_chars_per_token(tokenizer_dir: str | Path, sample: Path = SAMPLE_TEX
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    lines = [line.strip() for line in sample.read_text(encoding="utf-8").splitlines()
-             if line.strip() and not line.strip().startswith("=")]
+    lines = [
+        line.strip()
+        for line in sample.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.strip().startswith("=")
+    ]
     tokens = sum(len(ids) for ids in tokenizer(lines, add_special_tokens=False)["input_ids"])
     return sum(len(line) for line in lines) / tokens
 
@@ -230,7 +247,9 @@ class PlanEstimate:
         return self.tokens / self.tokens_per_second / 3600
 
 
-def token_setting(chars_per_token: float | None = None, max_seq_length: int | None = None, source: str | None = None) -> TokenSetting:
+def token_setting(
+    chars_per_token: float | None = None, max_seq_length: int | None = None, source: str | None = None
+) -> TokenSetting:
     """A checkpoint's setting; the measured default characters per token when none is given."""
     for label, value in (("--chars_per_token", chars_per_token), ("--max_seq_length", max_seq_length)):
         if value is not None and value <= 0:
@@ -238,12 +257,21 @@ def token_setting(chars_per_token: float | None = None, max_seq_length: int | No
     return TokenSetting(
         chars_per_token or DEFAULT_CHARS_PER_TOKEN,
         max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
-        source or ("stated" if chars_per_token else "bert-base-uncased vocabulary on the bundled English sample"))
+        source
+        or ("stated" if chars_per_token else "bert-base-uncased vocabulary on the bundled English sample"),
+    )
 
 
-def estimate_plan(tasks: Sequence, *, benchmark: str, groups: Mapping[TokenSetting, int],
-                  tokens_per_second: float | None = None) -> PlanEstimate:
-    """The cost of evaluating the checkpoints of ``groups`` on ``tasks`` (nothing is loaded).
+def estimate_plan(
+    tasks: Sequence,
+    *,
+    benchmark: str,
+    groups: Mapping[TokenSetting, int],
+    tokens_per_second: float | None = None,
+    speed_source: str = "stated",
+) -> PlanEstimate:
+    """The cost of evaluating the checkpoints of ``groups`` on ``tasks`` (nothing is loaded);
+    ``speed_source`` says where a given ``tokens_per_second`` comes from (e.g. a measurement).
 
     Raises:
         ValueError: no checkpoint, or a non-positive speed.
@@ -257,8 +285,10 @@ def estimate_plan(tasks: Sequence, *, benchmark: str, groups: Mapping[TokenSetti
         sizes=[task_size(t) for t in tasks],
         groups=dict(groups),
         tokens_per_second=tokens_per_second or ASSUMED_TOKENS_PER_SECOND,
-        speed_source="stated" if tokens_per_second else
-        "ASSUMED for a base-size encoder, fp32, one data-centre GPU: state yours with --tokens_per_second",
+        speed_source=speed_source
+        if tokens_per_second
+        else "ASSUMED for a base-size encoder, fp32, one data-centre GPU: "
+        "state yours with --tokens_per_second",
     )
 
 
@@ -280,15 +310,28 @@ def format_estimate(plan: PlanEstimate) -> str:
     one tokens column per group of checkpoints (characters per token, max_seq_length).
     """
     settings = list(plan.groups)
-    rows = [(s.task, s.category, str(s.texts), str(s.characters),
-             *(str(round(s.tokens(g.chars_per_token, g.max_seq_length))) for g in settings))
-            for s in plan.sizes if s.blocks]
+    rows = [
+        (
+            s.task,
+            s.category,
+            str(s.texts),
+            str(s.characters),
+            *(str(round(s.tokens(g.chars_per_token, g.max_seq_length))) for g in settings),
+        )
+        for s in plan.sizes
+        if s.blocks
+    ]
     header = ("task", "category", "texts", "characters", *(g.label for g in settings))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"Estimate: {plan.checkpoints} checkpoint(s) x {plan.benchmark} ({len(plan.sizes)} tasks); "
-             f"texts, characters and tokens per checkpoint:",
-             "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        f"Estimate: {plan.checkpoints} checkpoint(s) x {plan.benchmark} ({len(plan.sizes)} tasks); "
+        f"texts, characters and tokens per checkpoint:",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+    ]
+    lines += [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     reasons: dict[str, list[str]] = {}
     for size in plan.sizes:
         if size.missing:
@@ -300,18 +343,29 @@ def format_estimate(plan: PlanEstimate) -> str:
     lines.append(f"Per checkpoint: {_si(texts)} texts, {_si(chars)} characters")
     for setting, n in plan.groups.items():
         tokens = plan.tokens_per_checkpoint(setting)
-        top = ", ".join(f"{s.task} {100 * s.tokens(setting.chars_per_token, setting.max_seq_length) / tokens:.0f} %"
-                        for s in largest(plan.sizes, setting)) if tokens else "-"
-        lines.append(f"  {n} checkpoint(s) at {setting.chars_per_token:.2f} characters/token ({setting.source}), "
-                     f"at most {setting.max_seq_length} tokens per text: {_si(tokens)} tokens each; most: {top}")
+        top = (
+            ", ".join(
+                f"{s.task} {100 * s.tokens(setting.chars_per_token, setting.max_seq_length) / tokens:.0f} %"
+                for s in largest(plan.sizes, setting)
+            )
+            if tokens
+            else "-"
+        )
+        lines.append(
+            f"  {n} checkpoint(s) at {setting.chars_per_token:.2f} characters/token ({setting.source}), "
+            f"at most {setting.max_seq_length} tokens per text: {_si(tokens)} tokens each; most: {top}"
+        )
     lines += [
         f"Encode speed: {plan.tokens_per_second:,.0f} tokens/s ({plan.speed_source})",
         f"Plan: {_si(plan.tokens)} tokens / {plan.tokens_per_second:,.0f} tokens/s / 3600 = "
-        f"{_hours(plan.gpu_hours)} GPU-hours (encoding only: k-means, retrieval search and data loading come on top)",
+        f"{_hours(plan.gpu_hours)} GPU-hours "
+        "(encoding only: k-means, retrieval search and data loading come on top)",
     ]
     return "\n".join(lines)
 
 
 def largest(sizes: Iterable[TaskSize], setting: TokenSetting, n: int = 4) -> list[TaskSize]:
     """The ``n`` tasks with the most tokens at ``setting`` (where the time goes)."""
-    return sorted(sizes, key=lambda s: s.tokens(setting.chars_per_token, setting.max_seq_length), reverse=True)[:n]
+    return sorted(
+        sizes, key=lambda s: s.tokens(setting.chars_per_token, setting.max_seq_length), reverse=True
+    )[:n]

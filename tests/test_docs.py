@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted([ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md",
-                ROOT / "evaluation" / "paper" / "README.md", *(ROOT / "docs").glob("*.md")])
+PAGES = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "benchmarks" / "RESULTS.md",
+        ROOT / "evaluation" / "paper" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+    ]
+)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 CODE_BLOCK = re.compile(r"```.*?```", re.S)
 
@@ -44,18 +50,27 @@ def test_relative_links_resolve(page):
         assert dest.exists(), f"{page.relative_to(ROOT)}: link {target!r} points to no file"
         assert ROOT in dest.parents or dest == ROOT, f"{page.relative_to(ROOT)}: {target!r} leaves the repo"
         if anchor and dest.suffix == ".md":
-            assert anchor in _anchors(dest), f"{page.relative_to(ROOT)}: no heading #{anchor} in {path or page.name}"
+            assert anchor in _anchors(dest), (
+                f"{page.relative_to(ROOT)}: no heading #{anchor} in {path or page.name}"
+            )
 
 
 def test_no_references_outside_the_repository():
     """Nothing in the docs or the code points at the workspace around the clone."""
     outside = re.compile(r"\.\./shared|shared/paper|SPEC (section|§)|ADATAMW_PAPER_DIR")
-    code = [f for d in ("adatamw", "recipes", "evaluation", "tests", "benchmarks")
-            for f in (ROOT / d).rglob("*") if f.suffix in (".py", ".md", ".cpp", ".yaml")]
+    code = [
+        f
+        for d in ("adatamw", "recipes", "evaluation", "tests", "benchmarks")
+        for f in (ROOT / d).rglob("*")
+        if f.suffix in (".py", ".md", ".cpp", ".yaml")
+    ]
     files = [*PAGES, *code, ROOT / "Makefile", ROOT / "pyproject.toml"]
-    hits = [f"{f.relative_to(ROOT)}:{i}" for f in files
-            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
-            if outside.search(line) and f.name != "test_docs.py"]
+    hits = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for f in files
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line) and f.name != "test_docs.py"
+    ]
     assert not hits, f"references to files outside the repository: {hits}"
 
 

@@ -60,19 +60,29 @@ def _hours(out: str) -> float:
 
 
 def test_papers_plan_figures_match_mteb_metadata(capsys, no_data):
-    rows, out = _estimate(capsys, "--checkpoints", str(PAPER_PLAN), "--paper_tasks", "--tokens_per_second", "50000")
+    rows, out = _estimate(
+        capsys, "--checkpoints", str(PAPER_PLAN), "--paper_tasks", "--tokens_per_second", "50000"
+    )
     assert len(rows) == 56 and "CQADupstackTexRetrieval" in rows and "CQADupstackRetrieval" not in rows
 
     arguana = _stats("ArguAna")
     docs, queries = arguana["documents_text_statistics"], arguana["queries_text_statistics"]
-    expected_tokens = (_tokens(arguana["num_documents"], docs["average_text_length"])
-                       + _tokens(arguana["num_queries"], queries["average_text_length"]))
-    assert rows["ArguAna"][:3] == ["Retrieval", str(arguana["num_documents"] + arguana["num_queries"]), str(arguana["number_of_characters"])]
+    expected_tokens = _tokens(arguana["num_documents"], docs["average_text_length"]) + _tokens(
+        arguana["num_queries"], queries["average_text_length"]
+    )
+    assert rows["ArguAna"][:3] == [
+        "Retrieval",
+        str(arguana["num_documents"] + arguana["num_queries"]),
+        str(arguana["number_of_characters"]),
+    ]
     assert int(rows["ArguAna"][3]) == pytest.approx(expected_tokens, abs=1)
 
     summeval = _stats("SummEval")  # the summaries are encoded, not the 100 source articles
-    assert rows["SummEval"][:3] == ["Summarization", str(100 * (11 + 16)),
-                                    str(summeval["number_of_characters"] - summeval["text_statistics"]["total_text_length"])]
+    assert rows["SummEval"][:3] == [
+        "Summarization",
+        str(100 * (11 + 16)),
+        str(summeval["number_of_characters"] - summeval["text_statistics"]["total_text_length"]),
+    ]
 
     banking = mteb.get_task("Banking77Classification")
     train, test = banking.metadata.descriptive_stats["train"], _stats("Banking77Classification")
@@ -89,13 +99,24 @@ def test_v2_plan_figures_match_mteb_metadata_and_cost_less(capsys, no_data):
     rows, out = _estimate(capsys, "--checkpoints", str(PAPER_PLAN), "--benchmark", V2)
     assert len(rows) == 41 and "ASSUMED" in out  # no speed stated: the assumption says so
 
-    fever = _stats("FEVERHardNegatives")  # its statistics predate num_documents: num_samples = corpus + queries
-    assert rows["FEVERHardNegatives"][:3] == ["Retrieval", str(fever["num_samples"]), str(fever["number_of_characters"])]
-    assert rows["FEVERHardNegatives"][1] != str(_stats("FEVER")["num_samples"])  # the hard-negative corpus, not FEVER's 5.4 M
+    fever = _stats(
+        "FEVERHardNegatives"
+    )  # its statistics predate num_documents: num_samples = corpus + queries
+    assert rows["FEVERHardNegatives"][:3] == [
+        "Retrieval",
+        str(fever["num_samples"]),
+        str(fever["number_of_characters"]),
+    ]
+    assert rows["FEVERHardNegatives"][1] != str(
+        _stats("FEVER")["num_samples"]
+    )  # the hard-negative corpus, not FEVER's 5.4 M
 
     summ = _stats("SummEvalSummarization.v2")
-    assert rows["SummEvalSummarization.v2"][:3] == ["Summarization", "2700",
-                                                    str(summ["number_of_characters"] - summ["text_statistics"]["total_text_length"])]
+    assert rows["SummEvalSummarization.v2"][:3] == [
+        "Summarization",
+        "2700",
+        str(summ["number_of_characters"] - summ["text_statistics"]["total_text_length"]),
+    ]
 
     v2_hours = _hours(out)
     _, v1_out = _estimate(capsys, "--checkpoints", str(PAPER_PLAN))
@@ -127,11 +148,23 @@ def test_estimate_of_a_manifest_measures_each_tokenizer(tmp_path, capsys, no_dat
 
     ckpts = [save_tiny_model("bert", tmp_path / name, seed=i) for i, name in enumerate("ab")]
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"selected": [
-        {"model": "tiny", "optimizer": opt, "epochs": 1, "checkpoint": str(c)} for opt, c in zip(("adamw", "adatamw"), ckpts)]}))
-    rows, out = _estimate(capsys, "--manifest", str(manifest), "--benchmark", V2, "--tasks", "STS12", "ArguAna")
+    manifest.write_text(
+        json.dumps(
+            {
+                "selected": [
+                    {"model": "tiny", "optimizer": opt, "epochs": 1, "checkpoint": str(c)}
+                    for opt, c in zip(("adamw", "adatamw"), ckpts)
+                ]
+            }
+        )
+    )
+    rows, out = _estimate(
+        capsys, "--manifest", str(manifest), "--benchmark", V2, "--tasks", "STS12", "ArguAna"
+    )
     measured = re.search(r"2 checkpoint\(s\) at ([\d.]+) characters/token \(measured", out)
-    assert measured and 4.0 < float(measured.group(1)) < 5.5  # the MiniLM (bert-base-uncased) vocabulary on English prose
+    assert (
+        measured and 4.0 < float(measured.group(1)) < 5.5
+    )  # the MiniLM (bert-base-uncased) vocabulary on English prose
     assert "tokens@" in out and ",128" in out  # the tiny checkpoints' max_seq_length caps each text
     arguana = _stats("ArguAna")  # queries average 1193 characters: capped at 128 tokens each
     assert int(rows["ArguAna"][3]) <= 128 * (arguana["num_documents"] + arguana["num_queries"])
@@ -146,3 +179,64 @@ def test_estimate_refusals(capsys):
     assert "--paper_tasks swaps" in capsys.readouterr().err
     assert run_mteb.main(["--checkpoints", "2", "--estimate", "--benchmark", "MTEB(eng v2)"]) == 2
     assert "Did you mean: MTEB(eng, v2)" in capsys.readouterr().err
+
+
+def _plan_lines(out: str) -> list[str]:
+    """The figures of an estimate's output: its task rows and its per-checkpoint and plan totals."""
+    return [
+        line
+        for line in out.splitlines()
+        if line.startswith(("Per checkpoint:", "Plan:"))
+        or (len(c := line.split()) >= 5 and all(x.isdigit() for x in c[2:]))
+    ]
+
+
+def test_encode_throughput_costs_the_plan_with_run_mteb_estimate(capsys, no_data):
+    """The benchmark measures a speed and hands it to evaluation.estimate: the run_mteb --estimate
+    command it prints gives the same figures, and the plan is costed at the measured tokens/s."""
+    import shlex
+
+    from benchmarks import encode_throughput
+
+    assert (
+        encode_throughput.main(
+            [
+                "--n",
+                "8",
+                "--batch_size",
+                "8",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--estimate",
+                "--grid",
+                "3",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    measured = int(re.search(r"evaluation encoder: (\d+) tokens/s", out).group(1))
+    command = shlex.split(re.search(r"python -m evaluation\.run_mteb (.+)$", out, re.M).group(1))
+    assert command[command.index("--tokens_per_second") + 1] == str(measured) and measured > 0
+    assert command[command.index("--max_seq_length") + 1] == "256"  # the embedded MiniLM's own
+    chars_per_token = float(
+        re.search(r"characters per token, Wikipedia sample, validation part[^:]*: ([\d.]+)", out).group(1)
+    )
+    assert command[command.index("--chars_per_token") + 1] == f"{chars_per_token:.2f}"
+    assert f"{measured:,} tokens/s (measured" in out
+
+    rows, reference = _estimate(capsys, *[a for a in command if a != "--estimate"])
+    assert len(rows) == 56 and _plan_lines(out) == _plan_lines(reference)
+    tokens = sum(int(cells[3]) for cells in rows.values())  # 3 checkpoints at the measured speed
+    assert _hours(out) == pytest.approx(3 * tokens / measured / 3600, rel=1e-3)
+
+
+def test_encode_throughput_has_no_sizing_of_its_own():
+    """One sizing of the plan: the benchmark calls evaluation.estimate and reads no task statistics."""
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / "encode_throughput.py").read_text(
+        encoding="utf-8"
+    )
+    assert "estimate_plan" in source
+    assert "descriptive_stats" not in source and "/ 3600" not in source
