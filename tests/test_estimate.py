@@ -191,6 +191,7 @@ def _plan_lines(out: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # times the encoder and runs run_mteb --estimate: ~3 s
 def test_encode_throughput_costs_the_plan_with_run_mteb_estimate(capsys, no_data):
     """The benchmark measures a speed and hands it to evaluation.estimate: the run_mteb --estimate
     command it prints gives the same figures, and the plan is costed at the measured tokens/s."""

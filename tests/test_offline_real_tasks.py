@@ -115,6 +115,7 @@ def test_sample_source_note_names_source_licence_command_and_hashes():
         assert f"sha256 ({name}) {digest}" in note
 
 
+@pytest.mark.slow  # extracts the whole Wikipedia sample: ~2-4 s
 @needs_gensim
 def test_wiki_sample_reproduces_the_bundled_files(tmp_path, capsys):
     wiki_sample.main(["--out", str(tmp_path)])

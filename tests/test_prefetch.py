@@ -241,6 +241,7 @@ def test_models_and_train_data_present_iff_loadable(caches, no_network, capsys):
     assert load_dataset(*WIKITEXT)["train"]["text"] == lines
 
 
+@pytest.mark.slow  # a subprocess sizes the 63 items of the default plan: ~11-15 s
 def test_empty_cache_names_each_item_of_the_default_plan(tmp_path):
     """The default plan: the sweep's 6 models, WikiText-2 and the paper's 56 tasks, all missing."""
     from evaluation.tasks import benchmark_tasks
