@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from common import locks
 from recipes import mlm_finetune, results, sweep
+from tests.support.recipe_args import tiny_recipe_args
 from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,28 +50,7 @@ def tiny(tmp_path_factory) -> Path:
 
 def data_args(files: tuple[Path, Path], train_blocks: int = 16) -> list[str]:
     """The recipe's data and batch arguments (also what the sweep passes on)."""
-    return [
-        "--train_file",
-        str(files[0]),
-        "--validation_file",
-        str(files[1]),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        str(train_blocks),
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "4",
-        "--per_device_eval_batch_size",
-        "8",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-    ]
+    return tiny_recipe_args(files, max_train_samples=train_blocks)
 
 
 def recipe_argv(model: Path, out: Path, files, *extra: str) -> list[str]:

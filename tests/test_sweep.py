@@ -12,6 +12,7 @@ import pytest
 
 from recipes import mlm_finetune, sweep
 from recipes.hub import SAMPLE_FILES
+from tests.support.recipe_args import tiny_recipe_args
 from tests.support.slurm_cluster import script_commands
 from tests.support.tiny_models import save_tiny_model
 
@@ -27,26 +28,7 @@ def recipe_extra(tmp_path_factory) -> list[str]:
     train, valid = root / "train.txt", root / "valid.txt"
     train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:6_000], encoding="utf-8")
-    return [
-        "--train_file",
-        str(train),
-        "--validation_file",
-        str(valid),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        "8",
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "4",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-    ]
+    return tiny_recipe_args((train, valid), max_train_samples=8, per_device_eval_batch_size=None)
 
 
 def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
