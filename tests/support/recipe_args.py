@@ -45,3 +45,19 @@ def tiny_recipe_args(
     if dataloader_pin_memory is not None:
         args += ["--dataloader_pin_memory", dataloader_pin_memory]
     return [*args, *extra]
+
+
+def tiny_sweep_args(
+    model: Path,
+    output_root: Path,
+    *,
+    optims: Sequence[str] = ("adamw",),
+    epochs: Sequence[str] = ("1",),
+    learning_rates: Sequence[str] = ("1e-3",),
+) -> list[str]:
+    """``recipes/sweep.py``'s grid over one ``model`` (one cell by default: AdamW, 1 epoch, lr
+    1e-3), its runs under ``output_root``; the recipe's own arguments go after it."""
+    return [
+        *("--models", str(model), "--optims", *optims, "--epochs", *epochs),
+        *("--learning_rates", *learning_rates, "--output_root", str(output_root)),
+    ]
