@@ -263,6 +263,33 @@ def spawn(fn, *args, nprocs: int = 2) -> None:
                 raise
 
 
+def export_launcher_env(rank: int, world: int, port: int, **extra: str) -> None:
+    """What a launcher (torchrun, ``accelerate launch``, ``deepspeed``) exports for ``rank`` of
+    ``world`` on this host, plus ``extra``; then one intra-op thread per rank (2 CPU cores)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        **extra,
+    )
+    torch.set_num_threads(1)
+
+
+def join_gloo_group(rank: int, world: int, port: int, timeout_s: int = 120, accelerate: bool = False) -> None:
+    """Start ``rank``'s process as a launcher would and join the gloo group; with ``accelerate``,
+    also set up accelerate's state (MULTI_CPU here), which its logging needs."""
+    export_launcher_env(rank, world, port, OMP_NUM_THREADS="1")
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    if accelerate:
+        from accelerate import PartialState
+
+        PartialState(cpu=True)
+
+
 def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) -> dict:
     """``run_one(case)`` for each case on this rank, keyed by the case's name. A failure is a
     result too (its error and trace: refusals are what some tests check), and every rank meets
@@ -283,9 +310,7 @@ def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) 
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    join_gloo_group(rank, world, port)
     results = {}
     try:
         results = run_cases(
