@@ -26,6 +26,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install
 
 from tests.support import dist_worker as D  # noqa: E402
 from tests.support import ds_worker as W  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -227,7 +228,7 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
                 "--nproc_per_node",
                 "2",
                 "--master_port",
-                str(D.free_port()),
+                str(free_port()),
                 str(REPO / "tests" / "support" / "ds_trainer_script.py"),
                 str(model),
                 str(out),

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from tests.support.ports import free_port
+
 STEPS = 5
 VOCAB, HIDDEN, MID, OUT = 13, 6, 5, 3  # odd sizes: shards are uneven (7/6, 3/2, 2/1 rows)
 
@@ -237,14 +239,6 @@ def time_reduction(repeats: int = 20) -> dict:
         "allreduce_numels": calls,
         "embedding_dim": params[0].shape[1],
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(fn, *args, nprocs: int = 2) -> None:
