@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch.multiprocessing.spawn import ProcessException
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
 
+from tests.support import dist_worker as D  # noqa: E402
 from tests.support import ds_worker as W  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -73,12 +73,6 @@ REFUSED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deepspeed")
@@ -89,19 +83,7 @@ def results(tmp_path_factory):
         + [OVERFLOW, *BF16, ZERO_INIT, UNREDUCED, UNDEFERRED]
         + list(REFUSED.values())
     )
-    for attempt in range(2):  # a second try on a fresh port: another job may take the first
-        try:
-            torch.multiprocessing.start_processes(
-                W.worker,
-                args=(W.WORLD, _free_port(), cases, out),
-                nprocs=W.WORLD,
-                join=True,
-                start_method="spawn",
-            )
-            break
-        except ProcessException:
-            if attempt:
-                raise
+    D.spawn(W.worker, cases, out, nprocs=W.WORLD)
     return torch.load(out, weights_only=False)
 
 
@@ -246,7 +228,7 @@ def test_trainer_with_zero_configs_resumes_exactly(tmp_path):
                 "--nproc_per_node",
                 "2",
                 "--master_port",
-                str(_free_port()),
+                str(free_port()),
                 str(REPO / "tests" / "support" / "ds_trainer_script.py"),
                 str(model),
                 str(out),

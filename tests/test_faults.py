@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from common import locks
 from recipes import mlm_finetune, results, sweep
+from tests.support.recipe_args import tiny_recipe_args, tiny_sweep_args
 from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,28 +50,7 @@ def tiny(tmp_path_factory) -> Path:
 
 def data_args(files: tuple[Path, Path], train_blocks: int = 16) -> list[str]:
     """The recipe's data and batch arguments (also what the sweep passes on)."""
-    return [
-        "--train_file",
-        str(files[0]),
-        "--validation_file",
-        str(files[1]),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        str(train_blocks),
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "4",
-        "--per_device_eval_batch_size",
-        "8",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-    ]
+    return tiny_recipe_args(files, max_train_samples=train_blocks)
 
 
 def recipe_argv(model: Path, out: Path, files, *extra: str) -> list[str]:
@@ -201,16 +181,7 @@ def finished_sweep(tiny, text_files, tmp_path_factory):
     """One finished sweep cell (adatamw, 1 epoch, lr 1e-3, 8 blocks); returns (sweep args, cell)."""
     root = tmp_path_factory.mktemp("sweep")
     args = [
-        "--models",
-        str(tiny),
-        "--optims",
-        "adatamw",
-        "--epochs",
-        "1",
-        "--learning_rates",
-        "1e-3",
-        "--output_root",
-        str(root),
+        *tiny_sweep_args(tiny, root, optims=["adatamw"]),
         "--in_process",
         *data_args(text_files, train_blocks=8),
     ]
@@ -348,16 +319,7 @@ def _sweep_with_running_child(tiny, text_files, root: Path) -> tuple[subprocess.
         sys.executable,
         "-m",
         "recipes.sweep",
-        "--models",
-        str(tiny),
-        "--optims",
-        "adamw",
-        "--epochs",
-        "1",
-        "--learning_rates",
-        "1e-3",
-        "--output_root",
-        str(root),
+        *tiny_sweep_args(tiny, root),
         "--launcher",
         "python",
         *data_args(text_files),

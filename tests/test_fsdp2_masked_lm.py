@@ -26,6 +26,7 @@ import torch
 
 from tests.support import dist_worker as D
 from tests.support import fsdp2_mlm_worker as W
+from tests.support.recipe_args import tiny_recipe_args
 
 pytestmark = pytest.mark.distributed
 
@@ -210,37 +211,22 @@ def test_recipe_trains_and_checkpoints_under_accelerates_fsdp2(tiny_model_dir, t
     from transformers import AutoModelForMaskedLM
 
     model = tiny_model_dir("bert")
-    argv = [
-        "--model_name_or_path",
-        str(model),
-        "--train_file",
-        str(text_files[0]),
-        "--validation_file",
-        str(text_files[1]),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        "16",
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "2",
-        "--num_train_epochs",
-        "2",
-        "--learning_rates",
-        "1e-3",
-        "--optim",
-        "adatamw",
-        "--coupled_embeddings",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-        "--use_cpu",
-        "true",
-    ]
+    argv = tiny_recipe_args(
+        text_files,
+        model=model,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=None,
+        run=[
+            "--num_train_epochs",
+            "2",
+            "--learning_rates",
+            "1e-3",
+            "--optim",
+            "adatamw",
+            "--coupled_embeddings",
+        ],
+        extra=["--use_cpu", "true"],
+    )
     runs = {}
     for name, env in (("fsdp2", launch_env(FSDP_YAML)), ("ddp", {})):
         D.spawn(W.recipe_worker, env, [*argv, "--output_dir", str(tmp_path / name)])

@@ -21,6 +21,7 @@ from recipes.fsdp_prep import (
     shared_registrations,
 )
 from recipes.launch_checks import fsdp_requested, warn_if_fsdp_downgraded
+from tests.support.recipe_args import tiny_recipe_args
 from tests.support.tiny_models import ALL_FAMILIES, minilm_tokenizer_path, tiny_config
 
 
@@ -162,39 +163,18 @@ def test_fsdp2_requests(tmp_path, monkeypatch):
 
 
 def _recipe_argv(model, out, files) -> list[str]:
-    return [
-        "--model_name_or_path",
-        str(model),
-        "--train_file",
-        str(files[0]),
-        "--validation_file",
-        str(files[1]),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        "8",
-        "--max_eval_samples",
-        "4",
-        "--per_device_train_batch_size",
-        "4",
-        "--num_train_epochs",
-        "1",
-        "--learning_rates",
-        "1e-3",
-        "--optim",
-        "adatamw",
-        "--coupled_embeddings",
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-        "--use_cpu",
-        "true",
-    ]
+    return tiny_recipe_args(
+        files,
+        model=model,
+        max_train_samples=8,
+        max_eval_samples=4,
+        per_device_eval_batch_size=None,
+        run=[
+            *("--num_train_epochs", "1", "--learning_rates", "1e-3", "--optim", "adatamw"),
+            *("--coupled_embeddings", "--output_dir", str(out)),
+        ],
+        extra=["--use_cpu", "true"],
+    )
 
 
 def test_recipe_refuses_an_fsdp2_launch_that_cannot_run_before_training(

@@ -29,6 +29,7 @@ from evaluation.report import main as report_main
 from evaluation.scores import ScoreTableError  # noqa: E402
 from evaluation.task_data import TaskDataError, load_task_data  # noqa: E402
 from tests.support.mteb_fixture import (
+    CATEGORIES,
     REAL_TASKS,
     STANDARD_TASKS,
     V2_ONLY_TASKS,
@@ -38,34 +39,18 @@ from tests.support.mteb_fixture import (
     write_config,
     write_offline_cache,
 )
-from tests.support.tiny_models import minilm_tokenizer_path  # noqa: E402
+from tests.support.tiny_models import minilm_tokenizer_path, tiny_bert  # noqa: E402
 
-CATEGORIES = {
-    "Classification",
-    "Clustering",
-    "PairClassification",
-    "Reranking",
-    "Retrieval",
-    "STS",
-    "Summarization",
-}
 PROVENANCE = {
     "model": {"name": "tiny-bert", "resolved": "tiny-bert-local", "weights_sha256": "ab" * 32},
     "data": {"name": "Salesforce/wikitext", "config": "wikitext-103-raw-v1", "fingerprint": "cd" * 32},
 }
 
 
-def _tiny_bert(folder: Path, seed: int) -> Path:
-    """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
-    from tests.support.tiny_models import save_tiny_model
-
-    return save_tiny_model("bert", folder, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real_ckpts")
-    return {"a": _tiny_bert(root / "a", 0), "b": _tiny_bert(root / "b", 1)}
+    return {"a": tiny_bert(root / "a", 0), "b": tiny_bert(root / "b", 1)}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from transformers import AutoModelForMaskedLM, TrainerCallback
 
 from recipes import mlm_finetune
 from recipes.results import read_json
+from tests.support.recipe_args import tiny_recipe_args
 from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,37 +28,8 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def argv(model: Path, out: Path, files: tuple[Path, Path], *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path",
-        str(model),
-        "--train_file",
-        str(files[0]),
-        "--validation_file",
-        str(files[1]),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        "16",
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "4",
-        "--per_device_eval_batch_size",
-        "8",
-        "--num_train_epochs",
-        "1",
-        "--learning_rates",
-        "1e-3",
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-        *extra,
-    ]
+    run = ["--num_train_epochs", "1", "--learning_rates", "1e-3", "--output_dir", str(out)]
+    return tiny_recipe_args(files, model=model, run=run, extra=extra)
 
 
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:

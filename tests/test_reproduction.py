@@ -25,35 +25,15 @@ from pathlib import Path
 import pytest
 
 from recipes import sweep
+from tests.support.recipe_args import tiny_recipe_args
 from tests.support.slurm_cluster import Cluster, require, script_commands
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ["WordSim353", "PangLeePolarityClassification"]  # the offline suite's human-judged tasks
 TINY_SWEEP = [
-    "--models",
-    "minilm-offline",
-    "--offline_defaults",
-    "--optims",
-    "adamw",
-    "adatamw",
-    "--epochs",
-    "1",
-    "--learning_rates",
-    "2e-4",
-    "--max_seq_length",
-    "32",
-    "--max_train_samples",
-    "16",
-    "--max_eval_samples",
-    "8",
-    "--per_device_train_batch_size",
-    "8",
-    "--per_device_eval_batch_size",
-    "8",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
+    *("--models", "minilm-offline", "--offline_defaults", "--optims", "adamw", "adatamw"),
+    *("--epochs", "1", "--learning_rates", "2e-4"),
+    *tiny_recipe_args(per_device_train_batch_size=8, dataloader_pin_memory=None),
 ]
 TIMEOUT = 900
 

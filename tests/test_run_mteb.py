@@ -34,32 +34,18 @@ from evaluation.tasks import (
     suite_benchmark,
     suite_name,
 )
+from tests.support.mteb_fixture import CATEGORIES  # noqa: E402
 from tests.support.slurm_cluster import script_commands  # noqa: E402
+from tests.support.tiny_models import tiny_bert  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = [t.metadata.name for t in select_tasks(offline_suite=True)]
-CATEGORIES = {
-    "Classification",
-    "Clustering",
-    "PairClassification",
-    "Reranking",
-    "Retrieval",
-    "STS",
-    "Summarization",
-}
-
-
-def _tiny_bert(folder: Path, seed: int) -> Path:
-    """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
-    from tests.support.tiny_models import save_tiny_model
-
-    return save_tiny_model("bert", folder, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
-    return {"a": _tiny_bert(root / "run_a" / "best", 0), "b": _tiny_bert(root / "run_b" / "best", 1)}
+    return {"a": tiny_bert(root / "run_a" / "best", 0), "b": tiny_bert(root / "run_b" / "best", 1)}
 
 
 @pytest.fixture

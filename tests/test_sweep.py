@@ -12,6 +12,7 @@ import pytest
 
 from recipes import mlm_finetune, sweep
 from recipes.hub import SAMPLE_FILES
+from tests.support.recipe_args import tiny_recipe_args, tiny_sweep_args
 from tests.support.slurm_cluster import script_commands
 from tests.support.tiny_models import save_tiny_model
 
@@ -27,26 +28,7 @@ def recipe_extra(tmp_path_factory) -> list[str]:
     train, valid = root / "train.txt", root / "valid.txt"
     train.write_text(SAMPLE_FILES["train"].read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     valid.write_text(SAMPLE_FILES["validation"].read_text(encoding="utf-8")[:6_000], encoding="utf-8")
-    return [
-        "--train_file",
-        str(train),
-        "--validation_file",
-        str(valid),
-        "--max_seq_length",
-        "32",
-        "--max_train_samples",
-        "8",
-        "--max_eval_samples",
-        "8",
-        "--per_device_train_batch_size",
-        "4",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--dataloader_pin_memory",
-        "false",
-    ]
+    return tiny_recipe_args((train, valid), max_train_samples=8, per_device_eval_batch_size=None)
 
 
 def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
@@ -67,17 +49,18 @@ def test_dry_run_lists_the_paper_grid(tmp_path, capsys):
     assert not (tmp_path / "manifest.json").exists()
 
 
+def emit_slurm(out: Path, output_root: str | Path, args: list[str]) -> None:
+    """``sweep.py --emit slurm`` writing its batch script to ``out``, runs under ``output_root``."""
+    sweep.main(["--emit", "slurm", "--slurm_out", str(out), "--output_root", str(output_root), *args])
+
+
 def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
     out = tmp_path / "sweep.sbatch"
     monkeypatch.chdir(tmp_path)
-    sweep.main(
+    emit_slurm(
+        out,
+        "runs",
         [
-            "--emit",
-            "slurm",
-            "--slurm_out",
-            str(out),
-            "--output_root",
-            "runs",
             "--models",
             "roberta-base",
             "microsoft/deberta-base",
@@ -93,7 +76,7 @@ def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
             "3",
             "--max_seq_length",
             "128",
-        ]
+        ],
     )
     script = out.read_text()
     assert "#SBATCH --array=0-7%3\n" in script and "#SBATCH --gres=gpu:4\n" in script
@@ -130,21 +113,17 @@ def test_slurm_script_has_one_task_per_cell(tmp_path, monkeypatch):
 
 def test_slurm_options_is_deprecated_but_works(tmp_path, capsys):
     out = tmp_path / "sweep.sbatch"
-    sweep.main(
+    emit_slurm(
+        out,
+        tmp_path / "runs",
         [
-            "--emit",
-            "slurm",
-            "--slurm_out",
-            str(out),
-            "--output_root",
-            str(tmp_path / "runs"),
             "--models",
             "roberta-base",
             "--epochs",
             "3",
             "--slurm_options",
             "--gres=gpu:4 --time=24:00:00",
-        ]
+        ],
     )
     assert "#SBATCH --gres=gpu:4\n#SBATCH --time=24:00:00\n" in out.read_text()
     assert "--slurm_options is deprecated" in capsys.readouterr().err
@@ -152,19 +131,15 @@ def test_slurm_options_is_deprecated_but_works(tmp_path, capsys):
 
 def test_slurm_array_is_packed_under_max_array_size(tmp_path, capsys):
     out = tmp_path / "sweep.sbatch"
-    sweep.main(
+    emit_slurm(
+        out,
+        tmp_path / "runs",
         [
-            "--emit",
-            "slurm",
-            "--slurm_out",
-            str(out),
-            "--output_root",
-            str(tmp_path / "runs"),
             "--slurm_max_array_size",
             "5",
             "--launcher",
             "python",
-        ]
+        ],
     )  # the paper's 36 cells
     script = out.read_text()
     assert "#SBATCH --array=0-4\n" in script and "PER_TASK=8\n" in script
@@ -182,17 +157,7 @@ def test_local_sweep_writes_manifest_and_skips_finished(
 ):
     root = tmp_path / "runs"
     common = [
-        "--models",
-        str(tiny_bert),
-        "--optims",
-        "adamw",
-        "--epochs",
-        "1",
-        "2",
-        "--learning_rates",
-        "1e-3",
-        "--output_root",
-        str(root),
+        *tiny_sweep_args(tiny_bert, root, epochs=["1", "2"]),
         "--in_process",
         *recipe_extra,
     ]
@@ -234,16 +199,7 @@ def test_local_sweep_runs_the_recipe_as_a_subprocess(tiny_bert, recipe_extra, tm
     root = tmp_path / "runs"
     sweep.main(
         [
-            "--models",
-            str(tiny_bert),
-            "--optims",
-            "adamw",
-            "--epochs",
-            "1",
-            "--learning_rates",
-            "1e-3",
-            "--output_root",
-            str(root),
+            *tiny_sweep_args(tiny_bert, root),
             "--launcher",
             "python",
             *recipe_extra,

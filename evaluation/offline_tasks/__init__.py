@@ -19,6 +19,7 @@ from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.sts import AbsTaskSTS
+from mteb.abstasks.task_metadata import TaskMetadata
 
 from evaluation.offline_tasks._metadata import DataSource, task_metadata
 
@@ -45,6 +46,20 @@ _SOURCE = DataSource(
 _PAPER = "https://arxiv.org/abs/2412.18790"
 
 
+def _hand_written_task(filename: str, **fields: Any) -> TaskMetadata:
+    """The metadata of a task over ``filename``: what every task here shares (sentences written
+    for this project in 2025, expert-annotated, the paper as reference) and its own ``fields``."""
+    return task_metadata(
+        _SOURCE,
+        filename,
+        reference=_PAPER,
+        annotations="expert-annotated",
+        date=("2025-01-01", "2025-01-01"),
+        domains=["Written"],
+        **fields,
+    )
+
+
 def _read(filename: str) -> dict[str, Any]:
     with (DATA_DIR / filename).open(encoding="utf-8") as handle:
         return json.load(handle)
@@ -53,17 +68,12 @@ def _read(filename: str) -> dict[str, Any]:
 class TinyEnglishSTS(AbsTaskSTS):
     """24 hand-written English sentence pairs scored 0-5."""
 
-    metadata = task_metadata(
-        _SOURCE,
+    metadata = _hand_written_task(
         "tiny_sts.json",
         name="TinyEnglishSTS",
         task_type="STS",
         main_score="cosine_spearman",
         description="Hand-written English sentence pairs with 0-5 similarity scores (offline smoke task).",
-        reference=_PAPER,
-        annotations="expert-annotated",
-        date=("2025-01-01", "2025-01-01"),
-        domains=["Written"],
     )
     min_score = 0
     max_score = 5
@@ -80,17 +90,12 @@ class TinyEnglishSTS(AbsTaskSTS):
 class TinyEnglishClassification(AbsTaskClassification):
     """Four-topic sentence classification (sport, cooking, weather, computing)."""
 
-    metadata = task_metadata(
-        _SOURCE,
+    metadata = _hand_written_task(
         "tiny_classification.json",
         name="TinyEnglishClassification",
         task_type="Classification",
         main_score="accuracy",
         description="Hand-written English sentences labelled with one of four topics (offline smoke task).",
-        reference=_PAPER,
-        annotations="expert-annotated",
-        date=("2025-01-01", "2025-01-01"),
-        domains=["Written"],
     )
     samples_per_label = 8
 
@@ -114,17 +119,12 @@ class TinyEnglishClassification(AbsTaskClassification):
 class TinyEnglishRetrieval(AbsTaskRetrieval):
     """Ten questions over twenty short passages."""
 
-    metadata = task_metadata(
-        _SOURCE,
+    metadata = _hand_written_task(
         "tiny_retrieval.json",
         name="TinyEnglishRetrieval",
         task_type="Retrieval",
         main_score="ndcg_at_10",
         description="Hand-written English questions over a 20-passage corpus (offline smoke task).",
-        reference=_PAPER,
-        annotations="expert-annotated",
-        date=("2025-01-01", "2025-01-01"),
-        domains=["Written"],
     )
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:

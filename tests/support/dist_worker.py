@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from tests.support.ports import free_port
+
 STEPS = 5
 VOCAB, HIDDEN, MID, OUT = 13, 6, 5, 3  # odd sizes: shards are uneven (7/6, 3/2, 2/1 rows)
 
@@ -239,14 +241,6 @@ def time_reduction(repeats: int = 20) -> dict:
     }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(fn, *args, nprocs: int = 2) -> None:
     """Run ``fn(rank, nprocs, port, *args)`` in ``nprocs`` fresh processes (spawn, not fork);
     a second try on a fresh port if the first start fails (another job may take the port)."""
@@ -261,6 +255,33 @@ def spawn(fn, *args, nprocs: int = 2) -> None:
         except ProcessException:
             if attempt:
                 raise
+
+
+def export_launcher_env(rank: int, world: int, port: int, **extra: str) -> None:
+    """What a launcher (torchrun, ``accelerate launch``, ``deepspeed``) exports for ``rank`` of
+    ``world`` on this host, plus ``extra``; then one intra-op thread per rank (2 CPU cores)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        **extra,
+    )
+    torch.set_num_threads(1)
+
+
+def join_gloo_group(rank: int, world: int, port: int, timeout_s: int = 120, accelerate: bool = False) -> None:
+    """Start ``rank``'s process as a launcher would and join the gloo group; with ``accelerate``,
+    also set up accelerate's state (MULTI_CPU here), which its logging needs."""
+    export_launcher_env(rank, world, port, OMP_NUM_THREADS="1")
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    if accelerate:
+        from accelerate import PartialState
+
+        PartialState(cpu=True)
 
 
 def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) -> dict:
@@ -283,9 +304,7 @@ def run_cases(cases: list[dict], run_one, switch_off=None, errors=(Exception,)) 
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    join_gloo_group(rank, world, port)
     results = {}
     try:
         results = run_cases(

@@ -9,8 +9,6 @@ padded to 54), weight decay 0.01 / 0.1.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -203,16 +201,7 @@ def _switch_off(case: dict):
 
 
 def worker(rank: int, world: int, port: int, cases: list[dict], out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_WORLD_SIZE=str(world),
-        DS_ACCELERATOR="cpu",
-    )
-    torch.set_num_threads(1)
+    D.export_launcher_env(rank, world, port, DS_ACCELERATOR="cpu")
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)

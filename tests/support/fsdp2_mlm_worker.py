@@ -20,7 +20,6 @@ then ``save_pretrained`` on rank 0) for the test to load with ``from_pretrained`
 
 from __future__ import annotations
 
-import datetime
 import os
 from functools import cache
 from pathlib import Path
@@ -185,20 +184,7 @@ def one_process(case: dict) -> dict:
 def worker(
     rank: int, world: int, port: int, cases: list[dict], env: dict[str, str], root: str, out: str
 ) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300))
-    # what a launcher exports; accelerate's state (MULTI_CPU here) is needed by its logging
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        OMP_NUM_THREADS="1",
-    )
-    from accelerate import PartialState
-
-    PartialState(cpu=True)
+    D.join_gloo_group(rank, world, port, timeout_s=300, accelerate=True)
     results: dict = {}
     try:
         results = D.run_cases(cases, lambda case: run_case(case, env, Path(root)))
@@ -237,17 +223,7 @@ def force_fsdp_on_cpu() -> None:
 def recipe_worker(rank: int, world: int, port: int, env: dict[str, str], argv: list[str]) -> None:
     """``recipes/mlm_finetune.py`` as ``accelerate launch`` starts it on each rank, with the
     launcher's environment ``env`` (FSDP2 from fsdp.yaml, forced on CPU; empty: DDP)."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        OMP_NUM_THREADS="1",
-        **env,
-    )
-    torch.set_num_threads(1)
+    D.export_launcher_env(rank, world, port, OMP_NUM_THREADS="1", **env)
     if env:
         force_fsdp_on_cpu()
     from recipes import mlm_finetune

@@ -27,7 +27,6 @@ and trains steps 4-6. Every rank sees the same batch, so gradients equal the sin
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 
@@ -355,20 +354,7 @@ def run_case(phase: str, case: dict, root: Path) -> dict:
 
 
 def worker(rank: int, world: int, port: int, phase: str, cases: list[dict], root: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
-    # what a launcher exports; accelerate's state (MULTI_CPU here) is needed by its logging
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        OMP_NUM_THREADS="1",
-    )
-    from accelerate import PartialState
-
-    PartialState(cpu=True)
+    D.join_gloo_group(rank, world, port, accelerate=True)
     results: dict = {}
     try:
         results = D.run_cases(

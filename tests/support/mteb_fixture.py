@@ -213,6 +213,17 @@ V2_TASKS = (
     "AskUbuntuDupQuestions",
     *V2_ONLY_TASKS,
 )
+# MTEB's seven task categories, written out here (not taken from evaluation.scores) so the tests
+# check the code's categories against an independent list.
+CATEGORIES = {
+    "Classification",
+    "Clustering",
+    "PairClassification",
+    "Reranking",
+    "Retrieval",
+    "STS",
+    "Summarization",
+}
 
 
 def task_dataset(name: str) -> tuple[str, str]:

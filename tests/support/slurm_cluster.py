@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 REQUIRE_ENV = "ADATAMW_REQUIRE_SLURM"
 INSTALL_HINT = "apt-get update && apt-get install -y slurm-wlm munge"
 PROGRAMS = ("sbatch", "squeue", "scontrol", "scancel", "slurmctld", "slurmd", "munged", "mungekey")
@@ -53,12 +55,6 @@ def require() -> None:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{message}. {REQUIRE_ENV}=1 requires these tests to run.", pytrace=False)
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sbin(name: str) -> str:
@@ -123,7 +119,7 @@ class Cluster:
 
     def write_config(self, max_array_size: int | None) -> None:
         r = self.root
-        self.ports = (_free_port(), _free_port())
+        self.ports = (free_port(), free_port())
         lines = [
             "ClusterName=adatamwtest",
             f"SlurmctldHost={self.node}(127.0.0.1)",

@@ -106,6 +106,11 @@ def save_tiny_model(family: str, folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_bert(folder: str | Path, seed: int) -> Path:
+    """A 2-layer random BertForMaskedLM with the MiniLM tokenizer, saved like a Trainer would."""
+    return save_tiny_model("bert", folder, seed=seed)
+
+
 if __name__ == "__main__":  # python tests/support/tiny_models.py OUT_DIR
     import sys
 
