@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q --timeout 600 tests
 
-# The unit tests: 51-62 s on 2 CPU cores from a fresh clone (two pytest-xdist workers, one file each at a
-# time, one torch thread each).
+# The unit tests: 51-62 s on 2 CPU cores from a fresh clone (two pytest-xdist workers, one
+# file each at a time, one torch thread each).
 test-fast: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --timeout 120 -n 2 --dist loadfile -m "not slow and not distributed" tests
 
